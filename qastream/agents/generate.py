@@ -1,0 +1,41 @@
+"""questions-pending -> LLM -> llm-responses-success, or an error topic by class."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from qastream.app import app, llm, settings, topics
+from qastream.errors import LLMCallError
+from qastream.lifecycle import is_stale
+from qastream.models import Job
+from qastream.tables.status import report, status_table
+
+logger = logging.getLogger(__name__)
+
+
+async def generate_one(job: Job) -> None:
+    """Call the LLM for one job and route the outcome."""
+    if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, "generating"):
+        logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
+        return
+    await report(job, "generating")
+    try:
+        generation = await llm.generate(job.question_text)
+    except LLMCallError as err:
+        logger.warning("LLM call for %s attempt %d failed: %s", job.question_id, job.attempt, err)
+        failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,
+                            retry_after=err.retry_after)
+        await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
+        return
+    answered = job.derive(answer=generation.text, model=generation.model, llm_ms=job.llm_ms + generation.latency_ms,
+                          error_class=None, error_code=None, error_message=None, retry_after=None)
+    await topics.success.send(key=job.question_id, value=answered)
+
+
+@app.agent(topics.pending, concurrency=settings.llm_concurrency)
+async def generate(jobs: faust.StreamT[Job]) -> None:
+    """Generate answers, ``llm_concurrency`` calls at a time per worker."""
+    async for job in jobs:
+        await generate_one(job)

@@ -1,0 +1,27 @@
+"""low-quality-responses -> questions-pending with the next attempt number."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from qastream.app import app, topics
+from qastream.models import Job
+from qastream.tables.status import report
+
+logger = logging.getLogger(__name__)
+
+
+def next_attempt(job: Job) -> Job:
+    """The job for the next generation: a fresh answer and fresh per-attempt retry budgets."""
+    return job.derive(attempt=job.attempt + 1, answer=None, score=None, overload_retries=0, quota_retries=0,
+                      error_class=None, error_code=None, error_message=None, retry_after=None)
+
+
+@app.agent(topics.low_quality)
+async def regenerate(jobs: faust.StreamT[Job]) -> None:
+    """Send low-scoring questions back for another generation."""
+    async for job in jobs:
+        await report(job, "regenerating", detail=f"score {job.score} below threshold")
+        await topics.pending.send(key=job.question_id, value=next_attempt(job))

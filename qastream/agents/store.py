@@ -1,0 +1,53 @@
+"""validated-responses -> database (upsert) + cache, then the completed status."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import faust
+
+from qastream.app import app, cache, settings, storage, topics
+from qastream.db.queries import StoredAnswer
+from qastream.models import Job, result_of
+from qastream.tables.status import report
+
+logger = logging.getLogger(__name__)
+
+#: Longest a lone answer waits for others to share its transaction.
+BATCH_WINDOW_SECONDS = 0.05
+
+
+def stored_answer(job: Job, now: float) -> StoredAnswer:
+    """The database row of a completed job."""
+    return StoredAnswer(
+        question_id=job.question_id, question_text=job.question_text, original_answer=job.original_answer,
+        accepted_at=job.accepted_at or now, epoch=job.epoch, answer=job.answer or "", score=job.score,
+        first_score=job.first_score, processing_attempts=job.attempt, error_retries=job.retries,
+        total_processing_time_ms=max(0.0, (now - (job.accepted_at or now)) * 1000.0), llm_time_ms=job.llm_ms,
+        low_quality=job.low_quality, model=job.model, at=now,
+    )
+
+
+async def store_batch(jobs: Sequence[Job]) -> None:
+    """Write a batch in one transaction, cache it, and mark each question completed."""
+    now = time.time()
+    rows = {job.question_id: stored_answer(job, now) for job in jobs}  # last write of a key wins
+    written = {a.question_id for a in await storage.save_completed(list(rows.values()))}
+    results = []
+    for job in jobs:
+        if job.question_id not in written:
+            logger.info("skipping stale answer for %s epoch %d", job.question_id, job.epoch)
+            continue
+        result = result_of(job, rows[job.question_id].total_processing_time_ms)
+        results.append(result)
+        await report(job, "completed", result=result)
+    await cache.put_many(results)
+
+
+@app.agent(topics.validated)
+async def store(jobs: faust.StreamT[Job]) -> None:
+    """Persist answers in batches of up to ``store_batch_size``."""
+    async for batch in jobs.take(settings.store_batch_size, within=BATCH_WINDOW_SECONDS):
+        await store_batch(batch)

@@ -1,0 +1,76 @@
+"""The Faust app: settings, services, topics; agents and views are discovered.
+
+``faust -A qastream.app worker -l info`` and the ``qastream`` console script
+(:func:`main`) both run this app.  Importing it does no I/O: services connect
+in their ``on_start`` when a worker starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import faust
+from mode import ServiceT
+
+from qastream.broker import faust_options
+from qastream.services.cache import make_cache
+from qastream.services.llm import LLMClient
+from qastream.services.scorer import Scorer
+from qastream.services.storage import Storage
+from qastream.settings import Settings
+from qastream.topic_admin import ensure_topics
+from qastream.topics import Topics
+
+
+class QAStreamApp(faust.App):
+    """A Faust app whose own services start before its agents and web views.
+
+    Services registered with ``@app.service`` start only after table
+    recovery and after the web server, so an agent or a request could reach
+    a database that is not connected yet.  These start first instead.
+    """
+
+    def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_services = list(first_services)
+        self.topic_layout: dict[str, int] = {}
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        return [*self.first_services, *super().on_init_dependencies()]
+
+    async def on_first_start(self) -> None:
+        # Faust creates the datadir itself but not its parents (QASTREAM_DATA_DIR).
+        Path(self.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
+        if self.topic_layout:
+            await ensure_topics(";".join(str(url) for url in self.conf.broker), self.topic_layout)
+        await super().on_first_start()
+
+
+settings = Settings.from_env()
+
+storage = Storage(settings.resolved_database_url())
+cache = make_cache(settings.redis_url, settings.cache_ttl_seconds)
+llm = LLMClient(
+    settings.ollama_url, settings.ollama_model, timeout=settings.llm_timeout_seconds,
+    concurrency=settings.llm_concurrency, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
+)
+scorer = Scorer(
+    enabled=settings.scorer_enabled, model=settings.scorer_model, layer=settings.scorer_layer,
+    threads=settings.scorer_threads, batch_size=settings.scorer_batch_size,
+)
+
+app = QAStreamApp(
+    settings.app_id,
+    first_services=[storage, cache, llm, scorer],
+    autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
+    origin="qastream",
+    **faust_options(settings),
+)
+topics = Topics(app, settings)
+app.topic_layout = topics.layout()
+
+
+def main() -> None:
+    """Entry point of the ``qastream`` console script (Faust's CLI plus qastream's commands)."""
+    app.main()

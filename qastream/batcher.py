@@ -1,0 +1,81 @@
+"""Group commit: many concurrent callers, one database transaction.
+
+Each ``POST /query`` must persist its question before it answers 202, but a
+transaction per request would cap acceptance at the database's commit rate.
+:class:`GroupCommitter` gives each caller its own future and flushes whatever
+is waiting in one call as soon as the previous flush returns: no timer, so an
+idle system answers at once and a busy one batches naturally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, Generic, Optional, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+logger = logging.getLogger(__name__)
+
+
+class GroupCommitter(Generic[T, R]):
+    """Collects items from concurrent ``submit`` calls and flushes them in batches.
+
+    ``flush`` receives the batch and returns one result per item, in order.
+    If it raises, every caller of that batch gets the exception.
+    """
+
+    def __init__(self, flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]], max_batch: int = 500) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._waiting: list[tuple[T, asyncio.Future]] = []
+        self._wakeup = asyncio.Event()
+        self._task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        """Start the flushing task on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Flush what is waiting, then stop."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+        while self._waiting:
+            await self._flush_some()
+
+    async def submit(self, item: T) -> R:
+        """Queue ``item`` and wait for the result of the flush that carries it."""
+        if self._task is None:
+            raise RuntimeError("GroupCommitter is not started")
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiting:
+                await self._flush_some()
+
+    async def _flush_some(self) -> None:
+        batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch:]
+        try:
+            results = await self._flush([item for item, _ in batch])
+        except Exception as exc:  # every caller of the batch learns of the failure
+            logger.warning("group commit of %d item(s) failed: %r", len(batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)

@@ -1,0 +1,59 @@
+"""Faust options per broker profile (DESIGN §4).
+
+The development profile carries the settings measured as necessary on the
+embedded Tansu broker; the production profile (Apache Kafka) leaves them out,
+because they cost throughput (one record per batch) or are below Kafka's
+minimums (a 2 s session).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import faust
+
+from qastream.settings import Settings
+
+#: Tansu answers ListOffsets with the last batch's first offset + 1, so a batch
+#: of several records makes changelog recovery under-read: one record per batch.
+TANSU_PRODUCER_MAX_BATCH_SIZE = 16
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``faust.App`` for ``settings``."""
+    options: dict[str, Any] = {
+        "broker": settings.broker_url,
+        "store": "memory://",
+        "processing_guarantee": "at_least_once",
+        # Raw keys everywhere: topics, changelogs and table_route must hash
+        # the same bytes or key routing silently reads stale standbys.
+        "key_serializer": "raw",
+        "value_serializer": "json",
+        "topic_partitions": settings.partitions_events,
+        "table_standby_replicas": 1,
+        "web_host": settings.web_host,
+        "web_bind": settings.web_host,
+        "web_port": settings.web_port,
+        "canonical_url": f"http://{settings.web_host}:{settings.web_port}",
+        "datadir": os.path.join(settings.data_dir, f"faust-{settings.web_port}"),
+    }
+    if settings.broker_profile == "development":
+        options.update(
+            producer_max_batch_size=TANSU_PRODUCER_MAX_BATCH_SIZE,
+            # Tansu holds JoinGroup for session/2: a short session makes restarts take seconds.
+            broker_session_timeout=2.0,
+            broker_heartbeat_interval=0.5,
+        )
+    else:
+        options.update(broker_session_timeout=10.0, broker_heartbeat_interval=3.0)
+    return options
+
+
+def table_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments shared by qastream's tables."""
+    # Standbys apply changelog records in blocks of this size; a small block
+    # keeps a standby (and so a failover) close to the active copy.
+    standby = 1 if settings.broker_profile == "development" else 100
+    schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    return {"schema": schema, "partitions": settings.partitions_events, "standby_buffer_size": standby}

@@ -1,0 +1,1 @@
+"""qastream's commands, registered in Faust's CLI (``qastream --help`` lists them)."""

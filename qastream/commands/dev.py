@@ -1,0 +1,65 @@
+"""``qastream dev``: the whole stack on one machine with nothing installed but this package.
+
+Starts Tansu (memory storage) where ``QASTREAM_BROKER_URL`` points, the
+embedded LLM server where ``QASTREAM_OLLAMA_URL`` points, and one worker;
+waits until the API answers, prints its URL, and on Ctrl-C stops the worker,
+then the LLM server, then the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import click
+from faust.cli import option
+
+from qastream.app import app, settings
+from qastream.embedded import host_port, log_file, start_llm_server, start_tansu, start_worker, stop
+
+
+@app.command(
+    option("--llm-backend", type=click.Choice(["smollm2", "echo"]), default="smollm2", show_default=True,
+           help="Backend of the embedded LLM server."),
+    option("--llm-parallel", type=int, default=1, show_default=True, help="LLM requests served at once."),
+)
+async def dev(self, llm_backend: str, llm_parallel: int) -> None:
+    """Run the embedded stack: Tansu broker, LLM server and a worker on http://WEB_HOST:WEB_PORT."""
+    logs = os.path.join(settings.data_dir, "logs")
+    broker_host, broker_port = host_port(settings.broker_url, 9092)
+    llm_host, llm_port = host_port(settings.ollama_url, 11434)
+    env = {**os.environ, "QASTREAM_BROKER_PROFILE": os.environ.get("QASTREAM_BROKER_PROFILE", "development")}
+    started = []
+    try:
+        self.say(f"starting Tansu on {broker_host}:{broker_port} (logs in {logs}/)")
+        started.append(("broker", start_tansu(broker_host, broker_port, log=log_file(logs, "tansu"))))
+        self.say(f"starting the LLM server ({llm_backend}) on {llm_host}:{llm_port}")
+        started.append(("LLM server", start_llm_server(
+            llm_host, llm_port, backend=llm_backend, model=settings.ollama_model,
+            extra=["--parallel", str(llm_parallel)], log=log_file(logs, "llm-server"), env=env)))
+        self.say("starting the worker (loads the scorer model; a few seconds)")
+        started.append(("worker", start_worker(env, web_host=settings.web_host, web_port=settings.web_port,
+                                               log=log_file(logs, "worker"))))
+        self.say(f"qastream is ready: http://{settings.web_host}:{settings.web_port}  (Ctrl-C stops everything)")
+        await _until_signal(started)
+    finally:
+        for name, process in reversed(started):
+            self.say(f"stopping {name}")
+            stop(process, name)
+
+
+async def _until_signal(children) -> None:
+    """Wait for SIGINT/SIGTERM, or for a child to exit on its own."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    while not stopping.is_set():
+        for name, process in children:
+            if process.poll() is not None:
+                raise click.ClickException(f"{name} exited with code {process.returncode}; see its log")
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass

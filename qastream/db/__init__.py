@@ -1,0 +1,1 @@
+"""Relational storage: the schema, its migrations and the queries qastream runs."""

@@ -1,0 +1,323 @@
+"""The statements qastream runs, as plain synchronous functions on a connection.
+
+They are called from a worker thread by :class:`qastream.services.storage.Storage`
+and directly by unit tests on SQLite.  Every write is keyed by
+``question_id`` and guarded by the question's ``epoch`` (its submission
+number), so a redelivered or late event neither duplicates a row nor
+overwrites the outcome of a newer submission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional, Sequence
+
+from sqlalchemy import Connection, and_, bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from qastream.db.schema import QuestionRow, ResponseRow
+from qastream.lifecycle import COMPLETED, FAILED, PENDING
+
+Q = QuestionRow.__table__
+R = ResponseRow.__table__
+
+CREATED = "created"
+RESUBMITTED = "resubmitted"
+IN_FLIGHT = "in_flight"
+FOUND = "found"
+
+#: Upper edges of the score histogram buckets (the last bucket is ``>= 0.9``).
+SCORE_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A question as ``POST /query`` received it."""
+
+    question_id: str
+    question_text: str
+    original_answer: Optional[str]
+    at: float
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What accepting a submission did.
+
+    ``kind`` is ``created`` (new question), ``resubmitted`` (a failed
+    question starts a new epoch), ``in_flight`` (already being processed) or
+    ``found`` (already completed; ``result`` holds the answer).
+    """
+
+    kind: str
+    question_id: str
+    status: str
+    epoch: int
+    accepted_at: float
+    original_answer: Optional[str]
+    result: Optional[dict[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """A completed question's answer, as the store stage writes it."""
+
+    question_id: str
+    question_text: str
+    original_answer: Optional[str]
+    accepted_at: float
+    epoch: int
+    answer: str
+    score: Optional[float]
+    first_score: Optional[float]
+    processing_attempts: int
+    error_retries: int
+    total_processing_time_ms: float
+    llm_time_ms: float
+    low_quality: bool
+    model: Optional[str]
+    at: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A question that ended in the dead-letter topic."""
+
+    question_id: str
+    question_text: str
+    original_answer: Optional[str]
+    accepted_at: float
+    epoch: int
+    error_class: str
+    error_message: str
+    at: float
+
+
+def _dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _seconds(value: datetime) -> float:
+    if value.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def _insert(connection: Connection, table):
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"qastream supports PostgreSQL and SQLite, not {dialect}")
+
+
+def _result(row: Any) -> dict[str, Any]:
+    return {
+        "question_id": row.question_id,
+        "question_text": row.question_text,
+        "answer": row.answer,
+        "score": row.bert_score,
+        "low_quality": bool(row.low_quality),
+        "processing_attempts": row.processing_attempts,
+        "error_retries": row.error_retries,
+        "total_processing_time_ms": row.total_processing_time_ms,
+        "model": row.model,
+    }
+
+
+_JOINED = select(
+    Q.c.question_id, Q.c.question_text, Q.c.original_answer, Q.c.status, Q.c.epoch, Q.c.accepted_at,
+    Q.c.updated_at, Q.c.error_class, Q.c.error_message,
+    R.c.answer, R.c.bert_score, R.c.low_quality, R.c.processing_attempts, R.c.error_retries,
+    R.c.total_processing_time_ms, R.c.model,
+).select_from(Q.outerjoin(R, R.c.question_id == Q.c.question_id))
+
+
+def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Acceptance]:
+    """Record submissions; one :class:`Acceptance` per submission, in order.
+
+    A new question is inserted as pending; a failed one is reset to pending
+    in a new epoch; anything else is reported as it is.  Concurrent workers
+    accepting the same new question race on the primary key: only the one
+    whose insert returns the row enqueues it.
+    """
+    ids = list({s.question_id for s in submissions})
+    existing = {row.question_id: row for row in connection.execute(_JOINED.where(Q.c.question_id.in_(ids)))}
+    outcomes: list[Acceptance] = []
+    new_rows: dict[str, dict[str, Any]] = {}
+    decided: dict[str, Acceptance] = {}
+    for sub in submissions:
+        if sub.question_id in decided:  # the same question twice in one batch
+            first = decided[sub.question_id]
+            outcomes.append(first if first.kind == FOUND else
+                            Acceptance(IN_FLIGHT, first.question_id, first.status, first.epoch,
+                                       first.accepted_at, first.original_answer))
+            continue
+        row = existing.get(sub.question_id)
+        if row is None:
+            new_rows[sub.question_id] = {
+                "question_id": sub.question_id, "question_text": sub.question_text,
+                "original_answer": sub.original_answer, "status": PENDING, "epoch": 1,
+                "accepted_at": _dt(sub.at), "updated_at": _dt(sub.at),
+            }
+            outcome = Acceptance(CREATED, sub.question_id, PENDING, 1, sub.at, sub.original_answer)
+        elif row.status == COMPLETED:
+            outcome = Acceptance(FOUND, row.question_id, COMPLETED, row.epoch, _seconds(row.accepted_at),
+                                 row.original_answer, _result(row))
+        elif row.status == FAILED:
+            reference = row.original_answer or sub.original_answer
+            changed = connection.execute(
+                update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
+                                     Q.c.status == FAILED))
+                .values(status=PENDING, epoch=row.epoch + 1, accepted_at=_dt(sub.at), updated_at=_dt(sub.at),
+                        original_answer=reference, error_class=None, error_message=None)
+            ).rowcount
+            kind = RESUBMITTED if changed else IN_FLIGHT
+            outcome = Acceptance(kind, row.question_id, PENDING, row.epoch + 1, sub.at, reference)
+        else:
+            if row.original_answer is None and sub.original_answer:
+                connection.execute(update(Q).where(Q.c.question_id == row.question_id)
+                                   .values(original_answer=sub.original_answer))
+            outcome = Acceptance(IN_FLIGHT, row.question_id, row.status, row.epoch, _seconds(row.accepted_at),
+                                 row.original_answer or sub.original_answer)
+        decided[sub.question_id] = outcome
+        outcomes.append(outcome)
+    if new_rows:
+        inserted = {
+            r.question_id for r in connection.execute(
+                _insert(connection, Q).on_conflict_do_nothing(index_elements=["question_id"])
+                .returning(Q.c.question_id),
+                list(new_rows.values()),
+            )
+        }
+        lost = set(new_rows) - inserted  # another worker inserted them first
+        if lost:
+            outcomes = [Acceptance(IN_FLIGHT, o.question_id, PENDING, o.epoch, o.accepted_at, o.original_answer)
+                        if o.kind == CREATED and o.question_id in lost else o for o in outcomes]
+    return outcomes
+
+
+def _current_epochs(connection: Connection, items: Sequence[StoredAnswer | Failure]) -> dict[str, tuple[int, str]]:
+    """Epoch and status of each item's question, inserting rows for questions never accepted."""
+    ids = [i.question_id for i in items]
+    rows = connection.execute(select(Q.c.question_id, Q.c.epoch, Q.c.status).where(Q.c.question_id.in_(ids)))
+    current = {r.question_id: (r.epoch, r.status) for r in rows}
+    missing = {i.question_id: i for i in items if i.question_id not in current}
+    if missing:
+        connection.execute(_insert(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]), [{
+            "question_id": i.question_id, "question_text": i.question_text, "original_answer": i.original_answer,
+            "status": PENDING, "epoch": i.epoch, "accepted_at": _dt(i.accepted_at), "updated_at": _dt(i.at),
+        } for i in missing.values()])
+        current.update({qid: (i.epoch, PENDING) for qid, i in missing.items()})
+    return current
+
+
+def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> list[StoredAnswer]:
+    """Upsert answers and mark their questions completed; returns the ones written.
+
+    An answer from an older epoch than the question's current one is stale
+    and skipped.  An answer for a question nobody accepted (a message written
+    straight to a topic) creates the question row too.
+    """
+    current = _current_epochs(connection, answers)
+    fresh = [a for a in answers if a.epoch >= current.get(a.question_id, (0, ""))[0]]
+    if not fresh:
+        return []
+    rows = [{
+        "question_id": a.question_id, "answer": a.answer, "bert_score": a.score, "first_score": a.first_score,
+        "processing_attempts": a.processing_attempts, "error_retries": a.error_retries,
+        "total_processing_time_ms": a.total_processing_time_ms, "llm_time_ms": a.llm_time_ms,
+        "low_quality": a.low_quality, "model": a.model, "created_at": _dt(a.at), "updated_at": _dt(a.at),
+    } for a in fresh]
+    statement = _insert(connection, R)
+    updatable = {c: statement.excluded[c] for c in rows[0] if c not in ("question_id", "created_at")}
+    connection.execute(statement.on_conflict_do_update(index_elements=["question_id"], set_=updatable), rows)
+    connection.execute(
+        update(Q).where(Q.c.question_id == bindparam("qid")).values(
+            status=COMPLETED, epoch=bindparam("epoch"), updated_at=bindparam("at"), error_class=None, error_message=None),
+        [{"qid": a.question_id, "epoch": a.epoch, "at": _dt(a.at)} for a in fresh],
+    )
+    return fresh
+
+
+def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Failure]:
+    """Mark questions failed unless a newer epoch or a completion already superseded them."""
+    current = _current_epochs(connection, failures)
+    fresh = [f for f in failures
+             if f.epoch >= current[f.question_id][0]
+             and not (f.epoch == current[f.question_id][0] and current[f.question_id][1] == COMPLETED)]
+    if fresh:
+        connection.execute(
+            update(Q).where(Q.c.question_id == bindparam("qid")).values(
+                status=FAILED, updated_at=bindparam("at"), error_class=bindparam("cls"), error_message=bindparam("msg")),
+            [{"qid": f.question_id, "at": _dt(f.at), "cls": f.error_class, "msg": f.error_message[:2000]}
+             for f in fresh],
+        )
+    return fresh
+
+
+def lookup(connection: Connection, question_id: str) -> Optional[dict[str, Any]]:
+    """A question's row as ``GET /status`` shows it, or ``None``."""
+    row = connection.execute(_JOINED.where(Q.c.question_id == question_id)).first()
+    if row is None:
+        return None
+    record: dict[str, Any] = {
+        "question_id": row.question_id, "status": row.status, "epoch": row.epoch,
+        "question_text": row.question_text, "accepted_at": _seconds(row.accepted_at),
+        "updated_at": _seconds(row.updated_at),
+    }
+    if row.status == COMPLETED and row.answer is not None:
+        record["result"] = _result(row)
+    if row.status == FAILED:
+        record["error"] = {"class": row.error_class, "message": row.error_message}
+    return record
+
+
+def metrics(connection: Connection) -> dict[str, Any]:
+    """Aggregates for ``GET /metrics``, computed by the database."""
+    by_status = {r.status: r.n for r in connection.execute(
+        select(Q.c.status, func.count().label("n")).group_by(Q.c.status))}
+    totals = connection.execute(select(
+        func.count().label("n"), func.avg(R.c.bert_score).label("avg"),
+        func.sum(case((R.c.low_quality.is_(True), 1), else_=0)).label("low"),
+        func.count(R.c.bert_score).label("scored"),
+    )).one()
+    attempts = {str(r.processing_attempts): r.n for r in connection.execute(
+        select(R.c.processing_attempts, func.count().label("n")).group_by(R.c.processing_attempts)
+        .order_by(R.c.processing_attempts))}
+    bucket = case(*[(R.c.bert_score < edge, i) for i, edge in enumerate(SCORE_BUCKETS)], else_=len(SCORE_BUCKETS))
+    bucket_counts = {r.b: r.n for r in connection.execute(
+        select(bucket.label("b"), func.count().label("n")).where(R.c.bert_score.is_not(None)).group_by("b"))}
+    labels = _bucket_labels()
+    return {
+        "total_responses": totals.n,
+        "scored_responses": totals.scored,
+        "average_score": round(totals.avg, 4) if totals.avg is not None else None,
+        "low_quality_responses": int(totals.low or 0),
+        "attempts_distribution": attempts,
+        "score_distribution": {labels[i]: bucket_counts.get(i, 0) for i in range(len(labels))},
+        "questions_by_status": by_status,
+        "processing_time_ms": _percentiles(connection, totals.n),
+    }
+
+
+def _bucket_labels() -> list[str]:
+    edges = (0.0,) + SCORE_BUCKETS
+    labels = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(edges, SCORE_BUCKETS)]
+    return labels + [f">={SCORE_BUCKETS[-1]:.2f}"]
+
+
+def _percentiles(connection: Connection, count: int) -> dict[str, Optional[float]]:
+    """p50/p95/p99 of acceptance-to-completion time (nearest rank)."""
+    out: dict[str, Optional[float]] = {}
+    for p in (50, 95, 99):
+        if count == 0:
+            out[f"p{p}"] = None
+            continue
+        rank = max(0, min(count - 1, -(-p * count // 100) - 1))
+        value = connection.execute(select(R.c.total_processing_time_ms)
+                                   .order_by(R.c.total_processing_time_ms).limit(1).offset(rank)).scalar()
+        out[f"p{p}"] = round(value, 1) if value is not None else None
+    return out

@@ -1,0 +1,80 @@
+"""One exception hierarchy, and the classification of LLM failures.
+
+The class of an error decides its route through the topic graph:
+
+* ``overload`` -- the server is busy or unreachable for now (503, other 5xx,
+  connection refused or reset, client time-out, an error in the middle of a
+  streamed answer).  Retried with exponential back-off.
+* ``quota`` -- the caller exceeded a quota (429).  Retried after a fixed delay
+  or the server's ``Retry-After``.
+* ``permanent`` -- retrying cannot help (400, 404 model not found, other 4xx,
+  anything unrecognised).  Dead-lettered.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+OVERLOAD = "overload"
+QUOTA = "quota"
+PERMANENT = "permanent"
+ERROR_CLASSES = (OVERLOAD, QUOTA, PERMANENT)
+
+#: ``ResponseError.status_code`` the ollama client uses for an error that
+#: arrives inside a streamed 200 answer.
+MID_STREAM = -1
+#: Status code qastream records for failures that never got an HTTP answer.
+NO_RESPONSE = 0
+
+
+class QAStreamError(Exception):
+    """Base of every error qastream raises on purpose."""
+
+
+class LLMCallError(QAStreamError):
+    """An LLM call failed; ``error_class`` says whether a retry can help."""
+
+    def __init__(self, error_class: str, status_code: int, message: str,
+                 retry_after: Optional[float] = None) -> None:
+        super().__init__(f"{error_class} ({status_code}): {message}")
+        self.error_class = error_class
+        self.status_code = status_code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class RequestError(QAStreamError):
+    """A client sent a request qastream will not accept; carries the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def classify(status_code: int) -> str:
+    """Error class of an LLM failure with this status code.
+
+    ``NO_RESPONSE`` (connection refused or reset, time-out) and
+    ``MID_STREAM`` are transient: the server was alive or will be.
+    """
+    if status_code in (NO_RESPONSE, MID_STREAM) or 500 <= status_code <= 599:
+        return OVERLOAD
+    if status_code == 429:
+        return QUOTA
+    return PERMANENT
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header given in seconds; ``None`` if absent or unusable.
+
+    The HTTP-date form is not used by Ollama-compatible servers; it is
+    treated as absent so the configured delay applies.
+    """
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,103 @@
+"""Where a question is: states, stages, and the idempotent fold of status events.
+
+Every stage reports progress as a small :class:`~qastream.models.StatusEvent`;
+one agent folds them into the status table with :func:`fold_status`.  Delivery
+is at-least-once and events of one question come from different topics, so
+they can arrive twice or late.  Each event carries a *version*
+``(epoch, attempt, retries, stage rank)`` and the fold keeps the newest: a
+redelivered or late event never moves a question backwards, and applying the
+same event twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+# What users see (GET /status).
+PENDING = "pending"
+PROCESSING = "processing"
+RETRYING = "retrying"
+COMPLETED = "completed"
+FAILED = "failed"
+STATES = (PENDING, PROCESSING, RETRYING, COMPLETED, FAILED)
+TERMINAL = frozenset({COMPLETED, FAILED})
+
+# Finer detail within an attempt, in the order they happen.  The rank orders
+# events of the same (epoch, attempt, retries).
+STAGE_STATE = {
+    "queued": PENDING,
+    "waiting_retry": RETRYING,
+    "generating": PROCESSING,
+    "scoring": PROCESSING,
+    "regenerating": PROCESSING,
+    "storing": PROCESSING,
+    "completed": COMPLETED,
+    "failed": FAILED,
+}
+STAGE_RANK = {stage: rank for rank, stage in enumerate(STAGE_STATE)}
+
+Version = tuple[int, int, int, int]
+
+
+def version(epoch: int, attempt: int, retries: int, stage: str) -> Version:
+    """Order of an event in a question's life."""
+    return (epoch, attempt, retries, STAGE_RANK[stage])
+
+
+def fold_status(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]) -> Optional[dict]:
+    """The status record after ``event``, or ``None`` when the event is stale.
+
+    ``event`` is a status event as a mapping (``StatusEvent.asdict()``).
+    The record keeps the acceptance time and the last result so that a
+    completed question still answers with its answer.
+    """
+    new_version = version(event["epoch"], event["attempt"], event["retries"], event["stage"])
+    if current is not None and tuple(current["version"]) > new_version:
+        return None
+    record = {
+        "question_id": event["question_id"],
+        "state": STAGE_STATE[event["stage"]],
+        "stage": event["stage"],
+        "epoch": event["epoch"],
+        "attempt": event["attempt"],
+        "retries": event["retries"],
+        "version": list(new_version),
+        "accepted_at": event["accepted_at"],
+        "updated_at": event["at"],
+        "detail": event.get("detail"),
+        "result": event.get("result"),
+    }
+    if current is not None and tuple(current["version"]) == new_version and current == record:
+        return None  # exact redelivery: nothing to write
+    return record
+
+
+def fold_attempts(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]) -> Optional[dict]:
+    """The attempt counts after ``event``, or ``None`` when nothing changes.
+
+    ``generations`` counts LLM generations that produced an answer and
+    ``retries`` counts error retries; both are set from the values the event
+    carries, never incremented, so a redelivered event cannot double them.
+    """
+    stage = event["stage"]
+    generations = event["attempt"] if STAGE_RANK[stage] >= STAGE_RANK["scoring"] else event["attempt"] - 1
+    if stage == "failed":
+        generations = event["attempt"] - 1
+    record = {"epoch": event["epoch"], "generations": generations, "retries": event["retries"]}
+    if current is not None:
+        if (current["epoch"], current["generations"], current["retries"]) >= (
+                record["epoch"], record["generations"], record["retries"]):
+            return None
+    return record
+
+
+def is_stale(current: Optional[Mapping[str, Any]], epoch: int, attempt: int, retries: int, stage: str) -> bool:
+    """True when the question's recorded progress is already past this work.
+
+    A stage calls this before doing expensive work (an LLM call) for a
+    redelivered message: if the recorded status is beyond ``stage`` of the
+    same attempt, that work already finished and must not run again.
+    """
+    if current is None:
+        return False
+    return tuple(current["version"]) > version(epoch, attempt, retries, stage)

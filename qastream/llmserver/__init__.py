@@ -1,0 +1,1 @@
+"""The embedded Ollama-compatible LLM server (``qastream llm-server``)."""

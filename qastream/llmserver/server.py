@@ -1,0 +1,227 @@
+"""An aiohttp server that speaks the Ollama HTTP API, so the production client code is what runs.
+
+It behaves like a local Ollama where it matters to qastream: ``parallel``
+requests are served at once, up to ``max_queue`` more wait, and beyond that
+the server answers 503 "server busy"; an unknown model is a 404.  Fault knobs
+inject 503, 429 (with ``Retry-After``), 404 and mid-stream errors at given
+rates, and a ``[[fail:CODE*N]]`` marker in a prompt fails exact calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from aiohttp import web
+
+from qastream.llmserver.backends import FAULT_MARKER, Backend, Completion
+
+logger = logging.getLogger(__name__)
+
+VERSION = "0.6.0-qastream"
+
+
+@dataclass
+class Faults:
+    """Rates of injected failures (0..1 each) and the Retry-After sent with 429."""
+
+    rate_503: float = 0.0
+    rate_429: float = 0.0
+    rate_404: float = 0.0
+    rate_mid_stream: float = 0.0
+    retry_after: Optional[float] = 1.0
+    seed: Optional[int] = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _model_names(model: str) -> set[str]:
+    base = model.split(":", 1)[0]
+    return {model, base, f"{base}:latest"}
+
+
+class OllamaCompatibleServer:
+    """The request handling; :func:`build_app` wires it into aiohttp."""
+
+    def __init__(self, backend: Backend, *, model: str, parallel: int, max_queue: int, faults: Faults) -> None:
+        self.backend = backend
+        self.model = model
+        self.names = _model_names(model)
+        self.parallel = parallel
+        self.max_queue = max_queue
+        self.faults = faults
+        self._random = random.Random(faults.seed)
+        self._slots = asyncio.Semaphore(parallel)
+        self._waiting = 0
+        self._marker_calls: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+
+    # -- faults -------------------------------------------------------------------
+    def _injected(self, prompt: str) -> Optional[str]:
+        """The fault to inject for this call: an HTTP status as text, ``mid``, or ``None``."""
+        marker = FAULT_MARKER.search(prompt)
+        if marker:
+            self._marker_calls[prompt] += 1
+            limit = marker.group(2)
+            if limit is None or self._marker_calls[prompt] <= int(limit):
+                return marker.group(1)
+        draw = self._random.random()
+        for fault, rate in (("503", self.faults.rate_503), ("429", self.faults.rate_429),
+                            ("404", self.faults.rate_404), ("mid", self.faults.rate_mid_stream)):
+            if draw < rate:
+                return fault
+            draw -= rate
+        return None
+
+    def _error(self, status: int, message: str) -> web.Response:
+        self.stats[f"error_{status}"] += 1
+        headers = {}
+        if status == 429 and self.faults.retry_after is not None:
+            headers["Retry-After"] = f"{self.faults.retry_after:g}"
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    # -- handlers -----------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=True)
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=False)
+
+    async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return self._error(400, "invalid JSON body")
+        if not isinstance(body, dict):
+            return self._error(400, "body must be a JSON object")
+        model = body.get("model", "")
+        if model not in self.names:
+            return self._error(404, f'model "{model}" not found, try pulling it first')
+        if chat:
+            messages = body.get("messages") or []
+            if not isinstance(messages, list):
+                return self._error(400, "messages must be a list")
+        else:
+            messages = [{"role": "system", "content": body.get("system", "")},
+                        {"role": "user", "content": body.get("prompt", "")}]
+        prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        fault = self._injected(prompt)
+        if fault == "503":
+            return self._error(503, "server busy, please try again.  maximum pending requests exceeded")
+        if fault == "429":
+            return self._error(429, "rate limit exceeded, retry later")
+        if fault == "404":
+            return self._error(404, f'model "{model}" not found, try pulling it first')
+        if fault is not None and fault != "mid":
+            return self._error(int(fault), f"injected error {fault}")
+        if self._waiting >= self.max_queue:
+            return self._error(503, "server busy, please try again.  maximum pending requests exceeded")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            started = time.perf_counter_ns()
+            completion = await self.backend.complete(messages, body.get("options") or {})
+            elapsed = time.perf_counter_ns() - started
+        finally:
+            self._slots.release()
+        self.stats["completions"] += 1
+        stream = body.get("stream", True)
+        if fault == "mid":
+            return await self._mid_stream_error(request, model, chat, completion)
+        final = self._final(model, chat, completion, elapsed)
+        if not stream:
+            return web.json_response(final)
+        return await self._stream(request, model, chat, completion, final)
+
+    def _chunk(self, model: str, chat: bool, text: str) -> dict[str, Any]:
+        chunk: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
+        if chat:
+            chunk["message"] = {"role": "assistant", "content": text}
+        else:
+            chunk["response"] = text
+        return chunk
+
+    def _final(self, model: str, chat: bool, completion: Completion, elapsed_ns: int) -> dict[str, Any]:
+        final = self._chunk(model, chat, completion.text)
+        final.update(done=True, done_reason="stop", total_duration=elapsed_ns, load_duration=0,
+                     prompt_eval_count=completion.prompt_tokens, prompt_eval_duration=0,
+                     eval_count=completion.tokens, eval_duration=elapsed_ns)
+        return final
+
+    async def _stream(self, request: web.Request, model: str, chat: bool, completion: Completion,
+                      final: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for word in completion.text.split(" "):
+            await response.write((json.dumps(self._chunk(model, chat, word + " ")) + "\n").encode())
+        empty = {**final, **({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})}
+        await response.write((json.dumps(empty) + "\n").encode())
+        await response.write_eof()
+        return response
+
+    async def _mid_stream_error(self, request: web.Request, model: str, chat: bool,
+                                completion: Completion) -> web.StreamResponse:
+        """Ollama reports an error during generation as an error line inside a 200 stream."""
+        self.stats["error_mid_stream"] += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        first = completion.text.split(" ")[0] if completion.text else ""
+        await response.write((json.dumps(self._chunk(model, chat, first)) + "\n").encode())
+        await response.write((json.dumps({"error": "an error was encountered while running the model"}) + "\n")
+                             .encode())
+        await response.write_eof()
+        return response
+
+    async def tags(self, request: web.Request) -> web.Response:
+        base = self.model.split(":", 1)[0]
+        return web.json_response({"models": [{
+            "name": f"{base}:latest", "model": f"{base}:latest", "modified_at": _now(), "size": 0,
+            "digest": "qastream-embedded", "details": {"format": "gguf", "family": base},
+        }]})
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": VERSION})
+
+    async def root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    async def admin_stats(self, request: web.Request) -> web.Response:
+        """Counts of completions and injected errors (not part of the Ollama API)."""
+        return web.json_response({**self.stats, "waiting": self._waiting})
+
+
+def build_app(server: OllamaCompatibleServer) -> web.Application:
+    """The aiohttp application serving ``server``."""
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_get("/", server.root)
+    app.router.add_post("/api/chat", server.chat)
+    app.router.add_post("/api/generate", server.generate)
+    app.router.add_get("/api/tags", server.tags)
+    app.router.add_get("/api/version", server.version)
+    app.router.add_get("/admin/stats", server.admin_stats)
+    return app
+
+
+async def serve(server: OllamaCompatibleServer, host: str, port: int) -> None:
+    """Serve until cancelled."""
+    runner = web.AppRunner(build_app(server), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    logger.info("Ollama-compatible server on http://%s:%d (model %s)", host, port, server.model)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,82 @@
+"""The records on the wire.
+
+Every topic of the question graph carries one record type, :class:`Job`: the
+question plus what each stage has added so far.  A single flat type keeps the
+graph readable (any stage can forward to any other) and serialises in one pass.
+:class:`StatusEvent` is the small progress report every stage sends to the
+events topic.  Records carry no Faust type metadata on the wire: each topic
+declares its value type, so other producers (``qastream load --via kafka``,
+``kcat``) can write plain JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import faust
+
+
+class Job(faust.Record, serializer="json", include_metadata=False):
+    """A question on its way through the pipeline."""
+
+    question_id: str
+    question_text: str
+    original_answer: Optional[str] = None
+    accepted_at: float = 0.0            # epoch seconds when POST /query accepted it
+    epoch: int = 1                      # submission number: a replay starts a new epoch
+    attempt: int = 1                    # LLM generation number, 1-based
+    retries: int = 0                    # error retries so far (all attempts of this epoch)
+    overload_retries: int = 0           # overload retries of the current attempt
+    quota_retries: int = 0              # quota retries of the current attempt
+    answer: Optional[str] = None
+    model: Optional[str] = None
+    llm_ms: float = 0.0                 # LLM time spent on this question so far
+    score: Optional[float] = None
+    first_score: Optional[float] = None
+    best_answer: Optional[str] = None
+    best_score: Optional[float] = None
+    best_attempt: int = 0
+    low_quality: bool = False
+    error_class: Optional[str] = None
+    error_code: Optional[int] = None
+    error_message: Optional[str] = None
+    retry_after: Optional[float] = None
+
+
+class StatusEvent(faust.Record, serializer="json", include_metadata=False):
+    """A stage's report of where a question is (see :mod:`qastream.lifecycle`)."""
+
+    question_id: str
+    stage: str
+    epoch: int
+    attempt: int
+    retries: int
+    accepted_at: float
+    at: float
+    detail: Optional[str] = None
+    result: Optional[dict] = None
+
+
+def event_for(job: Job, stage: str, *, detail: Optional[str] = None,
+              result: Optional[dict[str, Any]] = None) -> StatusEvent:
+    """The status event that says ``job`` reached ``stage``."""
+    return StatusEvent(
+        question_id=job.question_id, stage=stage, epoch=job.epoch, attempt=job.attempt,
+        retries=job.retries, accepted_at=job.accepted_at, at=time.time(), detail=detail, result=result,
+    )
+
+
+def result_of(job: Job, total_ms: float) -> dict[str, Any]:
+    """The answer as users see it (GET /status, POST /query cache hits)."""
+    return {
+        "question_id": job.question_id,
+        "question_text": job.question_text,
+        "answer": job.answer,
+        "score": job.score,
+        "low_quality": job.low_quality,
+        "processing_attempts": job.attempt,
+        "error_retries": job.retries,
+        "total_processing_time_ms": round(total_ms, 1),
+        "model": job.model,
+    }

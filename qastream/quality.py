@@ -1,0 +1,59 @@
+"""The quality gate: keep, regenerate, or keep the best as low quality.
+
+A pure decision so the policy is table-tested without a broker or a model.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from qastream.models import Job
+
+
+class Verdict(enum.Enum):
+    """What happens to a scored answer."""
+
+    ACCEPT = "accept"              # passed, or nothing to score against
+    REGENERATE = "regenerate"      # below threshold with attempts left
+    ACCEPT_LOW = "accept_low"      # below threshold, out of attempts: keep the best
+
+
+def judge(score: Optional[float], threshold: float, attempt: int, max_attempts: int) -> Verdict:
+    """Decide the fate of the answer of generation ``attempt`` (1-based).
+
+    An unscored answer (no reference answer known, or scoring switched off)
+    is accepted: users asked for an answer, and rejecting it would mean
+    regenerating forever against nothing.
+    """
+    if score is None or score >= threshold:
+        return Verdict.ACCEPT
+    if attempt < max_attempts:
+        return Verdict.REGENERATE
+    return Verdict.ACCEPT_LOW
+
+
+def better(score: Optional[float], best: Optional[float]) -> bool:
+    """True when ``score`` beats the best score seen so far."""
+    if score is None:
+        return False
+    return best is None or score > best
+
+
+def after_scoring(job: "Job", score: Optional[float], threshold: float, max_attempts: int) -> tuple[Verdict, "Job"]:
+    """The verdict on ``job``'s answer and the job to send on.
+
+    The job remembers its best answer across attempts; when attempts run
+    out, the best one (not the last) is kept and flagged low quality.
+    """
+    first_score = score if job.attempt == 1 else job.first_score
+    best = (job.best_answer, job.best_score, job.best_attempt)
+    if job.best_answer is None or better(score, job.best_score):
+        best = (job.answer, score, job.attempt)
+    verdict = judge(score, threshold, job.attempt, max_attempts)
+    scored = job.derive(score=score, first_score=first_score, best_answer=best[0], best_score=best[1],
+                        best_attempt=best[2], low_quality=False)
+    if verdict is Verdict.ACCEPT_LOW:
+        scored = scored.derive(answer=best[0], score=best[1], low_quality=True)
+    return verdict, scored

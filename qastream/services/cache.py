@@ -1,0 +1,153 @@
+"""The answer cache: Redis when configured, an in-process TTL cache otherwise.
+
+Keys are ``response:<question_id>`` and values the JSON result users see, so
+a repeated question is answered without touching the database or the broker.
+The cache is an accelerator, never the record: a cache failure is logged and
+counted and the request falls through to the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Optional
+
+from mode import Service
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "response:"
+
+
+def cache_key(question_id: str) -> str:
+    """Redis key of a question's cached answer."""
+    return KEY_PREFIX + question_id
+
+
+class Cache(Service):
+    """Common counting and the interface of both caches."""
+
+    def __init__(self, ttl_seconds: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ttl_seconds = ttl_seconds
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
+
+    async def get(self, question_id: str) -> Optional[dict[str, Any]]:
+        """The cached result, counting the hit or miss."""
+        try:
+            value = await self._get(cache_key(question_id))
+        except Exception as exc:
+            self.errors += 1
+            logger.warning("cache read of %s failed: %r", question_id, exc)
+            value = None
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    async def put_many(self, results: list[dict[str, Any]]) -> None:
+        """Cache results (each has a ``question_id``)."""
+        if not results:
+            return
+        try:
+            await self._put_many({cache_key(r["question_id"]): r for r in results})
+        except Exception as exc:
+            self.errors += 1
+            logger.warning("cache write of %d result(s) failed: %r", len(results), exc)
+
+    async def info(self) -> dict[str, Any]:
+        """Counts for /metrics."""
+        return {"backend": self.backend, "hits": self.hits, "misses": self.misses, "errors": self.errors,
+                "ttl_seconds": self.ttl_seconds}
+
+    backend = "none"
+
+    async def _get(self, key: str) -> Optional[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def _put_many(self, items: dict[str, dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+
+class MemoryCache(Cache):
+    """Per-process TTL cache with a size bound, for the zero-setup default."""
+
+    backend = "memory"
+
+    def __init__(self, ttl_seconds: int, max_entries: int = 100_000, **kwargs: Any) -> None:
+        super().__init__(ttl_seconds, **kwargs)
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    async def _get(self, key: str) -> Optional[dict[str, Any]]:
+        entry = self._items.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires < time.monotonic():
+            del self._items[key]
+            return None
+        return value
+
+    async def _put_many(self, items: dict[str, dict[str, Any]]) -> None:
+        expires = time.monotonic() + self.ttl_seconds
+        for key, value in items.items():
+            self._items[key] = (expires, value)
+            self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    async def info(self) -> dict[str, Any]:
+        return {**await super().info(), "entries": len(self._items)}
+
+
+class RedisCache(Cache):
+    """Redis-backed cache shared by every worker."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, ttl_seconds: int, **kwargs: Any) -> None:
+        super().__init__(ttl_seconds, **kwargs)
+        self.url = url
+        self.client: Any = None
+
+    async def on_start(self) -> None:
+        import redis.asyncio as redis
+
+        self.client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        await self.client.ping()
+        logger.info("redis cache ready at %s", self.url)
+
+    async def on_stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def _get(self, key: str) -> Optional[dict[str, Any]]:
+        raw = await self.client.get(key)
+        return None if raw is None else json.loads(raw)
+
+    async def _put_many(self, items: dict[str, dict[str, Any]]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, json.dumps(value), ex=self.ttl_seconds)
+            await pipe.execute()
+
+    async def info(self) -> dict[str, Any]:
+        base = await super().info()
+        try:
+            stats = await self.client.info("stats")
+            base["redis_keyspace_hits"] = stats.get("keyspace_hits")
+            base["redis_keyspace_misses"] = stats.get("keyspace_misses")
+        except Exception as exc:
+            base["redis_error"] = repr(exc)
+        return base
+
+
+def make_cache(redis_url: str, ttl_seconds: int) -> Cache:
+    """Redis when a URL is configured, otherwise the in-process cache."""
+    return RedisCache(redis_url, ttl_seconds) if redis_url else MemoryCache(ttl_seconds)

@@ -1,0 +1,115 @@
+"""The database as a Faust service: SQLAlchemy off the event loop, writes grouped.
+
+SQLAlchemy's synchronous engine runs in threads so no database call blocks
+the loop that serves HTTP and drives the agents.  All writes go through one
+writer thread (SQLite allows one writer; PostgreSQL gains nothing from
+racing ourselves) and acceptance of new questions is group-committed: the
+questions that arrive while a commit runs go into the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+from mode import Service
+from sqlalchemy import Engine, create_engine, event
+
+from qastream.batcher import GroupCommitter
+from qastream.db import queries
+from qastream.db.migrate import upgrade
+from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the settings qastream relies on."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets readers (status, metrics) run while the writer commits.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+
+
+class Storage(Service):
+    """Questions and answers of record."""
+
+    def __init__(self, url: str, *, migrate: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.url = url
+        self.migrate = migrate
+        self.engine: Optional[Engine] = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qastream-db-write")
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qastream-db-read")
+        self._acceptor: Optional[GroupCommitter[Submission, Acceptance]] = None
+
+    async def on_start(self) -> None:
+        self.engine = make_engine(self.url)
+        if self.migrate:
+            await self._run(self._writer, upgrade, self.engine)
+        self._acceptor = GroupCommitter(self._accept_batch)
+        self._acceptor.start()
+        logger.info("storage ready at %s", self.engine.url.render_as_string(hide_password=True))
+
+    async def on_stop(self) -> None:
+        if self._acceptor is not None:
+            await self._acceptor.stop()
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        if self.engine is not None:
+            self.engine.dispose()
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args))
+
+    def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self.engine is not None
+        with self.engine.begin() as connection:
+            return fn(connection, *args)
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self.engine is not None
+        with self.engine.connect() as connection:
+            return fn(connection, *args)
+
+    async def _accept_batch(self, submissions: Sequence[Submission]) -> list[Acceptance]:
+        return await self._run(self._writer, self._write, queries.accept, submissions)
+
+    async def accept(self, submission: Submission) -> Acceptance:
+        """Persist a submission (group-committed) and say what it did."""
+        assert self._acceptor is not None, "storage is not started"
+        return await self._acceptor.submit(submission)
+
+    async def save_completed(self, answers: Sequence[StoredAnswer]) -> list[StoredAnswer]:
+        """Store answers in one transaction; returns the ones that were not stale."""
+        return await self._run(self._writer, self._write, queries.save_completed, answers)
+
+    async def save_failed(self, failures: Sequence[Failure]) -> list[Failure]:
+        """Mark questions failed in one transaction; returns the ones that were not stale."""
+        return await self._run(self._writer, self._write, queries.save_failed, failures)
+
+    async def lookup(self, question_id: str) -> Optional[dict[str, Any]]:
+        """A question's row with its result, or ``None``."""
+        return await self._run(self._readers, self._read, queries.lookup, question_id)
+
+    async def metrics(self) -> dict[str, Any]:
+        """Aggregates over all stored questions and answers."""
+        return await self._run(self._readers, self._read, queries.metrics)

@@ -1,0 +1,201 @@
+"""Every setting qastream reads, from ``QASTREAM_*`` environment variables.
+
+One frozen dataclass is the single source of truth: each field carries its
+environment variable name (``QASTREAM_`` + the field name upper-cased), its
+default and a one-line doc.  ``config/defaults.env`` and the README's settings
+table are rendered from it (``qastream settings``) and a test keeps them in
+sync, so documentation cannot drift from code.
+
+A bad value fails fast at start-up with a message that names the variable:
+a worker that silently falls back to a default is worse than one that refuses
+to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+PREFIX = "QASTREAM_"
+
+
+class SettingsError(ValueError):
+    """A ``QASTREAM_*`` variable holds a value qastream cannot use."""
+
+
+def _setting(default: Any, doc: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,
+             maximum: float | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "choices": choices, "min": minimum, "max": maximum})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration.  Build it with :meth:`from_env`."""
+
+    # -- identity and broker -------------------------------------------------
+    app_id: str = _setting("qastream", "Faust app id: the consumer group and the prefix of table changelog topics.")
+    broker_url: str = _setting("kafka://127.0.0.1:9092", "Kafka bootstrap servers, `kafka://host:port[;host:port]`.")
+    broker_profile: str = _setting(
+        "development",
+        "`development` applies the settings the embedded Tansu broker needs (DESIGN §4); "
+        "`production` is for Apache Kafka.",
+        choices=("development", "production"),
+    )
+    data_dir: str = _setting("var", "Directory for the worker's local state and the default SQLite file.")
+    log_level: str = _setting("info", "Log level of workers and commands.",
+                              choices=("debug", "info", "warning", "error"))
+
+    # -- topics ----------------------------------------------------------------
+    topic_prefix: str = _setting("", "Prefix added to every topic name (isolates test runs and tenants).")
+    topic_pending: str = _setting("questions-pending", "Questions waiting for an LLM generation.")
+    topic_success: str = _setting("llm-responses-success", "LLM answers waiting to be scored.")
+    topic_overload: str = _setting("llm-responses-error-overload", "Transient LLM failures (503, time-outs).")
+    topic_quota: str = _setting("llm-responses-error-quota", "Quota failures (429).")
+    topic_permanent: str = _setting("llm-responses-error-permanent", "Dead letters: failures that will not heal.")
+    topic_validated: str = _setting("validated-responses", "Scored answers ready to be stored.")
+    topic_low_quality: str = _setting("low-quality-responses", "Answers below the threshold, to regenerate.")
+    topic_events: str = _setting("question-events", "Status events folded into the status and attempts tables.")
+    partitions_pending: int = _setting(3, "Partitions of the pending topic.", minimum=1)
+    partitions_success: int = _setting(3, "Partitions of the success topic.", minimum=1)
+    partitions_overload: int = _setting(2, "Partitions of the overload topic.", minimum=1)
+    partitions_quota: int = _setting(2, "Partitions of the quota topic.", minimum=1)
+    partitions_permanent: int = _setting(1, "Partitions of the dead-letter topic.", minimum=1)
+    partitions_validated: int = _setting(3, "Partitions of the validated topic.", minimum=1)
+    partitions_low_quality: int = _setting(1, "Partitions of the low-quality topic.", minimum=1)
+    partitions_events: int = _setting(
+        3, "Partitions of the events topic and of the tables it writes (must equal partitions_pending so the "
+           "generate stage reads its keys locally).", minimum=1)
+
+    # -- storage and cache -------------------------------------------------------
+    database_url: str = _setting("", "SQLAlchemy URL; empty means the SQLite file `<data_dir>/qastream.db`.")
+    redis_url: str = _setting("", "Redis URL for the answer cache; empty means an in-process TTL cache.")
+    cache_ttl_seconds: int = _setting(86400, "Time to live of cached answers.", minimum=1)
+    store_batch_size: int = _setting(200, "Most answers written to the database in one transaction.", minimum=1)
+
+    # -- LLM -------------------------------------------------------------------
+    ollama_url: str = _setting("http://127.0.0.1:11434", "Ollama server (or the embedded `qastream llm-server`).")
+    ollama_model: str = _setting("smollm2", "Model name passed to Ollama (`llama3.2` on a real server).")
+    llm_timeout_seconds: float = _setting(120.0, "Client time-out of one LLM call.", minimum=0.1)
+    llm_concurrency: int = _setting(16, "LLM calls in flight per worker.", minimum=1)
+    llm_max_tokens: int = _setting(160, "Most tokens generated per answer (Ollama `num_predict`).", minimum=1)
+    llm_temperature: float = _setting(0.3, "Sampling temperature.", minimum=0.0)
+
+    # -- scorer ------------------------------------------------------------------
+    scorer_enabled: bool = _setting(True, "Score answers with BERTScore; off stores every answer unscored.")
+    scorer_model: str = _setting("", "Hugging Face model folder or name; empty means the packaged all-MiniLM-L6-v2.")
+    scorer_layer: int = _setting(6, "Transformer layer whose embeddings BERTScore compares.", minimum=1)
+    scorer_threshold: float = _setting(
+        0.6, "BERTScore F1 an answer needs to pass; calibrated for the default model (docs/quality.md).",
+        minimum=-1.0, maximum=1.0)
+    scorer_batch_size: int = _setting(32, "Most answers scored in one batch.", minimum=1)
+    scorer_threads: int = _setting(2, "Torch threads used by the scorer.", minimum=1)
+    max_attempts: int = _setting(3, "Most LLM generations per question before the best is kept as low quality.",
+                                 minimum=1)
+
+    # -- retries -------------------------------------------------------------------
+    retry_overload_delays: str = _setting("2,4,8", "Seconds to wait before each overload retry, comma separated.")
+    retry_quota_delay_seconds: float = _setting(30.0, "Wait before a quota retry when the server sends no "
+                                                      "Retry-After.", minimum=0.0)
+    retry_quota_max: int = _setting(5, "Quota retries before a question is dead-lettered.", minimum=0)
+
+    # -- web -----------------------------------------------------------------------
+    web_host: str = _setting("127.0.0.1", "Address the HTTP API binds to and advertises to other workers.")
+    web_port: int = _setting(6066, "Port of the HTTP API.", minimum=1, maximum=65535)
+    max_body_bytes: int = _setting(65536, "Largest accepted request body; larger gets 413.", minimum=1)
+    max_question_chars: int = _setting(4000, "Longest accepted question or reference answer.", minimum=1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read every field from ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = env_name(f.name)
+            if name in env:
+                values[f.name] = _parse(f, name, env[name])
+        known = {env_name(f.name) for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)} (see config/defaults.env)")
+        settings = cls(**values)
+        settings.overload_delays()  # validate the list early
+        return settings
+
+    def overload_delays(self) -> tuple[float, ...]:
+        """The overload back-off schedule as numbers."""
+        try:
+            delays = tuple(float(part) for part in self.retry_overload_delays.split(",") if part.strip())
+        except ValueError:
+            raise SettingsError(f"{env_name('retry_overload_delays')}: expected comma-separated seconds, "
+                                f"got {self.retry_overload_delays!r}") from None
+        if any(d < 0 for d in delays):
+            raise SettingsError(f"{env_name('retry_overload_delays')}: delays cannot be negative")
+        return delays
+
+    def topic_name(self, name: str) -> str:
+        """Full name of a topic after the prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{os.path.abspath(os.path.join(self.data_dir, 'qastream.db'))}"
+
+
+def env_name(field_name: str) -> str:
+    """Environment variable that sets ``field_name``."""
+    return PREFIX + field_name.upper()
+
+
+def _parse(f: dataclasses.Field, name: str, raw: str) -> Any:
+    text = raw.strip()
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        value: Any = {"int": int, "float": float, "str": str}[kind](text)
+    except ValueError:
+        expected = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(kind, kind)
+        raise SettingsError(f"{name}: expected {expected}, got {raw!r}") from None
+    meta = f.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        raise SettingsError(f"{name}: expected one of {', '.join(meta['choices'])}, got {raw!r}")
+    if meta["min"] is not None and value < meta["min"]:
+        raise SettingsError(f"{name}: must be at least {meta['min']}, got {raw!r}")
+    if meta["max"] is not None and value > meta["max"]:
+        raise SettingsError(f"{name}: must be at most {meta['max']}, got {raw!r}")
+    return value
+
+
+def render_env_file() -> str:
+    """``config/defaults.env``: every setting, its doc and its default."""
+    lines = ["# qastream settings and their defaults, generated by `qastream settings --env`.",
+             "# Every variable is optional; set it in the environment to override the default.", ""]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        lines.append(f"# {f.metadata['doc']}")
+        lines.append(f"{env_name(f.name)}={default}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_markdown_table() -> str:
+    """The README's settings table."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        shown = f"`{default}`" if default != "" else "(empty)"
+        rows.append(f"| `{env_name(f.name)}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)

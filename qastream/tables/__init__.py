@@ -1,0 +1,1 @@
+"""Changelog-backed tables and the single agent that writes them."""

@@ -1,0 +1,64 @@
+"""Create qastream's topics with their configured partition counts before anything subscribes.
+
+Brokers that auto-create topics (Tansu always does; Kafka when
+``auto.create.topics.enable``) create a topic on the first metadata request
+for it, with the broker's default partition count.  A consumer subscribing
+before Faust declares the topic is enough to get the wrong count, and then
+the events topic no longer matches the tables' changelogs
+(``PartitionsMismatch``).  So the worker creates them itself first, and
+refuses to start if an existing topic has a different count: adding
+partitions later moves keys between partitions (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from yarl import URL
+
+logger = logging.getLogger(__name__)
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic has a partition count other than the configured one."""
+
+
+def bootstrap_servers(broker_url: str) -> list[str]:
+    """``host:port`` list from Faust's ``kafka://h1:9092;kafka://h2:9092`` form."""
+    servers = []
+    for part in broker_url.replace(",", ";").split(";"):
+        part = part.strip()
+        if part:
+            url = URL(part if "://" in part else f"kafka://{part}")
+            servers.append(f"{url.host}:{url.port or 9092}")
+    return servers
+
+
+async def ensure_topics(broker_url: str, layout: Mapping[str, int], replication: int = 1) -> None:
+    """Create missing topics of ``layout`` (name -> partitions) and check existing ones."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
+    await admin.start()
+    try:
+        # Listing all topics names none, so it cannot trigger auto-creation;
+        # describing a topic by name would create it with the broker's default.
+        present = set(await admin.list_topics())
+        missing = [NewTopic(name, partitions, replication) for name, partitions in layout.items()
+                   if name not in present]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them at the same moment
+            logger.info("created topics %s", ", ".join(f"{t.name}[{t.num_partitions}]" for t in missing))
+        metadata = await admin.describe_topics(list(layout))
+        existing = {t["topic"]: len(t["partitions"]) for t in metadata}
+        wrong = {name: (existing[name], want) for name, want in layout.items()
+                 if name in existing and existing[name] != want}
+        if wrong:
+            details = "; ".join(f"{n} has {have} partitions, settings say {want}" for n, (have, want) in wrong.items())
+            raise TopicLayoutError(f"topic partition counts differ from the settings: {details}")
+    finally:
+        await admin.close()

@@ -1,0 +1,63 @@
+"""``POST /query``: answer from cache or database, or accept and enqueue."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from faust import web
+
+from qastream.app import app, cache, settings, storage, topics
+from qastream.db.queries import FOUND, IN_FLIGHT, Acceptance, Submission
+from qastream.ids import question_id
+from qastream.lifecycle import PENDING
+from qastream.models import Job
+from qastream.tables.status import report, status_table
+from qastream.web.requests import guarded, parse_query, read_json
+
+logger = logging.getLogger(__name__)
+
+#: What POST /query did, for /metrics (this worker only).
+query_counts: Counter[str] = Counter()
+
+
+def found(source: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Body of a 200 answer."""
+    return {"status": "found", "source": source, "result": result}
+
+
+def live_status(acceptance: Acceptance) -> str:
+    """The freshest status this worker knows for an in-flight question."""
+    record = status_table.get(acceptance.question_id)
+    return record["state"] if record else acceptance.status
+
+
+@app.page("/query")
+class QueryView(web.View):
+    """Submit a question (``question_text``, optional ``original_answer``)."""
+
+    @guarded
+    async def post(self, request: web.Request) -> web.Response:
+        query = parse_query(await read_json(request, settings.max_body_bytes), settings.max_question_chars)
+        qid = question_id(query.question_text)
+        cached = await cache.get(qid)
+        if cached is not None:
+            query_counts["cache"] += 1
+            return self.json(found("cache", cached))
+        acceptance = await storage.accept(Submission(qid, query.question_text, query.original_answer, time.time()))
+        if acceptance.kind == FOUND:
+            query_counts["database"] += 1
+            await cache.put_many([acceptance.result])
+            return self.json(found("database", acceptance.result))
+        if acceptance.kind == IN_FLIGHT:
+            query_counts["in_flight"] += 1
+            return self.json({"message": "question is already being processed", "question_id": qid,
+                              "status": live_status(acceptance)}, status=202)
+        job = Job(question_id=qid, question_text=query.question_text, original_answer=acceptance.original_answer,
+                  accepted_at=acceptance.accepted_at, epoch=acceptance.epoch)
+        await topics.pending.send(key=qid, value=job)
+        await report(job, "queued")
+        query_counts["accepted"] += 1
+        return self.json({"message": "question accepted", "question_id": qid, "status": PENDING}, status=202)

@@ -1,0 +1,115 @@
+"""Reading and checking request bodies, with a clear 4xx for every kind of bad input.
+
+A worker serves HTTP on the same event loop that drives its agents, so a bad
+request must turn into an answer, never an exception that reaches Faust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Awaitable, Callable, Optional
+
+from faust.web import Request, Response, View
+from faust.web.exceptions import WebError
+
+from qastream.errors import RequestError
+from qastream.ids import normalise
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPES = ("application/json",)
+_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class QueryInput:
+    """A validated ``POST /query`` body."""
+
+    question_text: str
+    original_answer: Optional[str]
+
+
+def check_content_type(content_type: str) -> None:
+    """415 unless the body is declared as JSON."""
+    if content_type not in JSON_TYPES and not content_type.endswith("+json"):
+        raise RequestError(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
+
+
+def decode_json(body: bytes) -> Any:
+    """The parsed body; 400 with the parser's reason when it is not JSON."""
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise RequestError(400, "body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise RequestError(400, f"body is not valid JSON: {exc}") from None
+
+
+def parse_query(payload: Any, max_chars: int) -> QueryInput:
+    """Validate a query body: ``question_text`` required, ``original_answer`` optional."""
+    if not isinstance(payload, dict):
+        raise RequestError(400, "body must be a JSON object with a question_text field")
+    text = payload.get("question_text")
+    if text is None:
+        raise RequestError(400, "question_text is required")
+    if not isinstance(text, str):
+        raise RequestError(400, "question_text must be a string")
+    if not normalise(text):
+        raise RequestError(400, "question_text must not be empty")
+    reference = payload.get("original_answer")
+    if reference is not None and not isinstance(reference, str):
+        raise RequestError(400, "original_answer must be a string or null")
+    for name, value in (("question_text", text), ("original_answer", reference)):
+        if value is not None and len(value) > max_chars:
+            raise RequestError(400, f"{name} is longer than {max_chars} characters")
+    reference = reference.strip() if reference and reference.strip() else None
+    return QueryInput(question_text=text.strip(), original_answer=reference)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it passes ``limit`` bytes."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestError(413, f"body of {declared} bytes is over the limit of {limit} bytes")
+    body = bytearray()
+    while True:
+        chunk = await request.content.read(_CHUNK)
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, f"body is over the limit of {limit} bytes")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Content type, size and syntax checked, in that order."""
+    check_content_type(request.content_type)
+    return decode_json(await read_body(request, limit))
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Turn :class:`RequestError` into its 4xx and any other failure into a 503, never a 500.
+
+    A 503 tells clients the failure is on our side and worth retrying (the
+    database or broker is unreachable); the cause is logged here.
+    """
+
+    @wraps(handler)
+    async def wrapper(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(view, request, *args, **kwargs)
+        except RequestError as err:
+            return view.json({"error": err.message}, status=err.status)
+        except WebError:
+            raise  # Faust renders its own errors (e.g. 503 while partitions are unassigned)
+        except Exception as exc:
+            logger.exception("%s %s failed", request.method, request.path)
+            return view.json({"error": f"temporarily unavailable: {type(exc).__name__}"}, status=503)
+
+    return wrapper

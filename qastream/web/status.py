@@ -1,0 +1,68 @@
+"""``GET /status/{question_id}``: where a question is, from the worker that owns it."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from faust import web
+
+from qastream.app import app, storage
+from qastream.ids import is_question_id
+from qastream.lifecycle import COMPLETED, FAILED
+from qastream.tables.status import attempts_table, status_table
+from qastream.web.requests import guarded
+
+
+def public_status(record: Mapping[str, Any], attempts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A status-table record as users see it."""
+    body: dict[str, Any] = {
+        "question_id": record["question_id"],
+        "status": record["state"],
+        "stage": record["stage"],
+        "attempt": record["attempt"],
+        "processing_attempts": attempts["generations"] if attempts else 0,
+        "error_retries": record["retries"],
+        "accepted_at": record["accepted_at"],
+        "updated_at": record["updated_at"],
+        "source": "status_table",
+    }
+    if record["state"] == COMPLETED and record.get("result"):
+        body["result"] = record["result"]
+    if record["state"] == FAILED or record.get("detail"):
+        body["detail"] = record.get("detail")
+    return body
+
+
+async def ensure_partition_metadata(table: Any) -> None:
+    """Load the changelog topic's partition count into the producer's metadata.
+
+    ``table_route`` hashes the key with the producer's partitioner, which
+    fails until the producer has metadata for the changelog topic; a worker
+    that has not yet written to that table (or was just restarted) has none.
+    Once loaded, this returns at once.
+    """
+    producer = app.producer._ensure_producer()
+    await producer.partitions_for(table.changelog_topic.get_topic_name())
+
+
+@app.page("/status/{question_id}")
+class StatusView(web.View):
+    """Status of one question; routed to the worker owning its partition."""
+
+    @guarded
+    async def get(self, request: web.Request, question_id: str) -> web.Response:
+        await ensure_partition_metadata(status_table)
+        return await self.owned(request, question_id=question_id)
+
+    @app.table_route(table=status_table, match_info="question_id")
+    async def owned(self, request: web.Request, question_id: str) -> web.Response:
+        """Answer from this worker's partition of the status table, then the database."""
+        record = status_table.get(question_id)
+        if record is not None:
+            return self.json(public_status(record, attempts_table.get(question_id)))
+        if is_question_id(question_id):
+            row = await storage.lookup(question_id)
+            if row is not None:
+                return self.json({**row, "source": "database"})
+        return self.json({"error": f"unknown question id {question_id!r} (ids are 16 hex digits from POST /query)"},
+                         status=404)
