@@ -90,9 +90,9 @@ def start_llm_server(host: str, port: int, *, backend: str, model: str, extra: S
 
 def start_worker(env: Mapping[str, str], *, web_host: str, web_port: int, log: Optional[IO] = None,
                  cwd: Optional[str] = None, timeout: float = 180) -> subprocess.Popen:
-    """Start ``qastream worker`` and wait until its HTTP API answers."""
+    """Start ``qastream worker`` and wait until it is ready (``/health``: tables recovered)."""
     process = _spawn([sys.executable, "-m", "qastream", "worker", "-l", "info"], env=env, log=log, cwd=cwd)
-    wait_for(lambda: http_ok(f"http://{web_host}:{web_port}/metrics"), process,
+    wait_for(lambda: http_ok(f"http://{web_host}:{web_port}/health"), process,
              f"worker on {web_host}:{web_port}", timeout=timeout)
     return process
 

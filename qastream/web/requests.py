@@ -41,7 +41,8 @@ def check_content_type(content_type: str) -> None:
 def decode_json(body: bytes) -> Any:
     """The parsed body; 400 with the parser's reason when it is not JSON."""
     try:
-        return json.loads(body)
+        # Decode first: json.loads on bytes would guess UTF-16/32 from a BOM.
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestError(400, "body is not UTF-8 text") from None
     except ValueError as exc:

@@ -1,0 +1,153 @@
+"""Helpers shared by the integration tests: a worker handle and polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from qastream.embedded import (free_port, http_ok, log_file, start_llm_server, start_tansu, start_worker, stop,
+                               wait_for)
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+POSTGRES_URL = os.environ.get("QASTREAM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("QASTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+
+
+@dataclass
+class Worker:
+    """A running ``qastream worker`` process and its HTTP API."""
+
+    url: str
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen
+    command: list[str] = field(default_factory=list)
+
+    def request(self, method: str, path: str, body: Any = None, *, raw: Optional[bytes] = None,
+                content_type: str = "application/json", timeout: float = 30) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": content_type} if data is not None else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            payload = err.read()
+            try:
+                return err.code, json.loads(payload)
+            except ValueError:
+                return err.code, payload.decode(errors="replace")
+
+    def query(self, question: str, reference: Optional[str] = None) -> tuple[int, Any]:
+        body: dict[str, Any] = {"question_text": question}
+        if reference is not None:
+            body["original_answer"] = reference
+        return self.request("POST", "/query", body)
+
+    def status(self, question_id: str) -> tuple[int, Any]:
+        return self.request("GET", f"/status/{question_id}")
+
+    def stop(self, *, hard: bool = False) -> None:
+        stop(self.process, f"worker {self.port}", hard=hard)
+
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _reachable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is missing, except under CI=true where that is a failure."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI requires it")
+    pytest.skip(message)
+
+
+@dataclass
+class Broker:
+    url: str
+    host: str
+    port: int
+    process: subprocess.Popen
+    log_dir: Path
+
+    def restart(self) -> None:
+        """Stop Tansu and start it again, empty (memory storage)."""
+        stop(self.process, "tansu")
+        self.process = start_tansu(self.host, self.port, log=log_file(str(self.log_dir), "tansu"))
+
+
+@dataclass
+class LLMServer:
+    url: str
+    process: subprocess.Popen
+
+
+def launch_llm(artifacts: Path, name: str, *extra: str) -> LLMServer:
+    port = free_port()
+    process = start_llm_server("127.0.0.1", port, backend="echo", model="smollm2", extra=list(extra),
+                               log=log_file(str(artifacts), name))
+    return LLMServer(f"http://127.0.0.1:{port}", process)
+
+
+def isolated_env(broker: Broker, llm: LLMServer, data_dir: Path) -> dict[str, str]:
+    """Environment of a worker isolated from every other test."""
+    tag = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QASTREAM_")}
+    env.update({
+        "QASTREAM_APP_ID": f"qastream-test-{tag}",
+        "QASTREAM_TOPIC_PREFIX": f"t{tag}-",
+        "QASTREAM_BROKER_URL": broker.url,
+        "QASTREAM_OLLAMA_URL": llm.url,
+        "QASTREAM_DATA_DIR": str(data_dir),
+        "QASTREAM_LLM_TIMEOUT_SECONDS": "20",
+        "QASTREAM_SCORER_THREADS": "1",
+    })
+    return env
+
+
+def launch_worker(artifacts: Path, test_name: str, env: dict[str, str], *, faust_cli: bool = False,
+                  **overrides: str) -> Worker:
+    """Start a worker on a free port with ``env`` plus ``QASTREAM_<KEY>`` overrides."""
+    port = free_port()
+    full = {**env, "QASTREAM_WEB_PORT": str(port), "QASTREAM_WEB_HOST": "127.0.0.1",
+            **{f"QASTREAM_{k.upper()}": v for k, v in overrides.items()}}
+    name = f"{test_name}-worker-{port}".replace("/", "_").replace("[", "_").replace("]", "")
+    log = log_file(str(artifacts), name)
+    if faust_cli:
+        # The documented Faust form, run exactly as a user would type it.
+        command = [str(Path(sys.executable).parent / "faust"), "-A", "qastream.app", "worker", "-l", "info"]
+        process = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), process, name, timeout=180)
+    else:
+        process = start_worker(full, web_host="127.0.0.1", web_port=port, log=log)
+    return Worker(f"http://127.0.0.1:{port}", port, full, process)
