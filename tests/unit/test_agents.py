@@ -1,0 +1,239 @@
+"""Every agent, driven through ``agent.test_context()`` with the broker, LLM, scorer and database mocked.
+
+Only what leaves the process is replaced: topic sends are captured, and the
+service calls (LLM, scorer, storage, cache) return canned results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from unittest.mock import AsyncMock
+
+import pytest
+
+from qastream.agents import dead_letters, generate, regenerate, retry, store, validate
+from qastream.app import app, cache, llm, scorer, settings, storage, topics
+from qastream.errors import LLMCallError
+from qastream.lifecycle import version
+from qastream.models import Job, StatusEvent
+from qastream.services.llm import Generation
+from qastream.tables.status import attempts_table, status_table, track
+
+
+@pytest.fixture(autouse=True)
+def memory_app():
+    app.finalize()  # the app's store is already memory://, as in the Faust testing guide
+    app.flow_control.resume()
+    yield
+    status_table.data.clear()
+    attempts_table.data.clear()
+
+
+class Sent(list):
+    """(topic name, key, value) of every send, in order."""
+
+    def to(self, topic: Any) -> list[Any]:
+        return [value for name, _, value in self if name == topic.get_topic_name()]
+
+    def stages(self) -> list[str]:
+        return [value.stage for value in self.to(topics.events)]
+
+
+@pytest.fixture
+def sent(monkeypatch) -> Sent:
+    captured = Sent()
+    for name in ("pending", "success", "overload", "quota", "permanent", "validated", "low_quality", "events"):
+        topic = getattr(topics, name)
+
+        async def send(*, key=None, value=None, _topic=topic, **kwargs):
+            captured.append((_topic.get_topic_name(), key, value))
+
+        monkeypatch.setattr(topic, "send", send)
+    return captured
+
+
+def job(**fields: Any) -> Job:
+    base = {"question_id": "0123456789abcdef", "question_text": "What is a compiler?",
+            "original_answer": "A compiler translates source code.", "accepted_at": 1000.0}
+    return Job(**{**base, **fields})
+
+
+async def eventually(predicate, timeout: float = 2.0) -> None:
+    """Agents using take() flush on a short timer: wait for the effect."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "agent did not act in time"
+        await asyncio.sleep(0.01)
+
+
+# -- track ---------------------------------------------------------------------------
+
+def event(stage: str, attempt: int = 1, retries: int = 0, epoch: int = 1, at: float = 2.0) -> StatusEvent:
+    return StatusEvent(question_id="q1", stage=stage, epoch=epoch, attempt=attempt, retries=retries,
+                       accepted_at=1.0, at=at)
+
+
+async def test_track_folds_events_and_ignores_late_ones():
+    async with track.test_context() as agent:
+        for stage, attempt in (("queued", 1), ("generating", 1), ("scoring", 1), ("regenerating", 1),
+                               ("generating", 2), ("scoring", 2), ("completed", 2)):
+            await agent.put(event(stage, attempt), key="q1")
+        done = dict(status_table["q1"])
+        assert done["state"] == "completed" and done["attempt"] == 2
+        assert attempts_table["q1"] == {"epoch": 1, "generations": 2, "retries": 0}
+        # A late event from attempt 1 and a redelivered completion change nothing.
+        await agent.put(event("scoring", 1, at=9.0), key="q1")
+        await agent.put(event("completed", 2), key="q1")
+        assert status_table["q1"] == done
+        assert attempts_table["q1"] == {"epoch": 1, "generations": 2, "retries": 0}
+
+
+async def test_track_starts_over_on_a_new_epoch():
+    async with track.test_context() as agent:
+        await agent.put(event("failed", 1, epoch=1), key="q1")
+        await agent.put(event("queued", 1, epoch=2), key="q1")
+        assert status_table["q1"]["state"] == "pending"
+        assert attempts_table["q1"] == {"epoch": 2, "generations": 0, "retries": 0}
+
+
+# -- generate --------------------------------------------------------------------------
+
+async def test_generate_sends_the_answer_on(sent, monkeypatch):
+    monkeypatch.setattr(llm, "generate", AsyncMock(return_value=Generation("An answer.", "smollm2", 120.0, 3)))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(llm_ms=5.0), key="0123456789abcdef")
+    (answered,) = sent.to(topics.success)
+    assert answered.answer == "An answer." and answered.model == "smollm2"
+    assert answered.llm_ms == pytest.approx(125.0)
+    assert sent.stages() == ["generating"]
+
+
+@pytest.mark.parametrize("error_class, topic_name", [("overload", "overload"), ("quota", "quota"),
+                                                     ("permanent", "permanent")])
+async def test_generate_routes_failures_by_class(sent, monkeypatch, error_class, topic_name):
+    error = LLMCallError(error_class, 503, "busy", retry_after=3.0)
+    monkeypatch.setattr(llm, "generate", AsyncMock(side_effect=error))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(), key="0123456789abcdef")
+    (failed,) = sent.to(getattr(topics, topic_name))
+    assert (failed.error_class, failed.error_code, failed.error_message, failed.retry_after) == (
+        error_class, 503, "busy", 3.0)
+    assert sent.to(topics.success) == []
+
+
+async def test_generate_skips_an_attempt_that_already_finished(sent, monkeypatch):
+    call = AsyncMock()
+    monkeypatch.setattr(llm, "generate", call)
+    status_table.data["0123456789abcdef"] = {"version": list(version(1, 1, 0, "scoring"))}
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(attempt=1), key="0123456789abcdef")
+    call.assert_not_called()
+    assert sent == []
+
+
+# -- validate ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("score, attempt, topic_name, low_quality", [
+    (0.95, 1, "validated", False),
+    (0.10, 1, "low_quality", False),
+    (0.10, settings.max_attempts, "validated", True),
+])
+async def test_validate_applies_the_quality_gate(sent, monkeypatch, score, attempt, topic_name, low_quality):
+    monkeypatch.setattr(scorer, "score", AsyncMock(return_value=[score]))
+    best = {"best_answer": "earlier, better", "best_score": 0.5, "best_attempt": 1} if attempt > 1 else {}
+    async with validate.validate.test_context() as agent:
+        await agent.put(job(answer="ans", attempt=attempt, **best), key="0123456789abcdef")
+        await eventually(lambda: sent.to(getattr(topics, topic_name)))
+    (scored,) = sent.to(getattr(topics, topic_name))
+    assert scored.low_quality is low_quality
+    if low_quality:
+        assert (scored.answer, scored.score) == ("earlier, better", 0.5)
+    else:
+        assert scored.score == score
+    assert "scoring" in sent.stages()
+
+
+# -- regenerate ---------------------------------------------------------------------------
+
+async def test_regenerate_sends_the_next_attempt(sent):
+    async with regenerate.regenerate.test_context() as agent:
+        await agent.put(job(attempt=1, answer="weak", score=0.2, overload_retries=2), key="0123456789abcdef")
+    (nxt,) = sent.to(topics.pending)
+    assert (nxt.attempt, nxt.answer, nxt.score, nxt.overload_retries) == (2, None, None, 0)
+    assert sent.stages() == ["regenerating"]
+
+
+# -- retry -----------------------------------------------------------------------------------
+
+async def test_overload_retry_waits_then_requeues(sent, monkeypatch):
+    sleep = AsyncMock()
+    monkeypatch.setattr(retry.asyncio, "sleep", sleep)
+    async with retry.retry_overload.test_context() as agent:
+        await agent.put(job(error_class="overload", error_code=503, overload_retries=1, retries=1),
+                        key="0123456789abcdef")
+    sleep.assert_awaited_once_with(settings.overload_delays()[1])
+    (again,) = sent.to(topics.pending)
+    assert (again.retries, again.overload_retries) == (2, 2)
+    assert sent.stages() == ["waiting_retry"]
+
+
+async def test_quota_retry_honours_retry_after(sent, monkeypatch):
+    sleep = AsyncMock()
+    monkeypatch.setattr(retry.asyncio, "sleep", sleep)
+    async with retry.retry_quota.test_context() as agent:
+        await agent.put(job(error_class="quota", error_code=429, retry_after=7.0), key="0123456789abcdef")
+    sleep.assert_awaited_once_with(7.0)
+    assert sent.to(topics.pending)[0].quota_retries == 1
+
+
+async def test_retry_dead_letters_when_the_schedule_is_spent(sent, monkeypatch):
+    monkeypatch.setattr(retry.asyncio, "sleep", AsyncMock())
+    spent = len(settings.overload_delays())
+    async with retry.retry_overload.test_context() as agent:
+        await agent.put(job(error_class="overload", error_code=503, error_message="busy", overload_retries=spent),
+                        key="0123456789abcdef")
+    (dead,) = sent.to(topics.permanent)
+    assert "gave up" in dead.error_message
+    assert sent.to(topics.pending) == []
+
+
+# -- store and dead letters ----------------------------------------------------------------
+
+async def test_store_writes_caches_and_completes(sent, monkeypatch):
+    save = AsyncMock(side_effect=lambda answers: list(answers))
+    put = AsyncMock()
+    monkeypatch.setattr(storage, "save_completed", save)
+    monkeypatch.setattr(cache, "put_many", put)
+    async with store.store.test_context() as agent:
+        await agent.put(job(answer="ans", score=0.9, model="m"), key="0123456789abcdef")
+        await eventually(lambda: sent.to(topics.events))
+    (row,) = save.await_args.args[0]
+    assert (row.answer, row.score, row.processing_attempts) == ("ans", 0.9, 1)
+    (completed,) = sent.to(topics.events)
+    assert completed.stage == "completed" and completed.result["answer"] == "ans"
+    assert put.await_args.args[0][0]["question_id"] == "0123456789abcdef"
+
+
+async def test_store_skips_a_stale_answer(sent, monkeypatch):
+    monkeypatch.setattr(storage, "save_completed", AsyncMock(return_value=[]))
+    put = AsyncMock()
+    monkeypatch.setattr(cache, "put_many", put)
+    async with store.store.test_context() as agent:
+        await agent.put(job(answer="old", epoch=1), key="0123456789abcdef")
+        await eventually(lambda: put.await_count == 1)
+    assert sent.to(topics.events) == []
+    assert put.await_args.args[0] == []
+
+
+async def test_dead_letters_mark_the_question_failed(sent, monkeypatch):
+    save = AsyncMock(side_effect=lambda failures: list(failures))
+    monkeypatch.setattr(storage, "save_failed", save)
+    async with dead_letters.dead_letters.test_context() as agent:
+        await agent.put(job(error_class="permanent", error_code=404, error_message="model not found"),
+                        key="0123456789abcdef")
+        await eventually(lambda: sent.to(topics.events))
+    (failure,) = save.await_args.args[0]
+    assert "404" in failure.error_message and "model not found" in failure.error_message
+    (failed,) = sent.to(topics.events)
+    assert failed.stage == "failed" and "model not found" in failed.detail
