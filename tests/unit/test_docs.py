@@ -1,0 +1,22 @@
+"""The documentation cannot drift from the code: settings tables are rendered from Settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qastream.settings import render_env_file, render_markdown_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_lists_every_setting_with_its_default():
+    assert render_markdown_table() in (ROOT / "README.md").read_text()
+
+
+def test_config_defaults_file_is_current():
+    assert (ROOT / "config" / "defaults.env").read_text().strip() == render_env_file().strip()
+
+
+def test_readme_test_command_is_what_ci_runs():
+    assert "make test" in (ROOT / "README.md").read_text()
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
