@@ -32,35 +32,36 @@ class GroupCommitter(Generic[T, R]):
         self._waiting: list[tuple[T, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: Optional[asyncio.Task] = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start the flushing task on the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Flush what is waiting, then stop."""
+        """Flush everything submitted so far, then stop.
+
+        The loop is asked to finish rather than cancelled: cancelling it in
+        the middle of a flush would leave that batch's callers waiting forever.
+        """
         if self._task is None:
             return
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        self._stopping = True
+        self._wakeup.set()
+        await self._task
         self._task = None
-        while self._waiting:
-            await self._flush_some()
 
     async def submit(self, item: T) -> R:
         """Queue ``item`` and wait for the result of the flush that carries it."""
-        if self._task is None:
-            raise RuntimeError("GroupCommitter is not started")
+        if self._task is None or self._stopping:
+            raise RuntimeError("GroupCommitter is not running")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._wakeup.set()
         return await future
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._waiting:

@@ -13,6 +13,7 @@ The class of an error decides its route through the topic graph:
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 OVERLOAD = "overload"
@@ -77,4 +78,4 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
         seconds = float(value.strip())
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -11,7 +11,7 @@ import re
 
 _WHITESPACE = re.compile(r"\s+")
 ID_LENGTH = 16
-_ID_PATTERN = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
+_ID_PATTERN = re.compile(rf"[0-9a-f]{{{ID_LENGTH}}}")
 
 
 def normalise(text: str) -> str:
@@ -26,4 +26,4 @@ def question_id(text: str) -> str:
 
 def is_question_id(value: str) -> bool:
     """True when ``value`` has the shape of a question id."""
-    return bool(_ID_PATTERN.match(value))
+    return bool(_ID_PATTERN.fullmatch(value))

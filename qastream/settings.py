@@ -14,6 +14,7 @@ to start.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -130,8 +131,8 @@ class Settings:
         except ValueError:
             raise SettingsError(f"{env_name('retry_overload_delays')}: expected comma-separated seconds, "
                                 f"got {self.retry_overload_delays!r}") from None
-        if any(d < 0 for d in delays):
-            raise SettingsError(f"{env_name('retry_overload_delays')}: delays cannot be negative")
+        if any(not math.isfinite(d) or d < 0 for d in delays):
+            raise SettingsError(f"{env_name('retry_overload_delays')}: delays must be finite and not negative")
         return delays
 
     def topic_name(self, name: str) -> str:
@@ -165,6 +166,8 @@ def _parse(f: dataclasses.Field, name: str, raw: str) -> Any:
     except ValueError:
         expected = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(kind, kind)
         raise SettingsError(f"{name}: expected {expected}, got {raw!r}") from None
+    if kind == "float" and not math.isfinite(value):
+        raise SettingsError(f"{name}: expected a finite number, got {raw!r}")
     meta = f.metadata
     if meta["choices"] and value not in meta["choices"]:
         raise SettingsError(f"{name}: expected one of {', '.join(meta['choices'])}, got {raw!r}")

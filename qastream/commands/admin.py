@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from faust.cli import option
 
 from qastream.app import app
@@ -25,4 +27,5 @@ async def db_upgrade(self) -> None:
 @app.command(option("--markdown", is_flag=True, help="Print the README's settings table instead."))
 async def settings(self, markdown: bool) -> None:
     """Print every QASTREAM_* setting with its default (the text of config/defaults.env)."""
-    self.say(render_markdown_table() if markdown else render_env_file())
+    # Written verbatim (no extra newline) so `qastream settings > config/defaults.env` is exact.
+    sys.stdout.write(render_markdown_table() + "\n" if markdown else render_env_file())

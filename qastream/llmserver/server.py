@@ -123,7 +123,8 @@ class OllamaCompatibleServer:
             return self._error(404, f'model "{model}" not found, try pulling it first')
         if fault is not None and fault != "mid":
             return self._error(int(fault), f"injected error {fault}")
-        if self._waiting >= self.max_queue:
+        if self._slots.locked() and self._waiting >= self.max_queue:
+            # Every slot is busy and the queue is full: Ollama's OLLAMA_MAX_QUEUE behaviour.
             return self._error(503, "server busy, please try again.  maximum pending requests exceeded")
         self._waiting += 1
         try:
@@ -139,6 +140,9 @@ class OllamaCompatibleServer:
         self.stats["completions"] += 1
         stream = body.get("stream", True)
         if fault == "mid":
+            if not stream:
+                # Without streaming, Ollama reports a failure during generation as a 500.
+                return self._error(500, "an error was encountered while running the model")
             return await self._mid_stream_error(request, model, chat, completion)
         final = self._final(model, chat, completion, elapsed)
         if not stream:

@@ -1,0 +1,29 @@
+"""Fixtures shared by the LLM server and LLM client tests."""
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from qastream.llmserver.backends import EchoBackend
+from qastream.llmserver.server import Faults, OllamaCompatibleServer, build_app
+
+
+@pytest.fixture
+async def llm_server():
+    """Start an Ollama-compatible echo server on 127.0.0.1 with an ephemeral port.
+
+    ``await llm_server(latency=..., parallel=..., max_queue=..., faults=Faults(...))`` returns
+    ``(server, base_url)``; every server started is closed after the test.
+    """
+    started = []
+
+    async def start(*, latency=0.0, parallel=4, max_queue=64, faults=None, model="smollm2"):
+        server = OllamaCompatibleServer(EchoBackend(latency), model=model, parallel=parallel, max_queue=max_queue,
+                                        faults=faults or Faults())
+        http = TestServer(build_app(server), host="127.0.0.1")
+        await http.start_server()
+        started.append(http)
+        return server, f"http://127.0.0.1:{http.port}"
+
+    yield start
+    for http in started:
+        await http.close()

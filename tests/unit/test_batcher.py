@@ -1,0 +1,141 @@
+"""qastream.batcher: group commit of concurrent submits."""
+
+import asyncio
+
+import pytest
+
+from qastream.batcher import GroupCommitter
+
+
+class Recorder:
+    """A flush that records its batches, can be slowed down, and fails on a poisoned item."""
+
+    def __init__(self, delay=0.0, poison=None):
+        self.delay = delay
+        self.poison = poison
+        self.batches = []
+
+    async def __call__(self, items):
+        self.batches.append(list(items))
+        await asyncio.sleep(self.delay)
+        if self.poison is not None and self.poison in items:
+            raise ValueError(f"cannot store {self.poison}")
+        return [f"result-{item}" for item in items]
+
+
+@pytest.fixture
+async def make_committer():
+    committers = []
+
+    def make(flush, **kwargs):
+        committer = GroupCommitter(flush, **kwargs)
+        committer.start()
+        committers.append(committer)
+        return committer
+
+    yield make
+    for committer in committers:
+        await committer.stop()
+
+
+async def test_concurrent_submits_are_flushed_in_batches(make_committer):
+    flush = Recorder(delay=0.05)
+    committer = make_committer(flush)
+    first = asyncio.ensure_future(committer.submit("first"))
+    await asyncio.sleep(0.01)  # the slow flush of "first" is now running
+    assert flush.batches == [["first"]]
+    results = await asyncio.gather(*(committer.submit(i) for i in range(50)))
+    assert await first == "result-first"
+    assert results == [f"result-{i}" for i in range(50)]
+    assert len(flush.batches) < 51
+    assert len(flush.batches) <= 3
+    assert sorted(x for batch in flush.batches[1:] for x in batch) == list(range(50))
+
+
+async def test_each_caller_gets_the_result_of_its_own_item(make_committer):
+    async def flush(items):
+        await asyncio.sleep(0.01)
+        return [item * 10 for item in items]
+
+    committer = make_committer(flush)
+    items = [7, 3, 9, 1, 4, 4, 0]
+    assert await asyncio.gather(*(committer.submit(i) for i in items)) == [i * 10 for i in items]
+
+
+async def test_results_map_by_position_within_a_batch(make_committer):
+    async def reverse_flush(items):
+        return [f"{i}:{item}" for i, item in enumerate(items)]
+
+    committer = make_committer(reverse_flush)
+    results = await asyncio.gather(*(committer.submit(c) for c in "abcde"))
+    assert results == ["0:a", "1:b", "2:c", "3:d", "4:e"]
+
+
+async def test_idle_committer_flushes_a_single_item_at_once(make_committer):
+    flush = Recorder()
+    committer = make_committer(flush)
+    assert await asyncio.wait_for(committer.submit("only"), 1.0) == "result-only"
+    assert flush.batches == [["only"]]
+
+
+async def test_max_batch_bounds_each_flush(make_committer):
+    flush = Recorder(delay=0.01)
+    committer = make_committer(flush, max_batch=10)
+    results = await asyncio.gather(*(committer.submit(i) for i in range(25)))
+    assert results == [f"result-{i}" for i in range(25)]
+    assert all(len(batch) <= 10 for batch in flush.batches)
+    assert sum(len(batch) for batch in flush.batches) == 25
+
+
+async def test_flush_error_reaches_every_caller_of_the_batch_and_later_batches_work(make_committer):
+    flush = Recorder(delay=0.02, poison="bad")
+    committer = make_committer(flush)
+    outcomes = await asyncio.gather(*(committer.submit(x) for x in ("a", "bad", "c")), return_exceptions=True)
+    failed_batch = next(batch for batch in flush.batches if "bad" in batch)
+    assert set(failed_batch) >= {"a", "bad", "c"}
+    for outcome in outcomes:
+        assert isinstance(outcome, ValueError) and str(outcome) == "cannot store bad"
+    # The committer survived the failure.
+    assert await asyncio.gather(committer.submit("d"), committer.submit("e")) == ["result-d", "result-e"]
+
+
+async def test_flush_error_spares_other_batches(make_committer):
+    flush = Recorder(delay=0.05, poison="bad")
+    committer = make_committer(flush)
+    ok_first = asyncio.ensure_future(committer.submit("ok1"))
+    await asyncio.sleep(0.01)  # "ok1" is being flushed alone
+    bad = asyncio.ensure_future(committer.submit("bad"))
+    ok_second = asyncio.ensure_future(committer.submit("ok2"))  # rides with "bad"
+    assert await ok_first == "result-ok1"
+    with pytest.raises(ValueError):
+        await bad
+    with pytest.raises(ValueError):
+        await ok_second
+    assert flush.batches == [["ok1"], ["bad", "ok2"]]
+
+
+async def test_submit_before_start_raises():
+    committer = GroupCommitter(Recorder())
+    with pytest.raises(RuntimeError, match="not running"):
+        await committer.submit("x")
+
+
+async def test_submit_after_stop_raises():
+    committer = GroupCommitter(Recorder())
+    committer.start()
+    assert await committer.submit("x") == "result-x"
+    await committer.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        await committer.submit("y")
+
+
+async def test_stop_during_a_flush_still_answers_its_callers():
+    committer = GroupCommitter(Recorder(delay=0.1))
+    committer.start()
+    caller = asyncio.ensure_future(committer.submit("in-flight"))
+    await asyncio.sleep(0.02)  # the flush of "in-flight" is running
+    await committer.stop()
+    try:
+        assert await asyncio.wait_for(caller, 1.0) == "result-in-flight"
+    finally:
+        caller.cancel()

@@ -1,0 +1,120 @@
+"""qastream.services.cache: the in-process TTL cache and the key format."""
+
+import pytest
+
+from qastream.services import cache as cache_module
+from qastream.services.cache import KEY_PREFIX, MemoryCache, cache_key, make_cache
+
+
+class Clock:
+    """Stands in for the ``time`` module inside qastream.services.cache only (not asyncio's clock)."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def monotonic(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = Clock()
+    monkeypatch.setattr(cache_module, "time", fake)
+    return fake
+
+
+def result(n):
+    return {"question_id": f"{n:016x}", "answer": f"answer {n}"}
+
+
+@pytest.mark.parametrize("question_id, key", [
+    ("0123456789abcdef", "response:0123456789abcdef"),
+    ("x", "response:x"),
+])
+def test_cache_key(question_id, key):
+    assert cache_key(question_id) == key
+    assert KEY_PREFIX == "response:"
+
+
+async def test_miss_then_hit_are_counted(clock):
+    cache = MemoryCache(ttl_seconds=60)
+    assert await cache.get(result(1)["question_id"]) is None
+    assert (cache.hits, cache.misses) == (0, 1)
+    await cache.put_many([result(1), result(2)])
+    assert await cache.get(result(1)["question_id"]) == result(1)
+    assert await cache.get(result(2)["question_id"]) == result(2)
+    assert await cache.get(result(3)["question_id"]) is None
+    assert (cache.hits, cache.misses, cache.errors) == (2, 2, 0)
+    info = await cache.info()
+    assert info == {"backend": "memory", "hits": 2, "misses": 2, "errors": 0, "ttl_seconds": 60, "entries": 2}
+
+
+async def test_entries_are_stored_under_the_response_key(clock):
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([result(1)])
+    assert list(cache._items) == [cache_key(result(1)["question_id"])]
+
+
+@pytest.mark.parametrize("elapsed, hit", [(0.0, True), (59.9, True), (60.0, True), (60.01, False), (3600.0, False)])
+async def test_ttl_expiry(clock, elapsed, hit):
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([result(1)])
+    clock.now += elapsed
+    value = await cache.get(result(1)["question_id"])
+    assert (value == result(1)) is hit
+    assert (cache.hits, cache.misses) == ((1, 0) if hit else (0, 1))
+    assert (await cache.info())["entries"] == (1 if hit else 0)   # an expired entry is dropped on read
+
+
+async def test_rewriting_an_entry_renews_its_ttl(clock):
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([result(1)])
+    clock.now += 50
+    await cache.put_many([{**result(1), "answer": "newer"}])
+    clock.now += 50
+    assert (await cache.get(result(1)["question_id"]))["answer"] == "newer"
+
+
+async def test_max_entries_evicts_the_oldest(clock):
+    cache = MemoryCache(ttl_seconds=60, max_entries=3)
+    await cache.put_many([result(1), result(2)])
+    await cache.put_many([result(3), result(4)])
+    assert await cache.get(result(1)["question_id"]) is None
+    for n in (2, 3, 4):
+        assert await cache.get(result(n)["question_id"]) == result(n)
+    assert (await cache.info())["entries"] == 3
+
+
+async def test_rewriting_an_entry_makes_it_the_newest(clock):
+    cache = MemoryCache(ttl_seconds=60, max_entries=2)
+    await cache.put_many([result(1), result(2)])
+    await cache.put_many([result(1)])
+    await cache.put_many([result(3)])
+    assert await cache.get(result(2)["question_id"]) is None
+    assert await cache.get(result(1)["question_id"]) == result(1)
+
+
+async def test_put_many_of_nothing_is_a_no_op(clock):
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([])
+    assert (await cache.info())["entries"] == 0
+
+
+class BrokenCache(MemoryCache):
+    async def _get(self, key):
+        raise ConnectionError("down")
+
+    async def _put_many(self, items):
+        raise ConnectionError("down")
+
+
+async def test_cache_failures_are_counted_and_fall_through(clock):
+    cache = BrokenCache(ttl_seconds=60)
+    await cache.put_many([result(1)])           # does not raise
+    assert await cache.get(result(1)["question_id"]) is None
+    assert (cache.errors, cache.misses, cache.hits) == (2, 1, 0)
+
+
+def test_make_cache_without_redis_url_is_in_process():
+    cache = make_cache("", 30)
+    assert isinstance(cache, MemoryCache) and cache.ttl_seconds == 30

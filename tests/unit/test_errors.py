@@ -1,0 +1,65 @@
+"""qastream.errors: status code -> error class, and Retry-After parsing."""
+
+import pytest
+
+from qastream.errors import (MID_STREAM, NO_RESPONSE, OVERLOAD, PERMANENT, QUOTA, LLMCallError, QAStreamError,
+                             RequestError, classify, parse_retry_after)
+
+
+@pytest.mark.parametrize("status, error_class", [
+    (NO_RESPONSE, OVERLOAD),
+    (0, OVERLOAD),
+    (MID_STREAM, OVERLOAD),
+    (-1, OVERLOAD),
+    (500, OVERLOAD),
+    (502, OVERLOAD),
+    (503, OVERLOAD),
+    (504, OVERLOAD),
+    (599, OVERLOAD),
+    (429, QUOTA),
+    (400, PERMANENT),
+    (401, PERMANENT),
+    (403, PERMANENT),
+    (404, PERMANENT),
+    (413, PERMANENT),
+    (499, PERMANENT),
+    (600, PERMANENT),
+    (200, PERMANENT),
+    (-2, PERMANENT),
+])
+def test_classify(status, error_class):
+    assert classify(status) == error_class
+
+
+@pytest.mark.parametrize("header, seconds", [
+    (None, None),
+    ("7", 7.0),
+    (" 7 ", 7.0),
+    ("0", 0.0),
+    ("1.5", 1.5),
+    ("120", 120.0),
+    ("-1", None),
+    ("", None),
+    ("soon", None),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", None),   # HTTP-date form is treated as absent
+    ("nan", None),
+])
+def test_parse_retry_after(header, seconds):
+    assert parse_retry_after(header) == seconds
+
+
+def test_parse_retry_after_rejects_infinity():
+    assert parse_retry_after("inf") is None
+
+
+def test_llm_call_error_carries_its_classification():
+    err = LLMCallError(QUOTA, 429, "slow down", retry_after=7.0)
+    assert isinstance(err, QAStreamError)
+    assert (err.error_class, err.status_code, err.message, err.retry_after) == (QUOTA, 429, "slow down", 7.0)
+    assert str(err) == "quota (429): slow down"
+
+
+def test_request_error_carries_status_and_message():
+    err = RequestError(415, "bad type")
+    assert isinstance(err, QAStreamError)
+    assert (err.status, err.message, str(err)) == (415, "bad type", "bad type")

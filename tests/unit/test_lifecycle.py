@@ -1,0 +1,169 @@
+"""qastream.lifecycle: the idempotent fold of status events into the status and attempts tables."""
+
+import pytest
+
+from qastream.lifecycle import (COMPLETED, FAILED, PENDING, PROCESSING, RETRYING, STAGE_RANK, fold_attempts,
+                                fold_status, is_stale, version)
+
+QID = "0123456789abcdef"
+
+
+def event(stage, *, epoch=1, attempt=1, retries=0, accepted_at=100.0, at=101.0, detail=None, result=None):
+    return {"question_id": QID, "stage": stage, "epoch": epoch, "attempt": attempt, "retries": retries,
+            "accepted_at": accepted_at, "at": at, "detail": detail, "result": result}
+
+
+def fold_all(events, fold=fold_status):
+    record = None
+    for e in events:
+        new = fold(record, e)
+        if new is not None:
+            record = new
+    return record
+
+
+# -- fold_status -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage, state", [
+    ("queued", PENDING),
+    ("waiting_retry", RETRYING),
+    ("generating", PROCESSING),
+    ("scoring", PROCESSING),
+    ("regenerating", PROCESSING),
+    ("storing", PROCESSING),
+    ("completed", COMPLETED),
+    ("failed", FAILED),
+])
+def test_first_event_creates_the_record_with_its_state(stage, state):
+    record = fold_status(None, event(stage, attempt=2, retries=1, detail="d", at=105.0))
+    assert record == {
+        "question_id": QID, "state": state, "stage": stage, "epoch": 1, "attempt": 2, "retries": 1,
+        "version": [1, 2, 1, STAGE_RANK[stage]], "accepted_at": 100.0, "updated_at": 105.0,
+        "detail": "d", "result": None,
+    }
+
+
+@pytest.mark.parametrize("older, newer", [
+    (event("queued"), event("generating")),                                     # later stage
+    (event("scoring"), event("storing")),
+    (event("storing"), event("completed", result={"answer": "a"})),
+    (event("scoring", attempt=1), event("generating", attempt=2)),              # later attempt beats stage
+    (event("generating", retries=0), event("waiting_retry", retries=1)),       # later retry beats stage
+    (event("completed", epoch=1, attempt=3), event("queued", epoch=2)),         # new epoch beats everything
+    (event("failed", epoch=1, retries=5), event("queued", epoch=2)),
+])
+def test_newer_version_wins_whatever_the_arrival_order(older, newer):
+    in_order = fold_all([older, newer])
+    assert in_order["stage"] == newer["stage"]
+    assert in_order["epoch"] == newer["epoch"]
+    # The late (older) event does not move the question backwards.
+    assert fold_status(in_order, older) is None
+    assert fold_all([newer, older]) == in_order
+
+
+def test_stale_event_returns_none():
+    current = fold_status(None, event("scoring", attempt=2))
+    assert fold_status(current, event("generating", attempt=2)) is None
+    assert fold_status(current, event("completed", attempt=1)) is None
+
+
+def test_exact_redelivery_returns_none():
+    e = event("completed", result={"answer": "42"})
+    current = fold_status(None, e)
+    assert current is not None
+    assert fold_status(current, dict(e)) is None
+
+
+def test_same_version_with_new_content_is_written():
+    current = fold_status(None, event("generating", at=101.0))
+    again = fold_status(current, event("generating", at=102.0))
+    assert again is not None and again["updated_at"] == 102.0
+
+
+def test_new_epoch_resets_the_record():
+    done = fold_all([event("queued"), event("generating", attempt=3, retries=2),
+                     event("completed", attempt=3, retries=2, result={"answer": "old"}, detail="x")])
+    assert done["state"] == COMPLETED
+    reset = fold_status(done, event("queued", epoch=2, accepted_at=500.0, at=500.0))
+    assert reset["state"] == PENDING
+    assert (reset["epoch"], reset["attempt"], reset["retries"]) == (2, 1, 0)
+    assert reset["accepted_at"] == 500.0
+    assert reset["result"] is None and reset["detail"] is None
+
+
+def test_completed_record_keeps_its_result():
+    record = fold_all([event("queued"), event("storing"), event("completed", result={"answer": "42"})])
+    assert record["result"] == {"answer": "42"}
+    assert record["state"] == COMPLETED
+
+
+def test_version_orders_epoch_then_attempt_then_retries_then_stage():
+    assert version(1, 2, 3, "completed") == (1, 2, 3, STAGE_RANK["completed"])
+    ordered = [version(1, 1, 0, "queued"), version(1, 1, 0, "failed"), version(1, 1, 1, "queued"),
+               version(1, 2, 0, "queued"), version(2, 1, 0, "queued")]
+    assert sorted(reversed(ordered)) == ordered
+
+
+# -- fold_attempts ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage, attempt, retries, generations", [
+    ("queued", 1, 0, 0),
+    ("generating", 1, 0, 0),
+    ("waiting_retry", 1, 2, 0),
+    ("scoring", 1, 0, 1),
+    ("regenerating", 2, 0, 2),
+    ("storing", 3, 1, 3),
+    ("completed", 3, 1, 3),
+    ("failed", 1, 3, 0),   # failed while generating: no answer was produced
+    ("failed", 2, 3, 1),
+])
+def test_attempt_counts_are_set_from_the_event(stage, attempt, retries, generations):
+    assert fold_attempts(None, event(stage, attempt=attempt, retries=retries)) == {
+        "epoch": 1, "generations": generations, "retries": retries}
+
+
+@pytest.mark.parametrize("e", [event("scoring", attempt=2, retries=1), event("waiting_retry", retries=3),
+                               event("completed", attempt=3)])
+def test_applying_the_same_event_twice_changes_nothing(e):
+    once = fold_attempts(None, e)
+    assert fold_attempts(once, e) is None
+    assert fold_all([e, e, e], fold_attempts) == once
+
+
+def test_attempts_never_increment_on_redelivery():
+    events = [event("scoring", attempt=1), event("scoring", attempt=2), event("scoring", attempt=2),
+              event("scoring", attempt=1)]
+    assert fold_all(events, fold_attempts) == {"epoch": 1, "generations": 2, "retries": 0}
+
+
+@pytest.mark.parametrize("current_event, stale_event", [
+    (event("scoring", attempt=2), event("scoring", attempt=1)),
+    (event("waiting_retry", retries=2), event("waiting_retry", retries=1)),
+    (event("completed", attempt=2, retries=1), event("generating", attempt=2, retries=1)),
+    (event("queued", epoch=2), event("completed", epoch=1, attempt=3)),
+])
+def test_stale_attempts_event_returns_none(current_event, stale_event):
+    current = fold_attempts(None, current_event)
+    assert fold_attempts(current, stale_event) is None
+
+
+def test_new_epoch_resets_the_attempt_counts():
+    current = fold_attempts(None, event("completed", attempt=3, retries=4))
+    assert fold_attempts(current, event("queued", epoch=2)) == {"epoch": 2, "generations": 0, "retries": 0}
+
+
+# -- is_stale --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("current_event, work, expected", [
+    (None, (1, 1, 0, "generating"), False),
+    (event("scoring"), (1, 1, 0, "generating"), True),          # generation already done
+    (event("generating"), (1, 1, 0, "generating"), False),      # same point: not past it
+    (event("queued"), (1, 1, 0, "generating"), False),
+    (event("generating"), (1, 1, 1, "generating"), False),      # a retry is new work
+    (event("generating", attempt=2), (1, 1, 0, "scoring"), True),
+    (event("completed", epoch=1), (2, 1, 0, "generating"), False),  # a new epoch is new work
+    (event("queued", epoch=2), (1, 3, 0, "storing"), True),
+])
+def test_is_stale(current_event, work, expected):
+    current = None if current_event is None else fold_status(None, current_event)
+    assert is_stale(current, *work) is expected
