@@ -13,7 +13,9 @@ from typing import Any, Iterable
 import faust
 from mode import ServiceT
 
+from qastream.breaker import CircuitBreaker
 from qastream.broker import faust_options
+from qastream.poison import QAStreamTopic
 from qastream.services.cache import make_cache
 from qastream.services.llm import LLMClient
 from qastream.services.scorer import Scorer
@@ -60,6 +62,9 @@ scorer = Scorer(
     threads=settings.scorer_threads, batch_size=settings.scorer_batch_size,
 )
 
+breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
+                         settings.breaker_max_cooldown_seconds)
+
 app = QAStreamApp(
     settings.app_id,
     first_services=[storage, cache, llm, scorer],
@@ -69,6 +74,7 @@ app = QAStreamApp(
 )
 topics = Topics(app, settings)
 app.topic_layout = topics.layout()
+QAStreamTopic.dead_letter_topic = topics.permanent
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from qastream.poison import QAStreamTopic
 from qastream.settings import Settings
 
 #: Tansu answers ListOffsets with the last batch's first offset + 1, so a batch
@@ -32,6 +33,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "value_serializer": "json",
         "topic_partitions": settings.partitions_events,
         "table_standby_replicas": 1,
+        "Topic": QAStreamTopic,
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
@@ -50,10 +52,10 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def table_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments shared by qastream's tables."""
+def table_options(settings: Settings, partitions: int) -> dict[str, Any]:
+    """Keyword arguments of a qastream table whose changelog has ``partitions`` partitions."""
     # Standbys apply changelog records in blocks of this size; a small block
     # keeps a standby (and so a failover) close to the active copy.
     standby = 1 if settings.broker_profile == "development" else 100
     schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    return {"schema": schema, "partitions": settings.partitions_events, "standby_buffer_size": standby}
+    return {"schema": schema, "partitions": partitions, "standby_buffer_size": standby}

@@ -42,6 +42,9 @@ class Job(faust.Record, serializer="json", include_metadata=False):
     error_code: Optional[int] = None
     error_message: Optional[str] = None
     retry_after: Optional[float] = None
+    outage: bool = False                # failed while the circuit breaker was open: no retry budget used
+    due_at: Optional[float] = None      # set on a parked retry released by the timer
+    payload: Optional[str] = None       # the raw bytes of an undecodable (poison) message, as text
 
 
 class StatusEvent(faust.Record, serializer="json", include_metadata=False):

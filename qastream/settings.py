@@ -100,6 +100,17 @@ class Settings:
     retry_quota_delay_seconds: float = _setting(30.0, "Wait before a quota retry when the server sends no "
                                                       "Retry-After.", minimum=0.0)
     retry_quota_max: int = _setting(5, "Quota retries before a question is dead-lettered.", minimum=0)
+    retry_release_interval: float = _setting(0.2, "How often parked retries that are due are released.",
+                                             minimum=0.01)
+    breaker_threshold: int = _setting(5, "Consecutive transient LLM failures that open the circuit breaker.",
+                                      minimum=1)
+    breaker_cooldown_seconds: float = _setting(1.0, "First cool-down of an open breaker; doubles per failed probe.",
+                                               minimum=0.01)
+    breaker_max_cooldown_seconds: float = _setting(30.0, "Longest cool-down between probes.", minimum=0.01)
+    reconcile_after_seconds: float = _setting(
+        30.0, "A pending question with no status this long after acceptance is re-enqueued.", minimum=1.0)
+    reconcile_interval_seconds: float = _setting(30.0, "How often a worker reconciles its pending questions.",
+                                                 minimum=1.0)
 
     # -- web -----------------------------------------------------------------------
     web_host: str = _setting("127.0.0.1", "Address the HTTP API binds to and advertises to other workers.")

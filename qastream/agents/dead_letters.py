@@ -11,6 +11,7 @@ import faust
 from qastream.app import app, settings, storage, topics
 from qastream.db.queries import Failure
 from qastream.models import Job
+from qastream.poison import POISON
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,13 @@ def failure_of(job: Job, now: float) -> Failure:
 async def fail_batch(jobs: Sequence[Job]) -> None:
     """Record dead letters and mark their questions failed."""
     now = time.time()
+    for job in jobs:
+        if job.error_class == POISON:
+            logger.error("dead letter (poison, no question to fail): %s", job.error_message)
+    jobs = [job for job in jobs if job.error_class != POISON]
     failures = {job.question_id: failure_of(job, now) for job in jobs}
+    if not failures:
+        return
     written = {f.question_id for f in await storage.save_failed(list(failures.values()))}
     for job in jobs:
         if job.question_id in written:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
 
-from qastream.app import app, llm, settings, topics
-from qastream.errors import LLMCallError
+from qastream.app import app, breaker, llm, settings, topics
+from qastream.errors import OVERLOAD, LLMCallError
 from qastream.lifecycle import is_stale
 from qastream.models import Job
 from qastream.tables.status import report, status_table
@@ -20,15 +21,24 @@ async def generate_one(job: Job) -> None:
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, "generating"):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
+    if not breaker.allow():  # the LLM is down: hold the question instead of failing it
+        breaker.held += 1
+        while not breaker.allow():
+            await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
     await report(job, "generating")
     try:
         generation = await llm.generate(job.question_text)
     except LLMCallError as err:
-        logger.warning("LLM call for %s attempt %d failed: %s", job.question_id, job.attempt, err)
+        outage = breaker.record_failure() if err.error_class == OVERLOAD else False
+        if err.error_class != OVERLOAD:
+            breaker.record_success()  # the server answered: it is up
+        logger.warning("LLM call for %s attempt %d failed%s: %s", job.question_id, job.attempt,
+                       " (outage)" if outage else "", err)
         failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,
-                            retry_after=err.retry_after)
+                            retry_after=err.retry_after, outage=outage)
         await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
         return
+    breaker.record_success()
     answered = job.derive(answer=generation.text, model=generation.model, llm_ms=job.llm_ms + generation.latency_ms,
                           error_class=None, error_code=None, error_message=None, retry_after=None)
     await topics.success.send(key=job.question_id, value=answered)

@@ -1,63 +1,118 @@
-"""llm-responses-error-overload / -quota -> wait -> questions-pending, or dead letters.
+"""llm-responses-error-overload / -quota -> parked -> questions-pending, or dead letters.
 
-Foundation version: each waiting question occupies one of many concurrent
-actors, so a wait never holds other questions back until all actors are
-waiting.  (The failure-path issue replaces this with parked retries.)
+A failed question is parked with its due time (see qastream.tables.parking)
+and the agent moves on at once, so a 30 s quota delay never holds back any
+other question.  The release timer sends due entries back to the topic; the
+agent then unparks them and re-enqueues them.  Failures that happened during
+an LLM outage (the circuit breaker was open) wait for the breaker's cool-down
+and do not use up the question's retry budget.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from typing import Optional
 
 import faust
 
-from qastream.app import app, settings, topics
+from qastream.app import app, breaker, settings, topics
 from qastream.backoff import RetryPolicy, retry_delay
 from qastream.errors import OVERLOAD, QUOTA
 from qastream.models import Job
+from qastream.tables.parking import overload_parking, quota_parking
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
-
-#: Questions that can wait on a delay at once, per error topic and worker.
-WAITING_ACTORS = 64
 
 policy = RetryPolicy(overload_delays=settings.overload_delays(), quota_delay=settings.retry_quota_delay_seconds,
                      quota_max=settings.retry_quota_max)
 
 
-def next_retry(job: Job) -> Job:
-    """The job to re-enqueue after a failure of ``job.error_class``."""
-    counts = {"overload_retries": job.overload_retries + (job.error_class == OVERLOAD),
-              "quota_retries": job.quota_retries + (job.error_class == QUOTA)}
-    return job.derive(retries=job.retries + 1, **counts)
+def plan_retry(job: Job, now: float, outage_delay: float) -> Optional[Job]:
+    """The parked job with its due time, or ``None`` when the question should be dead-lettered.
 
-
-async def retry_one(job: Job) -> None:
-    """Wait out the delay the policy gives, then re-enqueue; dead-letter when it gives none."""
+    ``retries`` counts every error retry of the epoch; the per-class counts
+    are the budget, which an outage failure does not use.
+    """
+    if job.outage:
+        return job.derive(retries=job.retries + 1, due_at=now + outage_delay, outage=False)
     delay = retry_delay(policy, job.error_class or "", job.overload_retries, job.quota_retries, job.retry_after)
     if delay is None:
-        logger.warning("%s: giving up after %d %s retries", job.question_id,
-                       job.overload_retries if job.error_class == OVERLOAD else job.quota_retries, job.error_class)
-        gave_up = job.derive(error_message=f"gave up after retries: {job.error_message}")
-        await topics.permanent.send(key=job.question_id, value=gave_up)
+        return None
+    return job.derive(retries=job.retries + 1, due_at=now + delay,
+                      overload_retries=job.overload_retries + (job.error_class == OVERLOAD),
+                      quota_retries=job.quota_retries + (job.error_class == QUOTA))
+
+
+def same_retry(parked: dict, release: Job) -> bool:
+    """True when a release message is for the entry that is parked now."""
+    return (parked["epoch"], parked["attempt"], parked["retries"]) == (release.epoch, release.attempt, release.retries)
+
+
+async def handle(event: faust.EventT, parking: faust.Table) -> None:
+    """Park a fresh failure, or unpark and re-enqueue a released one."""
+    job: Job = event.value
+    qid = job.question_id
+    if job.due_at is not None:  # a release sent by the timer
+        entry = parking.get(qid)
+        if entry is None or not same_retry(entry["job"], job):
+            logger.debug("dropping duplicate release of %s", qid)
+            return
+        del parking[qid]
+        await topics.pending.send(key=qid, value=job.derive(due_at=None))
         return
-    retry = next_retry(job)
-    await report(retry, "waiting_retry", detail=f"{job.error_class} ({job.error_code}); retry in {delay:g} s")
-    await asyncio.sleep(delay)
-    await topics.pending.send(key=job.question_id, value=retry)
+    parked = plan_retry(job, time.time(), max(breaker.wait_time(), settings.breaker_cooldown_seconds))
+    if parked is None:
+        budget = job.overload_retries if job.error_class == OVERLOAD else job.quota_retries
+        logger.warning("%s: dead-lettering after %d %s retries: %s", qid, budget, job.error_class, job.error_message)
+        await topics.permanent.send(key=qid, value=job.derive(
+            error_message=f"gave up after {budget} {job.error_class} retries: {job.error_message}"))
+        return
+    parking[qid] = {"job": parked.asdict(), "partition": event.message.partition}
+    wait = parked.due_at - time.time()
+    await report(parked, "waiting_retry", detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")
 
 
-@app.agent(topics.overload, concurrency=WAITING_ACTORS)
+@app.agent(topics.overload)
 async def retry_overload(jobs: faust.StreamT[Job]) -> None:
     """Retry transient failures with exponential back-off."""
-    async for job in jobs:
-        await retry_one(job)
+    async for event in jobs.events():
+        await handle(event, overload_parking)
 
 
-@app.agent(topics.quota, concurrency=WAITING_ACTORS)
+@app.agent(topics.quota)
 async def retry_quota(jobs: faust.StreamT[Job]) -> None:
     """Retry quota failures after a fixed delay or the server's Retry-After."""
-    async for job in jobs:
-        await retry_one(job)
+    async for event in jobs.events():
+        await handle(event, quota_parking)
+
+
+#: (table name, question id) -> due time of a release already sent and not yet unparked.
+_released: dict[tuple[str, str], float] = {}
+
+
+def due_entries(parking: faust.Table, active_partitions: set[int], now: float) -> list[Job]:
+    """Parked jobs that are due, in partitions this worker actively owns, not already released."""
+    due = []
+    for qid, entry in list(parking.items()):
+        job = entry["job"]
+        if entry["partition"] in active_partitions and job["due_at"] <= now \
+                and _released.get((parking.name, qid)) != job["due_at"]:
+            due.append(Job(**job))
+    return due
+
+
+@app.timer(settings.retry_release_interval)
+async def release_due_retries() -> None:
+    """Send due parked retries back to their topic, where their agent re-enqueues them."""
+    assignment = app.consumer.assignment()
+    now = time.time()
+    for parking, topic in ((overload_parking, topics.overload), (quota_parking, topics.quota)):
+        active = {tp.partition for tp in assignment if tp.topic == topic.get_topic_name()}
+        keys = set(parking.keys())
+        for key in [k for k in _released if k[0] == parking.name and k[1] not in keys]:
+            del _released[key]  # unparked: forget the release
+        for job in due_entries(parking, active, now):
+            _released[(parking.name, job.question_id)] = job.due_at
+            await topic.send(key=job.question_id, value=job)

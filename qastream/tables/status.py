@@ -23,9 +23,9 @@ from qastream.models import Job, StatusEvent, event_for
 
 logger = logging.getLogger(__name__)
 
-status_table = app.Table("status", **table_options(settings),
+status_table = app.Table("status", **table_options(settings, settings.partitions_events),
                          help="question_id -> where the question is (state, stage, attempt, result)")
-attempts_table = app.Table("attempts", **table_options(settings),
+attempts_table = app.Table("attempts", **table_options(settings, settings.partitions_events),
                            help="question_id -> LLM generations and error retries of the current epoch")
 
 

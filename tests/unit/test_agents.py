@@ -7,6 +7,7 @@ service calls (LLM, scorer, storage, cache) return canned results.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from unittest.mock import AsyncMock
 
@@ -18,6 +19,7 @@ from qastream.errors import LLMCallError
 from qastream.lifecycle import version
 from qastream.models import Job, StatusEvent
 from qastream.services.llm import Generation
+from qastream.tables.parking import overload_parking, quota_parking
 from qastream.tables.status import attempts_table, status_table, track
 
 
@@ -26,8 +28,8 @@ def memory_app():
     app.finalize()  # the app's store is already memory://, as in the Faust testing guide
     app.flow_control.resume()
     yield
-    status_table.data.clear()
-    attempts_table.data.clear()
+    for table in (status_table, attempts_table, overload_parking, quota_parking):
+        table.data.clear()
 
 
 class Sent(list):
@@ -166,36 +168,64 @@ async def test_regenerate_sends_the_next_attempt(sent):
 
 # -- retry -----------------------------------------------------------------------------------
 
-async def test_overload_retry_waits_then_requeues(sent, monkeypatch):
-    sleep = AsyncMock()
-    monkeypatch.setattr(retry.asyncio, "sleep", sleep)
+QID = "0123456789abcdef"
+
+
+async def test_a_failure_is_parked_not_slept_on(sent):
+    before = time.time()
     async with retry.retry_overload.test_context() as agent:
-        await agent.put(job(error_class="overload", error_code=503, overload_retries=1, retries=1),
-                        key="0123456789abcdef")
-    sleep.assert_awaited_once_with(settings.overload_delays()[1])
-    (again,) = sent.to(topics.pending)
-    assert (again.retries, again.overload_retries) == (2, 2)
+        await agent.put(job(error_class="overload", error_code=503, overload_retries=1, retries=1), key=QID)
+    parked = overload_parking[QID]["job"]
+    assert (parked["retries"], parked["overload_retries"]) == (2, 2)
+    assert before + settings.overload_delays()[1] <= parked["due_at"] <= time.time() + settings.overload_delays()[1]
+    assert sent.to(topics.pending) == []  # nothing waits inside the agent
     assert sent.stages() == ["waiting_retry"]
 
 
-async def test_quota_retry_honours_retry_after(sent, monkeypatch):
-    sleep = AsyncMock()
-    monkeypatch.setattr(retry.asyncio, "sleep", sleep)
+async def test_a_release_unparks_and_requeues_once(sent):
+    async with retry.retry_overload.test_context() as agent:
+        await agent.put(job(error_class="overload", error_code=503), key=QID)
+        release = Job(**overload_parking[QID]["job"])
+        await agent.put(release, key=QID)
+        await agent.put(release, key=QID)  # released twice (crash between send and delete)
+    assert QID not in overload_parking
+    (again,) = sent.to(topics.pending)
+    assert again.due_at is None and again.retries == 1
+
+
+async def test_quota_retry_honours_retry_after(sent):
     async with retry.retry_quota.test_context() as agent:
-        await agent.put(job(error_class="quota", error_code=429, retry_after=7.0), key="0123456789abcdef")
-    sleep.assert_awaited_once_with(7.0)
-    assert sent.to(topics.pending)[0].quota_retries == 1
+        await agent.put(job(error_class="quota", error_code=429, retry_after=7.0), key=QID)
+    parked = quota_parking[QID]["job"]
+    assert parked["due_at"] - time.time() == pytest.approx(7.0, abs=1.0)
+    assert parked["quota_retries"] == 1
 
 
-async def test_retry_dead_letters_when_the_schedule_is_spent(sent, monkeypatch):
-    monkeypatch.setattr(retry.asyncio, "sleep", AsyncMock())
+async def test_retry_dead_letters_when_the_schedule_is_spent(sent):
     spent = len(settings.overload_delays())
     async with retry.retry_overload.test_context() as agent:
         await agent.put(job(error_class="overload", error_code=503, error_message="busy", overload_retries=spent),
-                        key="0123456789abcdef")
+                        key=QID)
     (dead,) = sent.to(topics.permanent)
-    assert "gave up" in dead.error_message
-    assert sent.to(topics.pending) == []
+    assert "gave up after 3 overload retries" in dead.error_message
+    assert QID not in overload_parking
+
+
+def test_an_outage_failure_does_not_use_the_retry_budget():
+    parked = retry.plan_retry(job(error_class="overload", overload_retries=3, outage=True), 100.0, 8.0)
+    assert (parked.overload_retries, parked.retries, parked.due_at, parked.outage) == (3, 1, 108.0, False)
+    assert retry.plan_retry(job(error_class="overload", overload_retries=3), 100.0, 8.0) is None
+
+
+def test_due_entries_only_from_active_partitions_and_once():
+    retry._released.clear()
+    overload_parking.data["a" * 16] = {"job": job(question_id="a" * 16, due_at=10.0).asdict(), "partition": 0}
+    overload_parking.data["b" * 16] = {"job": job(question_id="b" * 16, due_at=10.0).asdict(), "partition": 1}
+    overload_parking.data["c" * 16] = {"job": job(question_id="c" * 16, due_at=99.0).asdict(), "partition": 0}
+    due = retry.due_entries(overload_parking, {0}, now=20.0)
+    assert [j.question_id for j in due] == ["a" * 16]
+    retry._released[(overload_parking.name, "a" * 16)] = 10.0
+    assert retry.due_entries(overload_parking, {0}, now=20.0) == []
 
 
 # -- store and dead letters ----------------------------------------------------------------

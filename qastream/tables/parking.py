@@ -1,0 +1,22 @@
+"""Parked retries: questions waiting out a retry delay, one table per retry topic.
+
+Sleeping inside an agent holds back every question behind the sleeper
+(DESIGN §4 measured 12 s of delay for good work).  Instead the retry agent
+parks the question in a table co-partitioned with its topic and moves on; a
+timer releases due entries by sending them back to the same topic (same key,
+same partition), and the agent, on receiving the release, deletes the entry
+and re-enqueues the question.  Only the retry agents write these tables
+(qastream.agents.retry): the timer just reads and sends.  A release that
+arrives twice (a crash between send and delete) finds no entry the second
+time and is dropped.
+"""
+
+from __future__ import annotations
+
+from qastream.app import app, settings
+from qastream.broker import table_options
+
+overload_parking = app.Table("overload-parking", **table_options(settings, settings.partitions_overload),
+                             help="question_id -> overload retry waiting for its due time")
+quota_parking = app.Table("quota-parking", **table_options(settings, settings.partitions_quota),
+                          help="question_id -> quota retry waiting for its due time")
