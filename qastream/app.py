@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import faust
 from mode import ServiceT
 
+from qastream import faust_fixes
 from qastream.breaker import CircuitBreaker
 from qastream.broker import faust_options
 from qastream.poison import QAStreamTopic
@@ -49,6 +50,7 @@ class QAStreamApp(faust.App):
         await super().on_first_start()
 
 
+faust_fixes.install()
 settings = Settings.from_env()
 
 storage = Storage(settings.resolved_database_url())

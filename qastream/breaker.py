@@ -3,7 +3,9 @@
 Without it, every question in flight keeps calling a dead server, each
 failure goes through the retry schedule, and questions are dead-lettered
 during an outage they could have waited out.  After ``threshold``
-consecutive transient failures the breaker opens: no calls for a cool-down
+consecutive failures that signal an outage (no answer, time-out, 5xx other
+than 503 "busy", mid-stream error: see :func:`qastream.errors.signals_outage`)
+the breaker opens: no calls for a cool-down
 that doubles on every failed probe (capped), then one probe call; a success
 closes it.  Failures while it is open or probing are the outage's, not the
 question's, and do not use up the question's retry budget.

@@ -66,6 +66,17 @@ def classify(status_code: int) -> str:
     return PERMANENT
 
 
+def signals_outage(status_code: int) -> bool:
+    """True when a failure says the LLM server is down or broken, not merely busy.
+
+    A 503 "server busy" comes from a live server shedding load (Ollama's
+    queue is full): each question backs off on its own.  No answer at all,
+    a time-out, another 5xx or an error in the middle of generation means the
+    server itself is in trouble, which is what the circuit breaker is for.
+    """
+    return classify(status_code) == OVERLOAD and status_code != 503
+
+
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
     """Seconds from a ``Retry-After`` header given in seconds; ``None`` if absent or unusable.
 

@@ -8,7 +8,7 @@ import logging
 import faust
 
 from qastream.app import app, breaker, llm, settings, topics
-from qastream.errors import OVERLOAD, LLMCallError
+from qastream.errors import LLMCallError, signals_outage
 from qastream.lifecycle import is_stale
 from qastream.models import Job
 from qastream.tables.status import report, status_table
@@ -29,9 +29,11 @@ async def generate_one(job: Job) -> None:
     try:
         generation = await llm.generate(job.question_text)
     except LLMCallError as err:
-        outage = breaker.record_failure() if err.error_class == OVERLOAD else False
-        if err.error_class != OVERLOAD:
-            breaker.record_success()  # the server answered: it is up
+        if signals_outage(err.status_code):
+            outage = breaker.record_failure()
+        else:
+            outage = False
+            breaker.record_success()  # the server answered (busy, quota, 4xx): it is up
         logger.warning("LLM call for %s attempt %d failed%s: %s", job.question_id, job.attempt,
                        " (outage)" if outage else "", err)
         failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,

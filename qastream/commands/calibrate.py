@@ -15,6 +15,9 @@ each pair scored as (candidate, reference):
   the whole reference: a correct but incomplete answer, an upper anchor.
 * ``reference_other`` -- another question's reference against this one: a
   fluent, on-domain, human-written but wrong answer, a lower anchor.
+* ``question_echo`` -- the question text itself against its reference: an
+  answer with no content beyond naming the term (what the echo backend
+  answers), to show what a vacuous answer scores.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ DESCRIPTIONS = {
     "llm_other": "LLM answer vs another sampled question's reference (negatives)",
     "reference_half": "first half of the reference (by words) vs the whole reference (correct but incomplete)",
     "reference_other": "another question's reference vs this reference (fluent, on-domain, wrong)",
+    "question_echo": "the question itself vs its reference (an answer that only restates the question)",
 }
 
 
@@ -203,8 +207,9 @@ async def calibrate(self, datasets: tuple[str, ...], sample_size: int, seed: int
 
     scorer = load_scorer(settings.scorer_model, settings.scorer_layer, settings.scorer_threads)
     n = len(records)
-    candidates = answers + answers + [first_half(r) for r in refs] + [refs[other[i]] for i in range(n)]
-    references = refs + [refs[other[i]] for i in range(n)] + refs + refs
+    candidates = (answers + answers + [first_half(r) for r in refs] + [refs[other[i]] for i in range(n)]
+                  + [r.question for r in records])
+    references = refs + [refs[other[i]] for i in range(n)] + refs + refs + refs
     flat = score_pairs(scorer, candidates, references)
     scores = {name: flat[k * n:(k + 1) * n] for k, name in enumerate(DESCRIPTIONS)}
     meta = {

@@ -57,6 +57,7 @@ class Acceptance:
     accepted_at: float
     original_answer: Optional[str]
     result: Optional[dict[str, Any]] = None
+    question_text: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,56 @@ def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Fai
     return fresh
 
 
+def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
+             question_ids: Optional[Sequence[str]] = None, accepted_before: Optional[float] = None,
+             limit: Optional[int] = None) -> list[Acceptance]:
+    """Start a new epoch for matching questions, ready to be enqueued again.
+
+    Used to replay dead letters (``statuses=[failed]``) and to re-enqueue
+    pending questions whose messages were lost (``statuses=[pending]``).  The
+    new epoch makes every message of the old one stale, so an old message
+    still in flight is skipped instead of answered twice.  Each update is
+    guarded by the epoch it read, so two workers never both take a question.
+    """
+    query = select(Q.c.question_id, Q.c.question_text, Q.c.original_answer, Q.c.epoch, Q.c.status) \
+        .where(Q.c.status.in_(list(statuses))).order_by(Q.c.accepted_at)
+    if question_ids is not None:
+        query = query.where(Q.c.question_id.in_(list(question_ids)))
+    if accepted_before is not None:
+        query = query.where(Q.c.accepted_at < _dt(accepted_before))
+    if limit is not None:
+        query = query.limit(limit)
+    taken = []
+    for row in connection.execute(query).all():
+        changed = connection.execute(
+            update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
+                                 Q.c.status == row.status))
+            .values(status=PENDING, epoch=row.epoch + 1, accepted_at=_dt(now), updated_at=_dt(now),
+                    error_class=None, error_message=None)
+        ).rowcount
+        if changed:
+            taken.append(Acceptance(RESUBMITTED, row.question_id, PENDING, row.epoch + 1, now,
+                                    row.original_answer, question_text=row.question_text))
+    return taken
+
+
+def pending_before(connection: Connection, before: float, limit: int = 1000) -> list[str]:
+    """Ids of pending questions accepted before ``before``, oldest first."""
+    return list(connection.execute(
+        select(Q.c.question_id).where(and_(Q.c.status == PENDING, Q.c.accepted_at < _dt(before)))
+        .order_by(Q.c.accepted_at).limit(limit)).scalars())
+
+
+def failed(connection: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Dead-lettered questions, newest first."""
+    rows = connection.execute(
+        select(Q.c.question_id, Q.c.question_text, Q.c.epoch, Q.c.error_class, Q.c.error_message, Q.c.updated_at)
+        .where(Q.c.status == FAILED).order_by(Q.c.updated_at.desc()).limit(limit))
+    return [{"question_id": r.question_id, "question_text": r.question_text, "epoch": r.epoch,
+             "error_class": r.error_class, "reason": r.error_message, "failed_at": _seconds(r.updated_at)}
+            for r in rows]
+
+
 def lookup(connection: Connection, question_id: str) -> Optional[dict[str, Any]]:
     """A question's row as ``GET /status`` shows it, or ``None``."""
     row = connection.execute(_JOINED.where(Q.c.question_id == question_id)).first()
@@ -287,6 +338,9 @@ def metrics(connection: Connection) -> dict[str, Any]:
     attempts = {str(r.processing_attempts): r.n for r in connection.execute(
         select(R.c.processing_attempts, func.count().label("n")).group_by(R.c.processing_attempts)
         .order_by(R.c.processing_attempts))}
+    failed_by_class = {r.error_class or "unknown": r.n for r in connection.execute(
+        select(Q.c.error_class, func.count().label("n")).where(Q.c.status == FAILED).group_by(Q.c.error_class))}
+    retries = connection.execute(select(func.coalesce(func.sum(R.c.error_retries), 0))).scalar_one()
     bucket = case(*[(R.c.bert_score < edge, i) for i, edge in enumerate(SCORE_BUCKETS)], else_=len(SCORE_BUCKETS))
     bucket_counts = {r.b: r.n for r in connection.execute(
         select(bucket.label("b"), func.count().label("n")).where(R.c.bert_score.is_not(None)).group_by("b"))}
@@ -299,6 +353,9 @@ def metrics(connection: Connection) -> dict[str, Any]:
         "attempts_distribution": attempts,
         "score_distribution": {labels[i]: bucket_counts.get(i, 0) for i in range(len(labels))},
         "questions_by_status": by_status,
+        "dead_letters": sum(failed_by_class.values()),
+        "dead_letters_by_class": failed_by_class,
+        "error_retries_of_completed": int(retries),
         "processing_time_ms": _percentiles(connection, totals.n),
     }
 

@@ -106,6 +106,14 @@ class Storage(Service):
         """Mark questions failed in one transaction; returns the ones that were not stale."""
         return await self._run(self._writer, self._write, queries.save_failed, failures)
 
+    async def resubmit(self, now: float, **criteria: Any) -> list[Acceptance]:
+        """Start a new epoch for matching questions (see :func:`queries.resubmit`)."""
+        return await self._run(self._writer, self._write, partial(queries.resubmit, now=now, **criteria))
+
+    async def pending_before(self, before: float, limit: int = 1000) -> list[str]:
+        """Ids of pending questions accepted before ``before``."""
+        return await self._run(self._readers, self._read, queries.pending_before, before, limit)
+
     async def lookup(self, question_id: str) -> Optional[dict[str, Any]]:
         """A question's row with its result, or ``None``."""
         return await self._run(self._readers, self._read, queries.lookup, question_id)

@@ -63,3 +63,14 @@ def test_request_error_carries_status_and_message():
     err = RequestError(415, "bad type")
     assert isinstance(err, QAStreamError)
     assert (err.status, err.message, str(err)) == (415, "bad type", "bad type")
+
+
+@pytest.mark.parametrize("status_code, outage", [
+    (0, True), (-1, True), (500, True), (502, True), (504, True),
+    (503, False),  # busy: a live server shedding load, handled by each question's back-off
+    (429, False), (404, False), (400, False),
+])
+def test_signals_outage(status_code, outage):
+    from qastream.errors import signals_outage
+
+    assert signals_outage(status_code) is outage

@@ -259,6 +259,7 @@ def test_metrics_of_an_empty_database(engine):
         "score_distribution": {"0.00-0.50": 0, "0.50-0.60": 0, "0.60-0.70": 0, "0.70-0.75": 0, "0.75-0.80": 0,
                                "0.80-0.90": 0, ">=0.90": 0},
         "questions_by_status": {},
+        "dead_letters": 0, "dead_letters_by_class": {}, "error_retries_of_completed": 0,
         "processing_time_ms": {"p50": None, "p95": None, "p99": None},
     }
 
@@ -281,6 +282,7 @@ def test_metrics_aggregates(engine):
     assert m["score_distribution"] == {"0.00-0.50": 1, "0.50-0.60": 2, "0.60-0.70": 1, "0.70-0.75": 2,
                                        "0.75-0.80": 1, "0.80-0.90": 1, ">=0.90": 1}
     assert m["questions_by_status"] == {COMPLETED: 10, FAILED: 2, PENDING: 1}
+    assert (m["dead_letters"], m["dead_letters_by_class"]) == (2, {"permanent": 2})
     # Nearest rank over 100, 200, ..., 1000 ms.
     assert m["processing_time_ms"] == {"p50": 500.0, "p95": 1000.0, "p99": 1000.0}
 
@@ -304,3 +306,30 @@ def test_metrics_count_rewritten_answers_once(engine):
     assert (m["total_responses"], m["average_score"]) == (1, 0.8)
     assert m["score_distribution"]["0.80-0.90"] == 1
     assert m["score_distribution"]["0.00-0.50"] == 0
+
+
+def test_resubmit_starts_a_new_epoch_once(engine):
+    write(engine, queries.accept, [sub(1), sub(2)])
+    write(engine, queries.save_failed, [failure(1)])
+    taken = write(engine, lambda c: queries.resubmit(c, T0 + 50, statuses=[FAILED]))
+    assert [(a.question_id, a.epoch, a.question_text) for a in taken] == [(qid(1), 2, "question 1")]
+    # Taken already: a second replay finds nothing to take.
+    assert write(engine, lambda c: queries.resubmit(c, T0 + 60, statuses=[FAILED])) == []
+    assert read(engine, queries.lookup, qid(1))["status"] == PENDING
+
+
+def test_pending_before_and_requeue_of_old_pending_questions(engine):
+    write(engine, queries.accept, [sub(1)])
+    assert read(engine, queries.pending_before, T0 - 1) == []
+    assert read(engine, queries.pending_before, T0 + 1) == [qid(1)]
+    taken = write(engine, lambda c: queries.resubmit(c, T0 + 2, statuses=[PENDING], accepted_before=T0 + 1))
+    assert [a.epoch for a in taken] == [2]
+    # The new acceptance time moves it out of "accepted before".
+    assert read(engine, queries.pending_before, T0 + 1) == []
+
+
+def test_failed_lists_dead_letters_with_their_reason(engine):
+    write(engine, queries.accept, [sub(1), sub(2)])
+    write(engine, queries.save_failed, [failure(2, message="permanent (404): model not found")])
+    (entry,) = read(engine, queries.failed)
+    assert entry["question_id"] == qid(2) and "model not found" in entry["reason"]
