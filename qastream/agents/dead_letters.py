@@ -8,10 +8,12 @@ from typing import Sequence
 
 import faust
 
+from qastream import telemetry
 from qastream.app import app, settings, storage, topics
 from qastream.db.queries import Failure
 from qastream.models import Job
 from qastream.poison import POISON
+from qastream.services.storage import until_written
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -37,9 +39,11 @@ async def fail_batch(jobs: Sequence[Job]) -> None:
     failures = {job.question_id: failure_of(job, now) for job in jobs}
     if not failures:
         return
-    written = {f.question_id for f in await storage.save_failed(list(failures.values()))}
+    saved = await until_written(lambda: storage.save_failed(list(failures.values())), f"{len(failures)} failure(s)")
+    written = {f.question_id for f in saved}
     for job in jobs:
         if job.question_id in written:
+            telemetry.record_failed(failures[job.question_id].error_class)
             logger.warning("dead letter %s: %s", job.question_id, failures[job.question_id].error_message)
             await report(job, "failed", detail=failures[job.question_id].error_message)
 

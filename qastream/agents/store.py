@@ -8,9 +8,11 @@ from typing import Sequence
 
 import faust
 
+from qastream import telemetry
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import StoredAnswer
 from qastream.models import Job, result_of
+from qastream.services.storage import until_written
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ async def store_batch(jobs: Sequence[Job]) -> None:
     """Write a batch in one transaction, cache it, and mark each question completed."""
     now = time.time()
     rows = {job.question_id: stored_answer(job, now) for job in jobs}  # last write of a key wins
-    written = {a.question_id for a in await storage.save_completed(list(rows.values()))}
+    saved = await until_written(lambda: storage.save_completed(list(rows.values())), f"{len(rows)} answer(s)")
+    written = {a.question_id for a in saved}
     results = []
     for job in jobs:
         if job.question_id not in written:
@@ -42,6 +45,7 @@ async def store_batch(jobs: Sequence[Job]) -> None:
             continue
         result = result_of(job, rows[job.question_id].total_processing_time_ms)
         results.append(result)
+        telemetry.record_completed(rows[job.question_id].total_processing_time_ms, job.score, job.low_quality)
         await report(job, "completed", result=result)
     await cache.put_many(results)
 

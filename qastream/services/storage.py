@@ -14,13 +14,13 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 from mode import Service
 from sqlalchemy import Engine, create_engine, event
 
 from qastream.batcher import GroupCommitter
-from qastream.db import queries
+from qastream.db import queries, recent
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
 
@@ -47,6 +47,25 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+
+
+async def until_written(write: Callable[[], Awaitable[T]], what: str, *, first_delay: float = 0.5,
+                        max_delay: float = 30.0) -> T:
+    """Run ``write`` until it succeeds, backing off between attempts.
+
+    The store and dead-letter stages batch with Faust's ``take()``, which
+    acks the whole batch when the loop body raises: an exception there would
+    drop the batch.  While the database is unreachable nothing downstream can
+    progress anyway, so the stage waits for it instead.
+    """
+    delay = first_delay
+    while True:
+        try:
+            return await write()
+        except Exception as exc:
+            logger.error("writing %s failed (%r); retrying in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
 
 
 class Storage(Service):
@@ -121,3 +140,11 @@ class Storage(Service):
     async def metrics(self) -> dict[str, Any]:
         """Aggregates over all stored questions and answers."""
         return await self._run(self._readers, self._read, queries.metrics)
+
+    async def throughput(self, now: float) -> dict[str, Any]:
+        """Questions per minute accepted, completed and failed recently (see :mod:`qastream.db.recent`)."""
+        return await self._run(self._readers, self._read, recent.throughput, now)
+
+    async def latest_answers(self, limit: int) -> list[dict[str, Any]]:
+        """The most recently stored answers, newest first."""
+        return await self._run(self._readers, self._read, recent.latest_answers, limit)

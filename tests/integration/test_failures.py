@@ -16,7 +16,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
 from qastream.embedded import free_port, log_file, start_llm_server, start_tansu, stop
-from qastream.ids import question_id
 from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
 pytestmark = pytest.mark.integration

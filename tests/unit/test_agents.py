@@ -267,3 +267,23 @@ async def test_dead_letters_mark_the_question_failed(sent, monkeypatch):
     assert "404" in failure.error_message and "model not found" in failure.error_message
     (failed,) = sent.to(topics.events)
     assert failed.stage == "failed" and "model not found" in failed.detail
+
+
+async def test_store_waits_for_the_database_instead_of_dropping_the_batch(sent, monkeypatch):
+    """take() acks a batch when the loop body raises, so a failed write must be retried, not raised."""
+    outcomes = [ConnectionError("database down"), ConnectionError("still down"), None]
+
+    async def save(answers):
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        return list(answers)
+
+    monkeypatch.setattr(storage, "save_completed", save)
+    monkeypatch.setattr(cache, "put_many", AsyncMock())
+    async with store.store.test_context() as agent:
+        await agent.put(job(answer="ans", score=0.9), key="0123456789abcdef")
+        await eventually(lambda: sent.to(topics.events), timeout=5.0)  # back-off: 0.5 s, then 1 s
+    assert outcomes == []
+    (completed,) = sent.to(topics.events)
+    assert completed.stage == "completed"
