@@ -133,6 +133,10 @@ class Settings:
             raise SettingsError(f"unknown setting(s): {', '.join(unknown)} (see config/defaults.env)")
         settings = cls(**values)
         settings.overload_delays()  # validate the list early
+        if settings.partitions_events != settings.partitions_pending:
+            # The generate stage reads its keys' status locally: both must hash alike.
+            raise SettingsError(f"{env_name('partitions_events')} ({settings.partitions_events}) must equal "
+                                f"{env_name('partitions_pending')} ({settings.partitions_pending})")
         return settings
 
     def overload_delays(self) -> tuple[float, ...]:

@@ -21,6 +21,7 @@ import httpx
 import ollama
 from mode import Service
 
+from qastream.distribution import Distribution
 from qastream.errors import NO_RESPONSE, PERMANENT, LLMCallError, classify, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ class LLMClient(Service):
         self.in_flight = 0
         self.calls = 0
         self.failures: dict[str, int] = {}
+        # Answered calls and failed calls apart: a time-out's 120 s would
+        # otherwise hide the latency of the answers in the percentiles.
+        self.latency_ms = Distribution()
+        self.error_latency_ms = Distribution()
 
     async def on_start(self) -> None:
         self.client = ollama.AsyncClient(
@@ -78,7 +83,7 @@ class LLMClient(Service):
 
     async def on_stop(self) -> None:
         if self.client is not None:
-            await self.client._client.aclose()
+            await self.client.close()
 
     async def generate(self, question: str) -> Generation:
         """Answer ``question``; raises :class:`LLMCallError` on any failure."""
@@ -99,14 +104,17 @@ class LLMClient(Service):
             except Exception as exc:
                 error = self._to_error(exc, headers)
                 self.failures[error.error_class] = self.failures.get(error.error_class, 0) + 1
+                self.error_latency_ms.observe((time.perf_counter() - started) * 1000.0)
                 raise error from exc
             finally:
                 _last_headers.reset(token)
                 self.in_flight -= 1
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self.latency_ms.observe(latency_ms)
         return Generation(
             text=(response.message.content or "").strip(),
             model=response.model or self.model,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            latency_ms=latency_ms,
             tokens=response.eval_count or 0,
         )
 
@@ -124,4 +132,5 @@ class LLMClient(Service):
     async def info(self) -> dict[str, Any]:
         """Counts for /metrics."""
         return {"url": self.url, "model": self.model, "in_flight": self.in_flight, "concurrency": self.concurrency,
-                "calls": self.calls, "failures_by_class": dict(self.failures)}
+                "calls": self.calls, "failures_by_class": dict(self.failures),
+                "latency_ms": self.latency_ms.percentiles(), "error_latency_ms": self.error_latency_ms.percentiles()}

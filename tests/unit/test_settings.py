@@ -181,3 +181,10 @@ def test_documented_generator_command_reproduces_defaults_env(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == DEFAULTS_ENV.read_text()
+
+
+def test_events_and_pending_partitions_must_match():
+    with pytest.raises(SettingsError, match="QASTREAM_PARTITIONS_EVENTS"):
+        Settings.from_env({"QASTREAM_PARTITIONS_EVENTS": "4"})
+    assert Settings.from_env({"QASTREAM_PARTITIONS_EVENTS": "6", "QASTREAM_PARTITIONS_PENDING": "6"}) \
+        .partitions_events == 6
