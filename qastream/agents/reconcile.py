@@ -16,6 +16,7 @@ import time
 
 from qastream.app import app, settings, storage, topics
 from qastream.requeue import enqueue
+from qastream.routing import partition_of
 from qastream.tables.status import status_table
 
 logger = logging.getLogger(__name__)
@@ -24,11 +25,8 @@ logger = logging.getLogger(__name__)
 async def owned_and_unknown(ids: list[str]) -> list[str]:
     """The ids whose status partition this worker owns and whose status it does not know."""
     events = topics.events.get_topic_name()
-    producer = app.producer._ensure_producer()
-    await producer.partitions_for(events)
     active = {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
-    return [qid for qid in ids
-            if app.producer.key_partition(events, qid.encode()).partition in active and status_table.get(qid) is None]
+    return [qid for qid in ids if await partition_of(events, qid) in active and status_table.get(qid) is None]
 
 
 @app.timer(settings.reconcile_interval_seconds)

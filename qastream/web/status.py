@@ -9,6 +9,7 @@ from faust import web
 from qastream.app import app, storage
 from qastream.ids import is_question_id
 from qastream.lifecycle import COMPLETED, FAILED
+from qastream.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
 from qastream.web.requests import guarded
 
@@ -33,25 +34,13 @@ def public_status(record: Mapping[str, Any], attempts: Mapping[str, Any] | None)
     return body
 
 
-async def ensure_partition_metadata(table: Any) -> None:
-    """Load the changelog topic's partition count into the producer's metadata.
-
-    ``table_route`` hashes the key with the producer's partitioner, which
-    fails until the producer has metadata for the changelog topic; a worker
-    that has not yet written to that table (or was just restarted) has none.
-    Once loaded, this returns at once.
-    """
-    producer = app.producer._ensure_producer()
-    await producer.partitions_for(table.changelog_topic.get_topic_name())
-
-
 @app.page("/status/{question_id}")
 class StatusView(web.View):
     """Status of one question; routed to the worker owning its partition."""
 
     @guarded
     async def get(self, request: web.Request, question_id: str) -> web.Response:
-        await ensure_partition_metadata(status_table)
+        await ensure_metadata(status_table.changelog_topic.get_topic_name())
         return await self.owned(request, question_id=question_id)
 
     @app.table_route(table=status_table, match_info="question_id")
