@@ -16,6 +16,7 @@ from typing import Optional
 
 import faust
 
+from qastream import telemetry
 from qastream.app import app, breaker, settings, topics
 from qastream.backoff import RetryPolicy, retry_delay
 from qastream.errors import OVERLOAD, QUOTA
@@ -66,10 +67,12 @@ async def handle(event: faust.EventT, parking: faust.Table) -> None:
     if parked is None:
         budget = job.overload_retries if job.error_class == OVERLOAD else job.quota_retries
         logger.warning("%s: dead-lettering after %d %s retries: %s", qid, budget, job.error_class, job.error_message)
+        telemetry.record_exhausted(job.error_class or "unknown")
         await topics.permanent.send(key=qid, value=job.derive(
             error_message=f"gave up after {budget} {job.error_class} retries: {job.error_message}"))
         return
     parking[qid] = {"job": parked.asdict(), "partition": event.message.partition}
+    telemetry.record_retry(job.error_class or "unknown", job.outage)
     wait = parked.due_at - time.time()
     await report(parked, "waiting_retry", detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")
 
