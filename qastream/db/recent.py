@@ -1,0 +1,67 @@
+"""What happened recently, from the database: throughput windows and the latest answers.
+
+The database is the deployment-wide record, so these figures are the same on
+every worker and count every worker's work.  ``responses.created_at`` is
+written once per question (an upsert keeps it), so a regenerated or
+redelivered answer is not counted twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, and_, func, select
+
+from qastream.db.schema import QuestionRow, ResponseRow
+from qastream.lifecycle import FAILED
+
+Q = QuestionRow.__table__
+R = ResponseRow.__table__
+
+#: Throughput windows, in minutes.
+WINDOWS = (1, 5)
+MAX_LATEST = 200
+
+
+def _dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _seconds(value: datetime) -> float:
+    if value.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def throughput(connection: Connection, now: float, windows: Sequence[int] = WINDOWS) -> dict[str, Any]:
+    """Questions per minute that were accepted, completed and failed over the last ``windows`` minutes."""
+    out: dict[str, Any] = {}
+    for name, column, where in (
+        ("accepted_per_minute", Q.c.accepted_at, None),
+        ("completed_per_minute", R.c.created_at, None),
+        ("failed_per_minute", Q.c.updated_at, Q.c.status == FAILED),
+    ):
+        rates = {}
+        for minutes in windows:
+            condition = column >= _dt(now - 60 * minutes)
+            if where is not None:
+                condition = and_(condition, where)
+            n = connection.execute(select(func.count()).select_from(column.table).where(condition)).scalar_one()
+            rates[f"{minutes}m"] = round(n / minutes, 2)
+        out[name] = rates
+    return out
+
+
+def latest_answers(connection: Connection, limit: int = 20) -> list[dict[str, Any]]:
+    """The most recently stored answers, newest first."""
+    limit = max(1, min(limit, MAX_LATEST))
+    rows = connection.execute(
+        select(Q.c.question_id, Q.c.question_text, R.c.answer, R.c.bert_score, R.c.low_quality,
+               R.c.processing_attempts, R.c.error_retries, R.c.total_processing_time_ms, R.c.model, R.c.updated_at)
+        .select_from(R.join(Q, Q.c.question_id == R.c.question_id))
+        .order_by(R.c.updated_at.desc(), Q.c.question_id).limit(limit))
+    return [{"question_id": r.question_id, "question_text": r.question_text, "answer": r.answer,
+             "score": r.bert_score, "low_quality": bool(r.low_quality), "processing_attempts": r.processing_attempts,
+             "error_retries": r.error_retries, "total_processing_time_ms": r.total_processing_time_ms,
+             "model": r.model, "stored_at": _seconds(r.updated_at)} for r in rows]
