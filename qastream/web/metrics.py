@@ -1,12 +1,21 @@
-"""``GET /metrics``: JSON figures on answers, quality, cache and this worker."""
+"""``GET /metrics``: JSON figures on answers, quality, throughput, latency, errors, lag and this worker.
+
+Totals come from the database (the whole deployment); ``llm``, ``scorer``,
+``cache_info``, ``queries``, ``worker_counts``, ``consumer_lag`` and the
+other worker fields are this worker's.  README "Figures" documents every
+field, and a test keeps the two in step.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from faust import web
 
+from qastream import telemetry
 from qastream.app import app, breaker, cache, llm, scorer, storage, topics
+from qastream.lag import consumer_lag
 from qastream.poison import poison_counts
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.web.query import query_counts
@@ -21,20 +30,45 @@ def parked(table, topic) -> int:
     return sum(1 for entry in table.values() if entry["partition"] in active)
 
 
+def errors_by_class(llm_failures: dict[str, int], poison: dict[str, int]) -> dict[str, int]:
+    """LLM call failures by class plus undecodable messages, on this worker."""
+    errors = dict(llm_failures)
+    if poison:
+        errors["poison"] = sum(poison.values())
+    return errors
+
+
+async def snapshot() -> dict[str, Any]:
+    """Everything ``GET /metrics`` answers (``/metrics/prometheus`` renders the same figures)."""
+    now = time.time()
+    body = await storage.metrics()
+    body["throughput"] = await storage.throughput(now)
+    body["cache_info"] = await cache.info()
+    body["queries"] = dict(query_counts)
+    body["llm"] = await llm.info()
+    body["scorer"] = await scorer.info()
+    body["circuit_breaker"] = breaker.snapshot()
+    body["parked_retries"] = {"overload": parked(overload_parking, topics.overload),
+                              "quota": parked(quota_parking, topics.quota)}
+    body["poison_messages"] = dict(poison_counts)
+    body["errors_by_class"] = errors_by_class(body["llm"]["failures_by_class"], body["poison_messages"])
+    counts = telemetry.snapshot()
+    body["retries"] = {"by_class": counts["retries_by_class"],
+                       "exhausted_by_class": counts["retries_exhausted_by_class"],
+                       "parked_now": sum(body["parked_retries"].values()),
+                       "error_retries_of_completed": body["error_retries_of_completed"]}
+    body["worker_counts"] = {"outcomes": counts["outcomes"], "dead_letters_by_class": counts["dead_letters_by_class"],
+                             "question_latency_ms": counts["question_latency_ms"]}
+    body["consumer_lag"] = await consumer_lag(app.consumer, topics.layout())
+    body["worker"] = {"uptime_seconds": round(now - _started, 1), "canonical_url": str(app.conf.canonical_url)}
+    body["generated_at"] = round(now, 3)
+    return body
+
+
 @app.page("/metrics")
 class MetricsView(web.View):
-    """Totals from the database; cache, LLM and scorer counts of this worker."""
+    """Totals from the database; throughput, latency, errors, lag and counts of this worker."""
 
     @guarded
     async def get(self, request: web.Request) -> web.Response:
-        body = await storage.metrics()
-        body["cache_info"] = await cache.info()
-        body["queries"] = dict(query_counts)
-        body["llm"] = await llm.info()
-        body["scorer"] = await scorer.info()
-        body["circuit_breaker"] = breaker.snapshot()
-        body["parked_retries"] = {"overload": parked(overload_parking, topics.overload),
-                                  "quota": parked(quota_parking, topics.quota)}
-        body["poison_messages"] = dict(poison_counts)
-        body["worker"] = {"uptime_seconds": round(time.time() - _started, 1), "canonical_url": str(app.conf.canonical_url)}
-        return self.json(body)
+        return self.json(await snapshot())

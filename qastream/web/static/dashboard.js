@@ -1,0 +1,340 @@
+// qastream dashboard: polls GET /metrics and GET /answers/latest, draws small SVG charts,
+// and submits questions with POST /query, following them with GET /status/{id}.
+// No library and no network beyond this worker: everything is drawn here.
+"use strict";
+
+const NS = "http://www.w3.org/2000/svg";
+const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563", "#dc2626"];
+const STATUS_COLORS = { pending: "#9ca3af", processing: "#2563eb", retrying: "#d97706", completed: "#16a34a", failed: "#dc2626" };
+const METRICS_EVERY_MS = 2000;
+const ANSWERS_EVERY_MS = 3000;
+const STATUS_EVERY_MS = 500;
+const HISTORY = 150; // samples kept for the line charts: 5 minutes at one every 2 s
+
+const history = [];
+let lastMetrics = null;
+
+// -- drawing -----------------------------------------------------------------
+
+function el(tag, attrs, parent, text) {
+  const node = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function fmt(v, digits) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  if (Math.abs(v) >= 10000) return (v / 1000).toFixed(0) + "k";
+  if (Math.abs(v) >= 1000) return (v / 1000).toFixed(1) + "k";
+  const d = digits === undefined ? (Number.isInteger(v) ? 0 : 2) : digits;
+  return Number(v).toFixed(d);
+}
+
+function frame(container) {
+  container.replaceChildren();
+  const W = Math.max(container.clientWidth, 240), H = Math.max(container.clientHeight, 150);
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" }, container);
+  return { svg, W, H, L: 40, R: 10, T: 22, B: 30 };
+}
+
+function yAxis(f, max) {
+  const { svg, W, H, L, R, T, B } = f;
+  // Whole steps for small counts (0, 1, 2 rather than 0, 0.5, 1, 1.5, 2).
+  const steps = Number.isInteger(max) && max <= 5 ? max : 4;
+  const digits = Number.isInteger(max / steps) ? 0 : 1;
+  for (let i = 0; i <= steps; i++) {
+    const y = T + (H - T - B) * (1 - i / steps);
+    el("line", { x1: L, x2: W - R, y1: y, y2: y, class: i ? "grid-line" : "axis" }, svg);
+    el("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, svg, fmt(max * i / steps, digits));
+  }
+}
+
+// entries: [label, value, color?]
+function barChart(container, entries, opts = {}) {
+  const f = frame(container);
+  const { svg, W, H, L, R, T, B } = f;
+  const max = niceMax(Math.max(0, ...entries.map((e) => e[1] || 0)));
+  yAxis(f, max);
+  if (!entries.length) {
+    el("text", { x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", class: "empty" }, svg, opts.empty || "no data yet");
+  }
+  const slot = (W - L - R) / Math.max(entries.length, 1);
+  const width = Math.min(slot * 0.7, 56);
+  entries.forEach(([label, value, color], i) => {
+    const h = (H - T - B) * (value || 0) / max;
+    const x = L + i * slot + (slot - width) / 2;
+    const bar = el("rect", { x, y: H - B - h, width, height: Math.max(h, 0), rx: 2, class: "bar",
+      fill: color || PALETTE[i % PALETTE.length] }, svg);
+    el("title", {}, bar, `${label}: ${value}`);
+    el("text", { x: x + width / 2, y: H - B - h - 4, "text-anchor": "middle", class: "value-label" }, svg, fmt(value, 0));
+    const short = label.length > 14 ? label.slice(0, 13) + "…" : label;
+    el("text", { x: L + i * slot + slot / 2, y: H - B + 16, "text-anchor": "middle" }, svg, short);
+  });
+  container.dataset.points = String(entries.filter((e) => e[1] > 0).length);
+  container.dataset.bars = String(entries.length);
+}
+
+// Horizontal bars, for long labels (topic names). entries: [label, value, title]
+function hbarChart(container, entries, opts = {}) {
+  container.replaceChildren();
+  const W = Math.max(container.clientWidth, 240), H = Math.max(container.clientHeight, 150);
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" }, container);
+  const L = Math.min(190, W * 0.45), R = 40;
+  if (!entries.length) {
+    el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, svg, opts.empty || "no data yet");
+  }
+  const max = niceMax(Math.max(0, ...entries.map((e) => e[1] || 0)));
+  const slot = Math.min((H - 4) / Math.max(entries.length, 1), 28);
+  entries.forEach(([label, value, title], i) => {
+    const y = 2 + i * slot;
+    const w = (W - L - R) * (value || 0) / max;
+    el("text", { x: L - 8, y: y + slot / 2 + 4, "text-anchor": "end" }, svg, label);
+    el("rect", { x: L, y: y + slot * 0.2, width: W - L - R, height: slot * 0.6, fill: "#f3f4f6", rx: 2 }, svg);
+    const bar = el("rect", { x: L, y: y + slot * 0.2, width: Math.max(w, 0), height: slot * 0.6, rx: 2,
+      class: "bar", fill: opts.color || PALETTE[0] }, svg);
+    el("title", {}, bar, `${title || label}: ${value}`);
+    el("text", { x: L + w + 6, y: y + slot / 2 + 4, class: "value-label" }, svg, fmt(value, 0));
+  });
+  container.dataset.points = String(entries.filter((e) => e[1] > 0).length);
+  container.dataset.bars = String(entries.length);
+}
+
+// series: {name, color, values: [v per history sample]}
+function lineChart(container, series, times) {
+  const f = frame(container);
+  const { svg, W, H, L, R, T, B } = f;
+  const all = series.flatMap((s) => s.values.filter((v) => v !== null && v !== undefined));
+  const max = niceMax(Math.max(0, ...all));
+  yAxis(f, max);
+  const n = Math.max(times.length, 2);
+  const x = (i) => L + (W - L - R) * i / (n - 1);
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  let points = 0;
+  series.forEach((s, k) => {
+    let d = "";
+    s.values.forEach((v, i) => {
+      if (v === null || v === undefined) return;
+      d += `${d ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      points += 1;
+    });
+    if (d) el("path", { d, fill: "none", stroke: s.color, "stroke-width": 2, class: "line" }, svg);
+    const lx = L + 8 + k * 96;
+    el("rect", { x: lx, y: 4, width: 10, height: 10, fill: s.color, rx: 2 }, svg);
+    el("text", { x: lx + 14, y: 13 }, svg, s.name);
+  });
+  if (times.length > 1) {
+    const secs = Math.round((times[times.length - 1] - times[0]));
+    el("text", { x: L, y: H - B + 16 }, svg, `${secs} s ago`);
+    el("text", { x: W - R, y: H - B + 16, "text-anchor": "end" }, svg, "now");
+  }
+  container.dataset.points = String(points);
+}
+
+// -- metrics -----------------------------------------------------------------
+
+function tile(label, value) {
+  return `<div class="tile"><div class="label">${label}</div><div class="value">${value}</div></div>`;
+}
+
+function renderTiles(m) {
+  const cache = m.cache_info || {};
+  const lookups = (cache.hits || 0) + (cache.misses || 0);
+  const byStatus = m.questions_by_status || {};
+  const inFlight = (byStatus.pending || 0) + (byStatus.processing || 0) + (byStatus.retrying || 0);
+  document.getElementById("tiles").innerHTML = [
+    tile("answers stored", fmt(m.total_responses, 0)),
+    tile("average score", m.average_score === null ? "–" : fmt(m.average_score, 3)),
+    tile("completed / min", fmt(m.throughput.completed_per_minute["1m"], 1)),
+    tile("in flight", fmt(inFlight, 0)),
+    tile("cache hit rate", lookups ? `${Math.round(100 * cache.hits / lookups)} %` : "–"),
+    tile("LLM p95", m.llm.latency_ms.p95 === null ? "–" : `${fmt(m.llm.latency_ms.p95, 0)} ms`),
+    tile("dead letters", fmt(m.dead_letters, 0)),
+    tile("consumer lag", fmt(m.consumer_lag.total, 0)),
+  ].join("");
+  const breaker = document.getElementById("breaker");
+  breaker.textContent = `LLM breaker: ${m.circuit_breaker.state.replace("_", " ")}`;
+  breaker.className = `pill ${m.circuit_breaker.state}`;
+}
+
+function commonPrefix(names) {
+  if (names.length < 2) return "";
+  let prefix = names[0];
+  for (const name of names) while (!name.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  return prefix.slice(0, prefix.lastIndexOf("-") + 1); // whole words only
+}
+
+function renderCharts(m) {
+  const times = history.map((h) => h.t);
+  lineChart(document.getElementById("chart-throughput"), [
+    { name: "completed", color: "#16a34a", values: history.map((h) => h.completed) },
+    { name: "accepted", color: "#2563eb", values: history.map((h) => h.accepted) },
+    { name: "failed", color: "#dc2626", values: history.map((h) => h.failed) },
+  ], times);
+  lineChart(document.getElementById("chart-latency"), [
+    { name: "LLM p50", color: "#7c3aed", values: history.map((h) => h.llm50) },
+    { name: "LLM p95", color: "#c4b5fd", values: history.map((h) => h.llm95) },
+    { name: "question p50", color: "#0891b2", values: history.map((h) => h.q50) },
+    { name: "question p95", color: "#67e8f9", values: history.map((h) => h.q95) },
+  ], times);
+  const order = ["pending", "processing", "retrying", "completed", "failed"];
+  const statuses = m.questions_by_status || {};
+  barChart(document.getElementById("chart-status"),
+    order.map((s) => [s, statuses[s] || 0, STATUS_COLORS[s]]));
+  // Bucket "0.60-0.70" is labelled by its lower edge; the first and last say "<" and "≥".
+  barChart(document.getElementById("chart-scores"), Object.entries(m.score_distribution).map(([b, n], i) => [
+    b.startsWith(">=") ? "≥" + b.slice(2) : i === 0 ? "<" + b.split("-")[1] : b.split("-")[0], n, "#2563eb"]));
+  barChart(document.getElementById("chart-attempts"),
+    Object.entries(m.attempts_distribution).map(([a, n]) => [`${a} attempt${a === "1" ? "" : "s"}`, n, "#7c3aed"]),
+    { empty: "no answers yet" });
+  const topics = m.consumer_lag.topics || {};
+  const prefix = commonPrefix(Object.keys(topics)); // QASTREAM_TOPIC_PREFIX, if any
+  hbarChart(document.getElementById("chart-lag"), Object.entries(topics).map(([t, v]) => [
+    t.slice(prefix.length).replace(/^llm-responses-(error-)?/, "llm-"), v.lag, t]),
+  { empty: "no partitions assigned", color: "#d97706" });
+}
+
+async function pollMetrics() {
+  try {
+    const response = await fetch("/metrics", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const m = await response.json();
+    lastMetrics = m;
+    const q = m.worker_counts.question_latency_ms;
+    history.push({
+      t: m.generated_at,
+      completed: m.throughput.completed_per_minute["1m"],
+      accepted: m.throughput.accepted_per_minute["1m"],
+      failed: m.throughput.failed_per_minute["1m"],
+      llm50: m.llm.latency_ms.p50, llm95: m.llm.latency_ms.p95,
+      q50: q.p50 !== null ? q.p50 : m.processing_time_ms.p50,
+      q95: q.p95 !== null ? q.p95 : m.processing_time_ms.p95,
+    });
+    if (history.length > HISTORY) history.shift();
+    renderTiles(m);
+    renderCharts(m);
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
+  } catch (err) {
+    document.getElementById("updated").textContent = `metrics unavailable (${err.message})`;
+  }
+}
+
+// -- latest answers ------------------------------------------------------------
+
+function cell(row, text, cls, title) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (cls) td.className = cls;
+  td.title = title || text;
+  return td;
+}
+
+async function pollAnswers() {
+  try {
+    const response = await fetch("/answers/latest?limit=12", { cache: "no-store" });
+    if (!response.ok) return;
+    const { answers } = await response.json();
+    const body = document.querySelector("#answers tbody");
+    body.replaceChildren();
+    if (!answers.length) {
+      cell(body.insertRow(), "no answers yet", "muted").colSpan = 6;
+      return;
+    }
+    for (const a of answers) {
+      const row = body.insertRow();
+      row.dataset.questionId = a.question_id;
+      cell(row, new Date(a.stored_at * 1000).toLocaleTimeString([], { hour12: false }));
+      cell(row, a.question_text);
+      cell(row, a.answer);
+      cell(row, a.score === null ? "–" : a.score.toFixed(3), a.low_quality ? "num low" : "num",
+        a.low_quality ? "kept below the threshold after the last attempt" : undefined);
+      cell(row, String(a.processing_attempts), "num");
+      cell(row, fmt(a.total_processing_time_ms, 0), "num");
+    }
+  } catch (err) {
+    // the metrics line already says when the worker is unreachable
+  }
+}
+
+// -- asking --------------------------------------------------------------------
+
+let following = null;
+
+function showResult(status, body) {
+  document.getElementById("ask-result").hidden = false;
+  const pill = document.getElementById("ask-status");
+  pill.textContent = status;
+  pill.className = `pill ${status}`;
+  document.getElementById("ask-id").textContent = body.question_id || "";
+  const result = body.result;
+  const answer = document.getElementById("ask-answer");
+  if (result) {
+    answer.textContent = result.answer;
+    document.getElementById("ask-score").textContent = result.score === null ? "unscored (no reference)" :
+      `${result.score.toFixed(3)}${result.low_quality ? " (below the threshold)" : ""}`;
+    document.getElementById("ask-attempts").textContent = `${result.processing_attempts}`;
+    document.getElementById("ask-time").textContent = `${fmt(result.total_processing_time_ms, 0)} ms`;
+  } else {
+    answer.textContent = body.detail || body.error || (body.stage ? `stage: ${body.stage}` : "waiting for the LLM…");
+    for (const id of ["ask-score", "ask-attempts", "ask-time"]) document.getElementById(id).textContent = "–";
+  }
+}
+
+async function follow(questionId, token) {
+  while (following === token) {
+    const response = await fetch(`/status/${questionId}`, { cache: "no-store" });
+    if (response.status === 200) {
+      const body = await response.json();
+      showResult(body.status, body);
+      if (body.status === "completed" || body.status === "failed") break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, STATUS_EVERY_MS));
+  }
+  if (following === token) document.getElementById("ask-submit").disabled = false;
+}
+
+async function ask(event) {
+  event.preventDefault();
+  const question = document.getElementById("question").value;
+  const reference = document.getElementById("reference").value.trim();
+  const payload = { question_text: question };
+  if (reference) payload.original_answer = reference;
+  const button = document.getElementById("ask-submit");
+  button.disabled = true;
+  const token = {};
+  following = token;
+  try {
+    const response = await fetch("/query", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
+    });
+    const body = await response.json();
+    if (response.status === 200) {
+      showResult("completed", { ...body, question_id: body.result.question_id });
+      button.disabled = false;
+    } else if (response.status === 202) {
+      showResult(body.status, body);
+      await follow(body.question_id, token);
+    } else {
+      showResult("error", body);
+      button.disabled = false;
+    }
+  } catch (err) {
+    showResult("error", { error: err.message });
+    button.disabled = false;
+  }
+}
+
+document.getElementById("ask-form").addEventListener("submit", ask);
+window.addEventListener("resize", () => { if (lastMetrics) renderCharts(lastMetrics); });
+pollMetrics();
+pollAnswers();
+setInterval(pollMetrics, METRICS_EVERY_MS);
+setInterval(pollAnswers, ANSWERS_EVERY_MS);
