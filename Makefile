@@ -14,6 +14,11 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 DICTD := /usr/share/dictd
 DICTIONARIES := $(DICTD)/foldoc.index $(DICTD)/jargon.index
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# Debian's Chromium for the dashboard's browser test (Playwright drives it:
+# Playwright's own browser download needs the internet) and kcat for browsing
+# topics (README, debugging). Each is installed when its binary is missing.
+APT_TOOLS := /usr/bin/chromium /usr/bin/kcat
+APT_EXTRA_chromium := fonts-dejavu-core
 
 .PHONY: install run test bench clean
 
@@ -33,7 +38,11 @@ $(DICTD)/%.index:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dict-$*
 
-install: $(STAMP) $(DICTIONARIES)
+$(APT_TOOLS): /usr/bin/%:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $* $(APT_EXTRA_$*)
+
+install: $(STAMP) $(DICTIONARIES) $(APT_TOOLS)
 
 run: install
 	$(BIN)/qastream dev
