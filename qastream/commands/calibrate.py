@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -171,7 +172,12 @@ async def calibrate(self, datasets: tuple[str, ...], sample_size: int, seed: int
                     llm_backend: str, llm_threads: int, output: str) -> None:
     """Score real LLM answers against their own and other references; recommend a scorer threshold."""
     bad = BadRows()
-    records = sample(open_datasets(list(datasets), bad), sample_size, seed)
+    try:
+        records = sample(open_datasets(list(datasets), bad), sample_size, seed)
+    except (FileNotFoundError, ValueError) as exc:
+        # A message and exit code 2, not the traceback an exception inside a Faust command prints.
+        self.say(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
     if len(records) < 2:
         raise click.ClickException(f"need at least 2 questions, the data set gave {len(records)}")
     self.say(f"sampled {len(records)} questions from {', '.join(datasets)} (seed {seed})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -253,10 +254,10 @@ async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optiona
                sample_size: Optional[int], seed: int, rate: float, arrival: str, burst_size: int,
                concurrency: int, wait: bool, wait_timeout: float) -> None:
     """Send a data set's questions through the pipeline (POST /query or the pending topic)."""
-    if concurrency < 1 or burst_size < 1 or rate < 0:
-        raise click.BadParameter("--concurrency and --burst-size must be at least 1, --rate not negative")
     bad = BadRows()
     try:
+        if concurrency < 1 or burst_size < 1 or rate < 0:
+            raise ValueError("--concurrency and --burst-size must be at least 1, --rate not negative")
         records: Iterable[Record] = open_datasets(list(datasets), bad, fmt)
         total = limit
         if sample_size is not None:
@@ -264,7 +265,9 @@ async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optiona
             total = len(records) if limit is None else min(limit, len(records))
         records = take(records, limit)
     except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        # A message and exit code 2, not the traceback an exception inside a Faust command prints.
+        self.say(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
     started = time.perf_counter()
     pacing = dict(rate=rate, arrival=arrival, burst_size=burst_size, concurrency=concurrency, seed=seed, total=total)
     if via == "http":

@@ -7,6 +7,7 @@ dictionary), ``*.csv`` (Yahoo Answers), ``*.json`` / ``*.jsonl`` / ``*.ndjson``.
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 from typing import Iterator
 
@@ -43,7 +44,7 @@ def open_dataset(spec: str, bad: BadRows, fmt: str = "auto") -> Iterator[Record]
             raise FileNotFoundError(f"dictd dictionary {index} / {data} not found{hint}")
         return read_dictd(spec, bad)
     if not Path(spec).exists():
-        raise FileNotFoundError(spec)
+        raise FileNotFoundError(f"no such file: {spec}")
     if kind == "yahoo":
         return read_yahoo(spec, bad)
     if kind == "json":
@@ -52,9 +53,12 @@ def open_dataset(spec: str, bad: BadRows, fmt: str = "auto") -> Iterator[Record]
 
 
 def open_datasets(specs: list[str], bad: BadRows, fmt: str = "auto") -> Iterator[Record]:
-    """Records of several data sets in turn (``foldoc jargon``)."""
-    for spec in specs:
-        yield from open_dataset(spec, bad, fmt)
+    """Records of several data sets in turn (``foldoc jargon``).
+
+    Every data set is opened here, not when iteration reaches it, so a
+    missing file fails before the first question is sent.
+    """
+    return chain.from_iterable([open_dataset(spec, bad, fmt) for spec in specs])
 
 
 __all__ = ["BadRows", "Record", "FORMATS", "detect_format", "open_dataset", "open_datasets"]

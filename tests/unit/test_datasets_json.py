@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from qastream.datasets import BadRows, open_dataset
+from qastream.datasets import BadRows, open_dataset, open_datasets
 from qastream.datasets.jsonfile import read_json, read_objects
 
 
@@ -64,3 +64,12 @@ def test_array_with_non_objects_and_empty_array(tmp_path):
 def test_unknown_extension_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="cannot tell the format"):
         open_dataset(str(tmp_path / "data.txt"), BadRows())
+
+
+def test_several_data_sets_are_all_opened_before_reading(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"question": "a?", "answer": "1"}\n')
+    with pytest.raises(FileNotFoundError):
+        open_datasets([str(tmp_path / "a.jsonl"), str(tmp_path / "missing.jsonl")], BadRows())
+    (tmp_path / "b.json").write_text('[{"question": "b?", "answer": "2"}]')
+    records = open_datasets([str(tmp_path / "a.jsonl"), str(tmp_path / "b.json")], BadRows())
+    assert [r.question for r in records] == ["a?", "b?"]
