@@ -88,7 +88,7 @@ class Settings:
     scorer_model: str = _setting("", "Hugging Face model folder or name; empty means the packaged all-MiniLM-L6-v2.")
     scorer_layer: int = _setting(6, "Transformer layer whose embeddings BERTScore compares.", minimum=1)
     scorer_threshold: float = _setting(
-        0.6, "BERTScore F1 an answer needs to pass; calibrated for the default model (docs/quality.md).",
+        0.33, "BERTScore F1 an answer needs to pass; calibrated for the default model (docs/quality.md).",
         minimum=-1.0, maximum=1.0)
     scorer_batch_size: int = _setting(32, "Most answers scored in one batch.", minimum=1)
     scorer_threads: int = _setting(2, "Torch threads used by the scorer.", minimum=1)

@@ -9,6 +9,7 @@ import faust
 
 from qastream.app import app, breaker, llm, settings, topics
 from qastream.errors import LLMCallError, signals_outage
+from qastream.ids import generation_seed
 from qastream.lifecycle import is_stale
 from qastream.models import Job
 from qastream.tables.status import report, status_table
@@ -27,7 +28,7 @@ async def generate_one(job: Job) -> None:
             await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
     await report(job, "generating")
     try:
-        generation = await llm.generate(job.question_text)
+        generation = await llm.generate(job.question_text, generation_seed(job.question_id, job.epoch, job.attempt))
     except LLMCallError as err:
         if signals_outage(err.status_code):
             outage = breaker.record_failure()

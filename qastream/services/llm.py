@@ -85,8 +85,8 @@ class LLMClient(Service):
         if self.client is not None:
             await self.client.close()
 
-    async def generate(self, question: str) -> Generation:
-        """Answer ``question``; raises :class:`LLMCallError` on any failure."""
+    async def generate(self, question: str, seed: int | None = None) -> Generation:
+        """Answer ``question`` (sampling with ``seed``); raises :class:`LLMCallError` on any failure."""
         assert self.client is not None, "LLM client is not started"
         async with self._slots:
             self.in_flight += 1
@@ -98,7 +98,8 @@ class LLMClient(Service):
                 response = await self.client.chat(
                     model=self.model,
                     messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
-                    options={"num_predict": self.max_tokens, "temperature": self.temperature},
+                    options={"num_predict": self.max_tokens, "temperature": self.temperature,
+                             **({"seed": seed} if seed is not None else {})},
                     stream=False,
                 )
             except Exception as exc:

@@ -16,6 +16,7 @@ import pytest
 from qastream.agents import dead_letters, generate, regenerate, retry, store, validate
 from qastream.app import app, cache, llm, scorer, settings, storage, topics
 from qastream.errors import LLMCallError
+from qastream.ids import generation_seed
 from qastream.lifecycle import version
 from qastream.models import Job, StatusEvent
 from qastream.services.llm import Generation
@@ -102,9 +103,11 @@ async def test_track_starts_over_on_a_new_epoch():
 # -- generate --------------------------------------------------------------------------
 
 async def test_generate_sends_the_answer_on(sent, monkeypatch):
-    monkeypatch.setattr(llm, "generate", AsyncMock(return_value=Generation("An answer.", "smollm2", 120.0, 3)))
+    call = AsyncMock(return_value=Generation("An answer.", "smollm2", 120.0, 3))
+    monkeypatch.setattr(llm, "generate", call)
     async with generate.generate.test_context() as agent:
-        await agent.put(job(llm_ms=5.0), key="0123456789abcdef")
+        await agent.put(job(llm_ms=5.0, attempt=2), key="0123456789abcdef")
+    call.assert_awaited_once_with("What is a compiler?", generation_seed("0123456789abcdef", 1, 2))
     (answered,) = sent.to(topics.success)
     assert answered.answer == "An answer." and answered.model == "smollm2"
     assert answered.llm_ms == pytest.approx(125.0)

@@ -73,3 +73,11 @@ def test_is_question_id(value, expected):
 
 def test_is_question_id_rejects_a_trailing_newline():
     assert is_question_id(KAFKA_ID + "\n") is False
+
+
+def test_generation_seed_is_stable_per_attempt_and_differs_between_attempts():
+    from qastream.ids import generation_seed
+
+    assert generation_seed("0123456789abcdef", 1, 1) == generation_seed("0123456789abcdef", 1, 1)
+    seeds = {generation_seed("0123456789abcdef", epoch, attempt) for epoch in (1, 2) for attempt in (1, 2, 3)}
+    assert len(seeds) == 6
