@@ -1,7 +1,10 @@
-"""/metrics, /metrics/prometheus, /answers/latest and /openapi.json on a running worker."""
+"""/metrics, /metrics/prometheus, /answers/latest, /openapi.json and `qastream inspect` on a running worker."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import urllib.request
 import uuid
 
@@ -21,8 +24,8 @@ def scrape(url: str) -> dict:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def test_figures_of_a_running_worker(stack_env, start_worker_process):
-    worker = start_worker_process(stack_env)
+def test_figures_of_a_running_worker(stack_env, redis_url, start_worker_process):
+    worker = start_worker_process(stack_env, redis_url=redis_url)
     token = uuid.uuid4().hex[:8]
     questions = [f"What is the job of stage {i} in run {token}?" for i in range(3)]
     ids = [worker.query(q, q)[1]["question_id"] for q in questions]
@@ -63,3 +66,19 @@ def test_figures_of_a_running_worker(stack_env, start_worker_process):
     assert {a["question_id"] for a in latest["answers"]} <= set(ids)
     code, document = worker.request("GET", "/openapi.json")
     assert code == 200 and "/metrics/prometheus" in document["paths"]
+
+    # qastream inspect: the four records side by side, from the worker's tables, SQLite and Redis.
+    result = subprocess.run([sys.executable, "-m", "qastream", "inspect", ids[0], "--json"], env=worker.env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status_table"]["state"] == "completed"
+    assert report["attempts_table"] == {"epoch": 1, "generations": 1, "retries": 0}
+    assert report["database"]["status"] == "completed"
+    assert report["database"]["result"]["answer"] == questions[0]
+    assert report["cache"]["key"] == f"response:{ids[0]}" and report["cache"]["ttl_seconds"] > 0
+    assert "agree: completed" in report["agreement"]
+    text = subprocess.run([sys.executable, "-m", "qastream", "inspect", ids[0]], env=worker.env,
+                          capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    assert "status table" in text.stdout and "attempts table" in text.stdout and "cache" in text.stdout
