@@ -41,7 +41,8 @@ async def dev(self, llm_backend: str, llm_parallel: int) -> None:
         self.say("starting the worker (loads the scorer model; a few seconds)")
         started.append(("worker", start_worker(env, web_host=settings.web_host, web_port=settings.web_port,
                                                log=log_file(logs, "worker"))))
-        self.say(f"qastream is ready: http://{settings.web_host}:{settings.web_port}  (Ctrl-C stops everything)")
+        self.say(f"qastream is ready: dashboard at http://{settings.web_host}:{settings.web_port}/  "
+                 f"(Ctrl-C stops everything)")
         await _until_signal(started)
     finally:
         for name, process in reversed(started):
