@@ -91,6 +91,7 @@ def test_dashboard_answers_a_question_in_the_browser(stack_env, start_worker_pro
     score = float(page.inner_text("#ask-score").split()[0])
     assert score >= Settings().scorer_threshold
     expect(page.locator("#ask-attempts")).to_have_text("1")
+    expect(page.locator("#ask-origin")).to_have_text("answered now")
 
     # The table and the charts catch up on their next polls (every 2-3 s).
     expect(page.locator(f'#answers tr[data-question-id="{question_id(question)}"]')).to_have_count(1, timeout=15_000)
@@ -107,6 +108,11 @@ def test_dashboard_answers_a_question_in_the_browser(stack_env, start_worker_pro
     for chart in CHARTS_WITH_POINTS:
         assert page.locator(f"#{chart} svg").count() == 1
     expect(page.locator("#breaker")).to_have_text("LLM breaker: closed")
+
+    # Asked again: answered at once from the cache, and the page says so.
+    page.click("#ask-submit")
+    expect(page.locator("#ask-origin")).to_have_text("asked before: answer from the cache")
+    expect(page.locator("#ask-answer")).to_have_text(question)
 
     page.wait_for_timeout(2500)  # one more metrics poll, so the line charts have a few points
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)

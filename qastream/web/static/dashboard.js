@@ -268,7 +268,8 @@ async function pollAnswers() {
 
 let following = null;
 
-function showResult(status, body) {
+// origin: "pipeline" while following a new question, or where POST /query found an earlier answer.
+function showResult(status, body, origin = "pipeline") {
   document.getElementById("ask-result").hidden = false;
   const pill = document.getElementById("ask-status");
   pill.textContent = status;
@@ -282,9 +283,13 @@ function showResult(status, body) {
       `${result.score.toFixed(3)}${result.low_quality ? " (below the threshold)" : ""}`;
     document.getElementById("ask-attempts").textContent = `${result.processing_attempts}`;
     document.getElementById("ask-time").textContent = `${fmt(result.total_processing_time_ms, 0)} ms`;
+    document.getElementById("ask-origin").textContent =
+      origin === "pipeline" ? "answered now" : `asked before: answer from the ${origin}`;
   } else {
     answer.textContent = body.detail || body.error || (body.stage ? `stage: ${body.stage}` : "waiting for the LLM…");
-    for (const id of ["ask-score", "ask-attempts", "ask-time"]) document.getElementById(id).textContent = "–";
+    for (const id of ["ask-score", "ask-attempts", "ask-time", "ask-origin"]) {
+      document.getElementById(id).textContent = "–";
+    }
   }
 }
 
@@ -317,7 +322,7 @@ async function ask(event) {
     });
     const body = await response.json();
     if (response.status === 200) {
-      showResult("completed", { ...body, question_id: body.result.question_id });
+      showResult("completed", { ...body, question_id: body.result.question_id }, body.source);
       button.disabled = false;
     } else if (response.status === 202) {
       showResult(body.status, body);
