@@ -1,0 +1,154 @@
+"""Overhead: questions/s through the whole graph with an instant LLM and no scoring, against a bare Faust relay.
+
+qastream: ``--questions`` unique questions are loaded into the database and
+questions-pending with ``qastream load --via kafka`` before the worker
+starts (scorer off, echo LLM with no latency); the worker drains the
+backlog through generate, validate and store, every stage reporting status
+events that ``track`` folds into the tables.  Rate = steady-state slope of
+stored answers (middle 80 %).  Topic hops per question are counted from the
+broker's end offsets afterwards: records on the graph's topics (consumed by
+a stage) and on the table changelogs (written, not consumed) per question.
+messages/s = questions/s x hops.
+
+Relay: ``bench/relay_app.py``, a Faust app with as many topics as qastream
+has hops per question, one forwarding agent per topic, qastream's Job
+records, partition counts and broker options; the same number of questions
+are preloaded into its first topic before it starts.  messages/s = rate of
+the last topic x hops.
+
+A separate pass profiles the qastream worker with py-spy while it drains
+and prints the top 10 entries.  The last line is qastream messages/s /
+relay messages/s (target >= 0.5).
+
+    .venv/bin/python bench/overhead.py [--runs 3] [--questions 2000] [--no-profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (PYTHON, Stack, completion_times, create_topics, end_offsets, print_machine,  # noqa: E402
+                    print_profile, print_summary, produce, profiling, steady_rate, top_entries, topic_timestamps,
+                    wait_stored, wait_until)
+
+from qastream.embedded import free_port  # noqa: E402
+from qastream.ids import question_id  # noqa: E402
+from qastream.models import Job  # noqa: E402
+from qastream.settings import Settings  # noqa: E402
+
+
+def question_texts(token: str, count: int) -> list[str]:
+    return [f"Overhead {token} question {i}: what does subsystem {i % 997} of the pipeline do?" for i in range(count)]
+
+
+def qastream_drain(stack: Stack, texts: list[str], profile: Path | None = None) -> dict:
+    data = stack.workdir / "questions.jsonl"
+    data.write_text("".join(json.dumps({"question_text": t, "original_answer": t}) + "\n" for t in texts))
+    stack.qastream("load", str(data), "--via", "kafka", "--concurrency", "64", scorer_enabled=False)
+    worker = stack.start_worker(scorer_enabled=False)
+    if profile is not None:
+        with profiling(worker.pid, profile):
+            wait_stored(stack, len(texts), timeout=len(texts) + 120)
+    else:
+        wait_stored(stack, len(texts), timeout=len(texts) + 120)
+    times = completion_times(stack)
+    stack.stop_worker()
+    counts = end_offsets(stack.bootstrap)
+    changelog = sum(n for t, n in counts.items() if t.endswith("-changelog"))
+    graph = sum(n for t, n in counts.items() if not t.endswith("-changelog") and not t.startswith("relay"))
+    return {"rate": steady_rate(times), "hops": graph / len(texts), "changelog": changelog / len(texts),
+            "counts": counts}
+
+
+def relay_drain(stack: Stack, texts: list[str], hops: int, token: str) -> dict:
+    settings = Settings()
+    prefix = f"relay-{token}"
+    create_topics(stack.bootstrap, {f"{prefix}-{i}": settings.partitions_pending for i in range(hops)})
+    records = []
+    for text in texts:
+        qid = question_id(text)
+        job = Job(question_id=qid, question_text=text, original_answer=text, accepted_at=0.0, epoch=1)
+        records.append((f"{prefix}-0", qid.encode(), job.dumps()))
+    produce(stack.bootstrap, records)
+    (stack.workdir / "relay").mkdir(exist_ok=True)  # Faust creates its datadir but not the parents
+    env = stack.env()
+    env.update({"RELAY_HOPS": str(hops), "RELAY_PREFIX": prefix, "QASTREAM_WEB_PORT": str(free_port()),
+                "QASTREAM_DATA_DIR": str(stack.workdir / "relay")})
+    relay = stack.spawn("relay", [PYTHON, str(Path(__file__).with_name("relay_app.py")), "worker", "-l", "warn"],
+                        env=env)
+    last = f"{prefix}-{hops - 1}"
+    wait_until(lambda: end_offsets(stack.bootstrap).get(last, 0) >= len(texts) or relay.poll() is not None,
+               len(texts) + 180, "the relay", interval=0.5)
+    if relay.poll() is not None:
+        raise RuntimeError(f"the relay exited: see {stack.logs}/relay.log")
+    relay.terminate()
+    return {"rate": steady_rate(topic_timestamps(stack.bootstrap, last))}
+
+
+def one_run(args: argparse.Namespace, index: int) -> dict:
+    token = uuid.uuid4().hex[:8]
+    texts = question_texts(token, args.questions)
+    with Stack("overhead", keep=args.keep) as stack:
+        stack.start_broker()
+        stack.start_llm(latency=0, parallel=64)
+        q = qastream_drain(stack, texts)
+        hops = round(q["hops"])
+        r = relay_drain(stack, question_texts(token + "r", args.questions), hops, token)
+    result = {
+        "run": index, "questions": args.questions,
+        "qastream_questions_per_s": round(q["rate"], 1), "hops_per_question": round(q["hops"], 2),
+        "changelog_records_per_question": round(q["changelog"], 2),
+        "qastream_messages_per_s": round(q["rate"] * q["hops"], 1),
+        "relay_hops": hops, "relay_questions_per_s": round(r["rate"], 1),
+        "relay_messages_per_s": round(r["rate"] * hops, 1),
+    }
+    result["ratio"] = round(result["qastream_messages_per_s"] / result["relay_messages_per_s"], 3)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def profile_pass(args: argparse.Namespace) -> None:
+    token = uuid.uuid4().hex[:8]
+    out = Path(args.profile_file)
+    with Stack("overhead-profile", keep=args.keep) as stack:
+        stack.start_broker()
+        stack.start_llm(latency=0, parallel=64)
+        qastream_drain(stack, question_texts(token, args.questions), profile=out)
+    print(f"profile pass (py-spy, 100 Hz, collapsed stacks in {out}):")
+    print_profile(top_entries(out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--questions", type=int, default=2000)
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled pass")
+    parser.add_argument("--profile-file", default="var/bench-overhead-profile.txt")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    print_machine("overhead")
+    runs = [one_run(args, i + 1) for i in range(args.runs)]
+    print_summary("overhead", runs, [
+        ("qastream_questions_per_s", "qastream, questions/s through the graph", 1),
+        ("hops_per_question", "topic hops per question (consumed by a stage)", 2),
+        ("changelog_records_per_question", "table changelog records per question", 2),
+        ("qastream_messages_per_s", "qastream, messages/s (questions/s x hops)", 1),
+        ("relay_questions_per_s", "bare Faust relay, records through the chain/s", 1),
+        ("relay_messages_per_s", "bare Faust relay, messages/s", 1),
+        ("ratio", "qastream / relay (target >= 0.5)", 3),
+    ])
+    if not args.no_profile:
+        Path(args.profile_file).parent.mkdir(parents=True, exist_ok=True)
+        profile_pass(args)
+    ratio = sorted(r["ratio"] for r in runs)[len(runs) // 2]
+    print(f"qastream messages/s / bare Faust relay messages/s = {ratio:.3f} (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
