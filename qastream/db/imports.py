@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine
 
 from qastream.datasets.jsonfile import first_of
 from qastream.datasets.records import BadRows
-from qastream.db.queries import Q, R, _JOINED, _dt, _insert, _result
+from qastream.db.queries import JOINED, Q, R, insert_for, result_from_row, to_datetime
 from qastream.ids import normalise, question_id
 from qastream.lifecycle import COMPLETED
 
@@ -188,19 +188,19 @@ def insert_absent(connection: Connection, records: Sequence[Historical]) -> Batc
         return BatchResult([], len(records), len(records))
     questions = [{
         "question_id": r.question_id, "question_text": r.question_text, "original_answer": r.original_answer,
-        "status": COMPLETED, "epoch": 1, "accepted_at": _dt(r.at - r.total_processing_time_ms / 1000.0),
-        "updated_at": _dt(r.at), "error_class": None, "error_message": None,
+        "status": COMPLETED, "epoch": 1, "accepted_at": to_datetime(r.at - r.total_processing_time_ms / 1000.0),
+        "updated_at": to_datetime(r.at), "error_class": None, "error_message": None,
     } for r in unique.values()]
     inserted = {row.question_id for row in connection.execute(
-        _insert(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]).returning(Q.c.question_id),
+        insert_for(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]).returning(Q.c.question_id),
         questions)}
     fresh = [r for qid, r in unique.items() if qid in inserted]
     if fresh:
-        connection.execute(_insert(connection, R).on_conflict_do_nothing(index_elements=["question_id"]), [{
+        connection.execute(insert_for(connection, R).on_conflict_do_nothing(index_elements=["question_id"]), [{
             "question_id": r.question_id, "answer": r.answer, "bert_score": r.score, "first_score": r.first_score,
             "processing_attempts": r.processing_attempts, "error_retries": r.error_retries,
             "total_processing_time_ms": r.total_processing_time_ms, "llm_time_ms": r.llm_time_ms,
-            "low_quality": r.low_quality, "model": r.model, "created_at": _dt(r.at), "updated_at": _dt(r.at),
+            "low_quality": r.low_quality, "model": r.model, "created_at": to_datetime(r.at), "updated_at": to_datetime(r.at),
         } for r in fresh])
     imported = [r.question_id for r in fresh]
     return BatchResult(imported, len(records) - len(imported), len(records))
@@ -231,4 +231,4 @@ def results_for(engine: Engine, ids: Sequence[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
     with engine.connect() as connection:
-        return [_result(row) for row in connection.execute(_JOINED.where(Q.c.question_id.in_(list(ids))))]
+        return [result_from_row(row) for row in connection.execute(JOINED.where(Q.c.question_id.in_(list(ids))))]

@@ -95,17 +95,17 @@ class Failure:
     at: float
 
 
-def _dt(seconds: float) -> datetime:
+def to_datetime(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
-def _seconds(value: datetime) -> float:
+def to_seconds(value: datetime) -> float:
     if value.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
         value = value.replace(tzinfo=timezone.utc)
     return value.timestamp()
 
 
-def _insert(connection: Connection, table):
+def insert_for(connection: Connection, table):
     dialect = connection.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)
@@ -114,7 +114,7 @@ def _insert(connection: Connection, table):
     raise NotImplementedError(f"qastream supports PostgreSQL and SQLite, not {dialect}")
 
 
-def _result(row: Any) -> dict[str, Any]:
+def result_from_row(row: Any) -> dict[str, Any]:
     return {
         "question_id": row.question_id,
         "question_text": row.question_text,
@@ -128,7 +128,7 @@ def _result(row: Any) -> dict[str, Any]:
     }
 
 
-_JOINED = select(
+JOINED = select(
     Q.c.question_id, Q.c.question_text, Q.c.original_answer, Q.c.status, Q.c.epoch, Q.c.accepted_at,
     Q.c.updated_at, Q.c.error_class, Q.c.error_message,
     R.c.answer, R.c.bert_score, R.c.low_quality, R.c.processing_attempts, R.c.error_retries,
@@ -145,7 +145,7 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
     whose insert returns the row enqueues it.
     """
     ids = list({s.question_id for s in submissions})
-    existing = {row.question_id: row for row in connection.execute(_JOINED.where(Q.c.question_id.in_(ids)))}
+    existing = {row.question_id: row for row in connection.execute(JOINED.where(Q.c.question_id.in_(ids)))}
     outcomes: list[Acceptance] = []
     new_rows: dict[str, dict[str, Any]] = {}
     decided: dict[str, Acceptance] = {}
@@ -161,18 +161,18 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
             new_rows[sub.question_id] = {
                 "question_id": sub.question_id, "question_text": sub.question_text,
                 "original_answer": sub.original_answer, "status": PENDING, "epoch": 1,
-                "accepted_at": _dt(sub.at), "updated_at": _dt(sub.at),
+                "accepted_at": to_datetime(sub.at), "updated_at": to_datetime(sub.at),
             }
             outcome = Acceptance(CREATED, sub.question_id, PENDING, 1, sub.at, sub.original_answer)
         elif row.status == COMPLETED:
-            outcome = Acceptance(FOUND, row.question_id, COMPLETED, row.epoch, _seconds(row.accepted_at),
-                                 row.original_answer, _result(row))
+            outcome = Acceptance(FOUND, row.question_id, COMPLETED, row.epoch, to_seconds(row.accepted_at),
+                                 row.original_answer, result_from_row(row))
         elif row.status == FAILED:
             reference = row.original_answer or sub.original_answer
             changed = connection.execute(
                 update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
                                      Q.c.status == FAILED))
-                .values(status=PENDING, epoch=row.epoch + 1, accepted_at=_dt(sub.at), updated_at=_dt(sub.at),
+                .values(status=PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(sub.at), updated_at=to_datetime(sub.at),
                         original_answer=reference, error_class=None, error_message=None)
             ).rowcount
             kind = RESUBMITTED if changed else IN_FLIGHT
@@ -181,14 +181,14 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
             if row.original_answer is None and sub.original_answer:
                 connection.execute(update(Q).where(Q.c.question_id == row.question_id)
                                    .values(original_answer=sub.original_answer))
-            outcome = Acceptance(IN_FLIGHT, row.question_id, row.status, row.epoch, _seconds(row.accepted_at),
+            outcome = Acceptance(IN_FLIGHT, row.question_id, row.status, row.epoch, to_seconds(row.accepted_at),
                                  row.original_answer or sub.original_answer)
         decided[sub.question_id] = outcome
         outcomes.append(outcome)
     if new_rows:
         inserted = {
             r.question_id for r in connection.execute(
-                _insert(connection, Q).on_conflict_do_nothing(index_elements=["question_id"])
+                insert_for(connection, Q).on_conflict_do_nothing(index_elements=["question_id"])
                 .returning(Q.c.question_id),
                 list(new_rows.values()),
             )
@@ -207,9 +207,9 @@ def _current_epochs(connection: Connection, items: Sequence[StoredAnswer | Failu
     current = {r.question_id: (r.epoch, r.status) for r in rows}
     missing = {i.question_id: i for i in items if i.question_id not in current}
     if missing:
-        connection.execute(_insert(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]), [{
+        connection.execute(insert_for(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]), [{
             "question_id": i.question_id, "question_text": i.question_text, "original_answer": i.original_answer,
-            "status": PENDING, "epoch": i.epoch, "accepted_at": _dt(i.accepted_at), "updated_at": _dt(i.at),
+            "status": PENDING, "epoch": i.epoch, "accepted_at": to_datetime(i.accepted_at), "updated_at": to_datetime(i.at),
         } for i in missing.values()])
         current.update({qid: (i.epoch, PENDING) for qid, i in missing.items()})
     return current
@@ -230,15 +230,15 @@ def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> l
         "question_id": a.question_id, "answer": a.answer, "bert_score": a.score, "first_score": a.first_score,
         "processing_attempts": a.processing_attempts, "error_retries": a.error_retries,
         "total_processing_time_ms": a.total_processing_time_ms, "llm_time_ms": a.llm_time_ms,
-        "low_quality": a.low_quality, "model": a.model, "created_at": _dt(a.at), "updated_at": _dt(a.at),
+        "low_quality": a.low_quality, "model": a.model, "created_at": to_datetime(a.at), "updated_at": to_datetime(a.at),
     } for a in fresh]
-    statement = _insert(connection, R)
+    statement = insert_for(connection, R)
     updatable = {c: statement.excluded[c] for c in rows[0] if c not in ("question_id", "created_at")}
     connection.execute(statement.on_conflict_do_update(index_elements=["question_id"], set_=updatable), rows)
     connection.execute(
         update(Q).where(Q.c.question_id == bindparam("qid")).values(
             status=COMPLETED, epoch=bindparam("epoch"), updated_at=bindparam("at"), error_class=None, error_message=None),
-        [{"qid": a.question_id, "epoch": a.epoch, "at": _dt(a.at)} for a in fresh],
+        [{"qid": a.question_id, "epoch": a.epoch, "at": to_datetime(a.at)} for a in fresh],
     )
     return fresh
 
@@ -253,7 +253,7 @@ def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Fai
         connection.execute(
             update(Q).where(Q.c.question_id == bindparam("qid")).values(
                 status=FAILED, updated_at=bindparam("at"), error_class=bindparam("cls"), error_message=bindparam("msg")),
-            [{"qid": f.question_id, "at": _dt(f.at), "cls": f.error_class, "msg": f.error_message[:2000]}
+            [{"qid": f.question_id, "at": to_datetime(f.at), "cls": f.error_class, "msg": f.error_message[:2000]}
              for f in fresh],
         )
     return fresh
@@ -275,7 +275,7 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
     if question_ids is not None:
         query = query.where(Q.c.question_id.in_(list(question_ids)))
     if accepted_before is not None:
-        query = query.where(Q.c.accepted_at < _dt(accepted_before))
+        query = query.where(Q.c.accepted_at < to_datetime(accepted_before))
     if limit is not None:
         query = query.limit(limit)
     taken = []
@@ -283,7 +283,7 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
         changed = connection.execute(
             update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
                                  Q.c.status == row.status))
-            .values(status=PENDING, epoch=row.epoch + 1, accepted_at=_dt(now), updated_at=_dt(now),
+            .values(status=PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(now), updated_at=to_datetime(now),
                     error_class=None, error_message=None)
         ).rowcount
         if changed:
@@ -295,7 +295,7 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
 def pending_before(connection: Connection, before: float, limit: int = 1000) -> list[str]:
     """Ids of pending questions accepted before ``before``, oldest first."""
     return list(connection.execute(
-        select(Q.c.question_id).where(and_(Q.c.status == PENDING, Q.c.accepted_at < _dt(before)))
+        select(Q.c.question_id).where(and_(Q.c.status == PENDING, Q.c.accepted_at < to_datetime(before)))
         .order_by(Q.c.accepted_at).limit(limit)).scalars())
 
 
@@ -305,22 +305,22 @@ def failed(connection: Connection, limit: int = 100) -> list[dict[str, Any]]:
         select(Q.c.question_id, Q.c.question_text, Q.c.epoch, Q.c.error_class, Q.c.error_message, Q.c.updated_at)
         .where(Q.c.status == FAILED).order_by(Q.c.updated_at.desc()).limit(limit))
     return [{"question_id": r.question_id, "question_text": r.question_text, "epoch": r.epoch,
-             "error_class": r.error_class, "reason": r.error_message, "failed_at": _seconds(r.updated_at)}
+             "error_class": r.error_class, "reason": r.error_message, "failed_at": to_seconds(r.updated_at)}
             for r in rows]
 
 
 def lookup(connection: Connection, question_id: str) -> Optional[dict[str, Any]]:
     """A question's row as ``GET /status`` shows it, or ``None``."""
-    row = connection.execute(_JOINED.where(Q.c.question_id == question_id)).first()
+    row = connection.execute(JOINED.where(Q.c.question_id == question_id)).first()
     if row is None:
         return None
     record: dict[str, Any] = {
         "question_id": row.question_id, "status": row.status, "epoch": row.epoch,
-        "question_text": row.question_text, "accepted_at": _seconds(row.accepted_at),
-        "updated_at": _seconds(row.updated_at),
+        "question_text": row.question_text, "accepted_at": to_seconds(row.accepted_at),
+        "updated_at": to_seconds(row.updated_at),
     }
     if row.status == COMPLETED and row.answer is not None:
-        record["result"] = _result(row)
+        record["result"] = result_from_row(row)
     if row.status == FAILED:
         record["error"] = {"class": row.error_class, "message": row.error_message}
     return record

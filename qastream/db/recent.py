@@ -8,30 +8,16 @@ redelivered answer is not counted twice.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from sqlalchemy import Connection, and_, func, select
 
-from qastream.db.schema import QuestionRow, ResponseRow
+from qastream.db.queries import Q, R, to_datetime, to_seconds
 from qastream.lifecycle import FAILED
-
-Q = QuestionRow.__table__
-R = ResponseRow.__table__
 
 #: Throughput windows, in minutes.
 WINDOWS = (1, 5)
 MAX_LATEST = 200
-
-
-def _dt(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
-def _seconds(value: datetime) -> float:
-    if value.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
 
 
 def throughput(connection: Connection, now: float, windows: Sequence[int] = WINDOWS) -> dict[str, Any]:
@@ -44,7 +30,7 @@ def throughput(connection: Connection, now: float, windows: Sequence[int] = WIND
     ):
         rates = {}
         for minutes in windows:
-            condition = column >= _dt(now - 60 * minutes)
+            condition = column >= to_datetime(now - 60 * minutes)
             if where is not None:
                 condition = and_(condition, where)
             n = connection.execute(select(func.count()).select_from(column.table).where(condition)).scalar_one()
@@ -64,4 +50,4 @@ def latest_answers(connection: Connection, limit: int = 20) -> list[dict[str, An
     return [{"question_id": r.question_id, "question_text": r.question_text, "answer": r.answer,
              "score": r.bert_score, "low_quality": bool(r.low_quality), "processing_attempts": r.processing_attempts,
              "error_retries": r.error_retries, "total_processing_time_ms": r.total_processing_time_ms,
-             "model": r.model, "stored_at": _seconds(r.updated_at)} for r in rows]
+             "model": r.model, "stored_at": to_seconds(r.updated_at)} for r in rows]

@@ -1,10 +1,21 @@
-"""Fixtures shared by the LLM server and LLM client tests."""
+"""Fixtures shared by unit tests: a migrated SQLite database, an Ollama-compatible echo server."""
 
 import pytest
 from aiohttp.test_utils import TestServer
 
+from qastream.db.migrate import upgrade
 from qastream.llmserver.backends import EchoBackend
 from qastream.llmserver.server import Faults, OllamaCompatibleServer, build_app
+from qastream.services.storage import make_engine
+
+
+@pytest.fixture
+def engine(tmp_path):
+    """A SQLite database in tmp_path with qastream's schema, migrated by Alembic."""
+    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -10,20 +10,10 @@ from qastream.datasets.records import BadRows
 from qastream.db import queries
 from qastream.db.imports import (Historical, InvalidRecord, import_batches, insert_absent, parse_historical,
                                  parse_timestamp, results_for, validated)
-from qastream.db.migrate import upgrade
 from qastream.db.queries import Q, R, Submission
 from qastream.ids import question_id
-from qastream.services.storage import make_engine
 
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def seed_record(n, **extra):

@@ -4,23 +4,13 @@ import pytest
 from sqlalchemy import func, select
 
 from qastream.db import queries
-from qastream.db.migrate import upgrade
 from qastream.db.queries import (CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Failure, StoredAnswer, Submission)
 from qastream.db.schema import QuestionRow, ResponseRow
 from qastream.lifecycle import COMPLETED, FAILED, PENDING
-from qastream.services.storage import make_engine
 
 Q = QuestionRow.__table__
 R = ResponseRow.__table__
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def write(engine, fn, *args):

@@ -1,21 +1,10 @@
 """qastream.db.recent: throughput windows and the latest answers, on SQLite."""
 
-import pytest
 
 from qastream.db import queries, recent
-from qastream.db.migrate import upgrade
 from qastream.db.queries import Failure, StoredAnswer, Submission
-from qastream.services.storage import make_engine
 
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def run(engine, fn, *args, **kwargs):

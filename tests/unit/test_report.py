@@ -3,19 +3,9 @@
 import pytest
 
 from qastream.db import queries
-from qastream.db.migrate import upgrade
 from qastream.db.report import quality_report, render_report
-from qastream.services.storage import make_engine
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def answer(n, score, first_score, attempts, low_quality=False, total_ms=1000.0):
