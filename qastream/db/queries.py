@@ -27,8 +27,9 @@ RESUBMITTED = "resubmitted"
 IN_FLIGHT = "in_flight"
 FOUND = "found"
 
-#: Upper edges of the score histogram buckets (the last bucket is ``>= 0.9``).
-SCORE_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
+#: Upper edges of the score histogram buckets (the last bucket is ``>= 0.9``).  A tenth wide:
+#: the packaged MiniLM scorer spreads answers from about 0.1 to 0.9 around a 0.33 threshold.
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass(frozen=True)
@@ -361,8 +362,8 @@ def metrics(connection: Connection) -> dict[str, Any]:
 
 
 def _bucket_labels() -> list[str]:
-    edges = (0.0,) + SCORE_BUCKETS
-    labels = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(edges, SCORE_BUCKETS)]
+    labels = [f"<{SCORE_BUCKETS[0]:.2f}"]
+    labels += [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(SCORE_BUCKETS, SCORE_BUCKETS[1:])]
     return labels + [f">={SCORE_BUCKETS[-1]:.2f}"]
 
 

@@ -246,7 +246,8 @@ def test_metrics_of_an_empty_database(engine):
     assert read(engine, queries.metrics) == {
         "total_responses": 0, "scored_responses": 0, "average_score": None, "low_quality_responses": 0,
         "attempts_distribution": {},
-        "score_distribution": {"0.00-0.50": 0, "0.50-0.60": 0, "0.60-0.70": 0, "0.70-0.75": 0, "0.75-0.80": 0,
+        "score_distribution": {"<0.10": 0, "0.10-0.20": 0, "0.20-0.30": 0, "0.30-0.40": 0, "0.40-0.50": 0,
+                               "0.50-0.60": 0, "0.60-0.70": 0, "0.70-0.80": 0,
                                "0.80-0.90": 0, ">=0.90": 0},
         "questions_by_status": {},
         "dead_letters": 0, "dead_letters_by_class": {}, "error_retries_of_completed": 0,
@@ -268,9 +269,10 @@ def test_metrics_aggregates(engine):
     assert m["average_score"] == round(sum(s for s in scores if s is not None) / 9, 4)
     assert m["low_quality_responses"] == 2
     assert m["attempts_distribution"] == {"1": 7, "2": 1, "3": 2}
-    # Lower edges are inclusive: 0.5 goes to 0.50-0.60, 0.9 to >=0.90.
-    assert m["score_distribution"] == {"0.00-0.50": 1, "0.50-0.60": 2, "0.60-0.70": 1, "0.70-0.75": 2,
-                                       "0.75-0.80": 1, "0.80-0.90": 1, ">=0.90": 1}
+    # Lower edges are inclusive: 0.2 goes to 0.20-0.30, 0.5 to 0.50-0.60, 0.9 to >=0.90.
+    assert m["score_distribution"] == {"<0.10": 0, "0.10-0.20": 0, "0.20-0.30": 1, "0.30-0.40": 0,
+                                       "0.40-0.50": 0, "0.50-0.60": 2, "0.60-0.70": 1, "0.70-0.80": 3,
+                                       "0.80-0.90": 1, ">=0.90": 1}
     assert m["questions_by_status"] == {COMPLETED: 10, FAILED: 2, PENDING: 1}
     assert (m["dead_letters"], m["dead_letters_by_class"]) == (2, {"permanent": 2})
     # Nearest rank over 100, 200, ..., 1000 ms.
@@ -295,7 +297,7 @@ def test_metrics_count_rewritten_answers_once(engine):
     m = read(engine, queries.metrics)
     assert (m["total_responses"], m["average_score"]) == (1, 0.8)
     assert m["score_distribution"]["0.80-0.90"] == 1
-    assert m["score_distribution"]["0.00-0.50"] == 0
+    assert m["score_distribution"]["0.20-0.30"] == 0
 
 
 def test_resubmit_starts_a_new_epoch_once(engine):
