@@ -4,8 +4,10 @@ qastream: ``--questions`` unique questions are loaded into the database and
 questions-pending with ``qastream load --via kafka`` before the worker
 starts (scorer off, echo LLM with no latency); the worker drains the
 backlog through generate, validate and store, every stage reporting status
-events that ``track`` folds into the tables.  Rate = steady-state slope of
-stored answers (middle 80 %).  Topic hops per question are counted from the
+events that ``track`` folds into the tables.  A question is through when its
+status becomes ``completed`` (the timestamp of that status changelog
+record, which comes after the database write); rate = steady-state slope of
+those (middle 80 %).  Topic hops per question are counted from the
 broker's end offsets afterwards: records on the graph's topics (consumed by
 a stage) and on the table changelogs (written, not consumed) per question.
 messages/s = questions/s x hops.
@@ -29,12 +31,13 @@ import argparse
 import json
 import sys
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (PYTHON, Stack, completion_times, create_topics, end_offsets, print_machine,  # noqa: E402
-                    print_profile, print_summary, produce, profiling, steady_rate, top_entries, topic_timestamps,
+from common import (PYTHON, Stack, create_topics, end_offsets, print_machine, print_profile,  # noqa: E402
+                    print_summary, produce, profiling, steady_rate, top_entries, topic_records, topic_timestamps,
                     wait_stored, wait_until)
 
 from qastream.embedded import free_port  # noqa: E402
@@ -52,18 +55,24 @@ def qastream_drain(stack: Stack, texts: list[str], profile: Path | None = None) 
     data.write_text("".join(json.dumps({"question_text": t, "original_answer": t}) + "\n" for t in texts))
     stack.qastream("load", str(data), "--via", "kafka", "--concurrency", "64", scorer_enabled=False)
     worker = stack.start_worker(scorer_enabled=False)
-    if profile is not None:
-        with profiling(worker.pid, profile):
-            wait_stored(stack, len(texts), timeout=len(texts) + 120)
-    else:
+    with profiling(worker.pid, profile) if profile is not None else nullcontext():
         wait_stored(stack, len(texts), timeout=len(texts) + 120)
-    times = completion_times(stack)
+        # A question's last step is track folding its "completed" event into the status table, which
+        # can trail the database write: wait for it, and time questions by it.
+        status = f"{Settings().app_id}-status-changelog"
+        wait_until(lambda: len(completed_times(stack, status)) >= len(texts), 300, "the status table")
+    times = completed_times(stack, status)
     stack.stop_worker()
     counts = end_offsets(stack.bootstrap)
-    changelog = sum(n for t, n in counts.items() if t.endswith("-changelog"))
+    changelog = sum(len(topic_records(stack.bootstrap, t)) for t in counts if t.endswith("-changelog"))
     graph = sum(n for t, n in counts.items() if not t.endswith("-changelog") and not t.startswith("relay"))
     return {"rate": steady_rate(times), "hops": graph / len(texts), "changelog": changelog / len(texts),
             "counts": counts}
+
+
+def completed_times(stack: Stack, changelog: str) -> list[float]:
+    """When each question's status became completed (the changelog record's timestamp)."""
+    return [stamp for stamp, value in topic_records(stack.bootstrap, changelog) if b'"completed"' in value]
 
 
 def relay_drain(stack: Stack, texts: list[str], hops: int, token: str) -> dict:
