@@ -37,9 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (Stack, create_topics, end_offsets, print_machine, print_profile, print_summary,  # noqa: E402
-                    produce, profiling, run_loadgen, run_wrk, sqlite_scalar, top_entries, wait_until,
-                    wrk_available)
+from common import (CpuMeter, Stack, create_topics, end_offsets, print_machine, print_profile,  # noqa: E402
+                    print_summary, produce, profiling, run_loadgen, run_wrk, sqlite_scalar, top_entries,
+                    wait_until, wrk_available)
 
 from qastream.ids import question_id  # noqa: E402
 from qastream.lifecycle import fold_attempts, fold_status  # noqa: E402
@@ -121,13 +121,16 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
             steps.append(step)
             print(json.dumps({"run": index, "step": "open", **step}), flush=True)
         time.sleep(args.pause)
+        meter = CpuMeter(worker=stack.worker.pid, broker=stack.process("tansu").pid)
         if args.profile and index == 1:
             out = Path(args.profile)
-            with profiling(stack.worker.pid, out):
+            with profiling(stack.worker.pid, out), meter:
                 sat = saturation(stack, args, token)
             print_profile(top_entries(out))
         else:
-            sat = saturation(stack, args, token)
+            with meter:
+                sat = saturation(stack, args, token)
+        sat.update(meter.result)
         print(json.dumps({"run": index, "step": "saturation", **sat}), flush=True)
         counts = settle(stack)
         accepted = sqlite_scalar(stack.db_path, "SELECT count(*) FROM questions")
@@ -146,6 +149,8 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
     result.update({
         "saturated_per_s": sat["achieved_per_s"], "saturated_p50_ms": sat["p50_ms"], "saturated_p99_ms": sat["p99_ms"],
         "saturated_failed": sat["requests"] - sat["ok"],
+        "saturated_worker_cpu_pct": sat.get("worker_cpu_pct"), "saturated_broker_cpu_pct": sat.get("broker_cpu_pct"),
+        "saturated_machine_busy_pct": sat.get("machine_busy_pct"),
         "accepted_questions": accepted, "records_per_question": round(per_question, 2),
         "records_by_topic": counts,
         "ceiling_records_per_s": round(full["records_per_s"], 1),
@@ -180,6 +185,9 @@ def main() -> None:
                    (f"p99_ms_{key}", f"offered {key}/s: p99 ms", 2)]
     fields += [("saturated_per_s", f"saturation ({args.connections} in flight): req/s", 1),
                ("saturated_p50_ms", "saturation: p50 ms", 2), ("saturated_p99_ms", "saturation: p99 ms", 2),
+               ("saturated_worker_cpu_pct", "saturation: worker CPU, % of one core", 0),
+               ("saturated_broker_cpu_pct", "saturation: Tansu CPU, % of one core", 0),
+               ("saturated_machine_busy_pct", "saturation: machine busy, % of one core", 0),
                ("records_per_question", "records produced per accepted question", 2),
                ("ceiling_records_per_s", "raw producer ceiling, records/s", 1),
                ("ceiling_questions_per_s", "ceiling, accepted questions/s", 1),

@@ -125,6 +125,10 @@ class Stack:
             self._processes = [(n, p) for n, p in self._processes if p is not self.worker]
             self.worker = None
 
+    def process(self, name: str) -> subprocess.Popen:
+        """The running process started as ``name`` (``tansu``, ``llm``, ``worker``, or a spawned name)."""
+        return next(p for n, p in self._processes if n == name)
+
     def spawn(self, name: str, args: Sequence[str], env: Optional[dict[str, str]] = None) -> subprocess.Popen:
         """Start another process of the benchmark, logging to ``logs/name.log``; stopped with the stack."""
         process = subprocess.Popen(list(args), env=env or clean_env(), stdout=log_file(self.logs, name),
@@ -425,6 +429,46 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration, ValueError):
         pass
     return {"cores": os.cpu_count(), "memory": memory, "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[float, float]:
+    """(idle, total) CPU seconds of the whole machine since boot, all cores."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (values[3] + values[4]) / tick, sum(values) / tick
+
+
+class CpuMeter:
+    """CPU use of some processes and of the machine over a block, in % of one core."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.result: dict[str, float] = {}
+
+    def __enter__(self) -> "CpuMeter":
+        self._started = time.monotonic()
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._machine = machine_ticks()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        wall = time.monotonic() - self._started
+        for name, pid in self.pids.items():
+            try:
+                self.result[f"{name}_cpu_pct"] = round(100.0 * (cpu_seconds(pid) - self._before[name]) / wall, 1)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        idle, total = machine_ticks()
+        busy = 1.0 - (idle - self._machine[0]) / max(total - self._machine[1], 1e-9)
+        self.result["machine_busy_pct"] = round(100.0 * busy * (os.cpu_count() or 1), 1)
 
 
 def print_machine(name: str) -> None:

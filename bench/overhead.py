@@ -22,7 +22,7 @@ A separate pass profiles the qastream worker with py-spy while it drains
 and prints the top 10 entries.  The last line is qastream messages/s /
 relay messages/s (target >= 0.5).
 
-    .venv/bin/python bench/overhead.py [--runs 3] [--questions 2000] [--no-profile]
+    .venv/bin/python bench/overhead.py [--runs 3] [--questions 10000] [--no-profile]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (PYTHON, Stack, create_topics, end_offsets, print_machine, print_profile,  # noqa: E402
+from common import (PYTHON, CpuMeter, Stack, create_topics, end_offsets, print_machine, print_profile,  # noqa: E402
                     print_summary, produce, profiling, steady_rate, top_entries, topic_records, topic_timestamps,
                     wait_stored, wait_until)
 
@@ -55,7 +55,8 @@ def qastream_drain(stack: Stack, texts: list[str], profile: Path | None = None) 
     data.write_text("".join(json.dumps({"question_text": t, "original_answer": t}) + "\n" for t in texts))
     stack.qastream("load", str(data), "--via", "kafka", "--concurrency", "64", scorer_enabled=False)
     worker = stack.start_worker(scorer_enabled=False)
-    with profiling(worker.pid, profile) if profile is not None else nullcontext():
+    meter = CpuMeter(worker=worker.pid, llm=stack.process("llm").pid)
+    with profiling(worker.pid, profile) if profile is not None else nullcontext(), meter:
         wait_stored(stack, len(texts), timeout=len(texts) + 120)
         # A question's last step is track folding its "completed" event into the status table, which
         # can trail the database write: wait for it, and time questions by it.
@@ -67,7 +68,7 @@ def qastream_drain(stack: Stack, texts: list[str], profile: Path | None = None) 
     changelog = sum(len(topic_records(stack.bootstrap, t)) for t in counts if t.endswith("-changelog"))
     graph = sum(n for t, n in counts.items() if not t.endswith("-changelog") and not t.startswith("relay"))
     return {"rate": steady_rate(times), "hops": graph / len(texts), "changelog": changelog / len(texts),
-            "counts": counts}
+            "counts": counts, **meter.result}
 
 
 def completed_times(stack: Stack, changelog: str) -> list[float]:
@@ -92,12 +93,13 @@ def relay_drain(stack: Stack, texts: list[str], hops: int, token: str) -> dict:
     relay = stack.spawn("relay", [PYTHON, str(Path(__file__).with_name("relay_app.py")), "worker", "-l", "warn"],
                         env=env)
     last = f"{prefix}-{hops - 1}"
-    wait_until(lambda: end_offsets(stack.bootstrap).get(last, 0) >= len(texts) or relay.poll() is not None,
-               len(texts) + 180, "the relay", interval=0.5)
+    with CpuMeter(relay=relay.pid) as meter:  # includes the relay's start-up
+        wait_until(lambda: end_offsets(stack.bootstrap).get(last, 0) >= len(texts) or relay.poll() is not None,
+                   len(texts) + 180, "the relay", interval=0.5)
     if relay.poll() is not None:
         raise RuntimeError(f"the relay exited: see {stack.logs}/relay.log")
     relay.terminate()
-    return {"rate": steady_rate(topic_timestamps(stack.bootstrap, last))}
+    return {"rate": steady_rate(topic_timestamps(stack.bootstrap, last)), **meter.result}
 
 
 def one_run(args: argparse.Namespace, index: int) -> dict:
@@ -116,6 +118,8 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
         "qastream_messages_per_s": round(q["rate"] * q["hops"], 1),
         "relay_hops": hops, "relay_questions_per_s": round(r["rate"], 1),
         "relay_messages_per_s": round(r["rate"] * hops, 1),
+        "worker_cpu_pct": q.get("worker_cpu_pct"), "llm_server_cpu_pct": q.get("llm_cpu_pct"),
+        "machine_busy_pct": q.get("machine_busy_pct"), "relay_cpu_pct": r.get("relay_cpu_pct"),
     }
     result["ratio"] = round(result["qastream_messages_per_s"] / result["relay_messages_per_s"], 3)
     print(json.dumps(result), flush=True)
@@ -136,7 +140,7 @@ def profile_pass(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--questions", type=int, default=2000)
+    parser.add_argument("--questions", type=int, default=10000)
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled pass")
     parser.add_argument("--profile-file", default="var/bench-overhead-profile.txt")
     parser.add_argument("--keep", action="store_true")
@@ -150,6 +154,9 @@ def main() -> None:
         ("qastream_messages_per_s", "qastream, messages/s (questions/s x hops)", 1),
         ("relay_questions_per_s", "bare Faust relay, records through the chain/s", 1),
         ("relay_messages_per_s", "bare Faust relay, messages/s", 1),
+        ("worker_cpu_pct", "qastream worker CPU while draining, % of a core", 0),
+        ("llm_server_cpu_pct", "echo LLM server CPU meanwhile, % of a core", 0),
+        ("relay_cpu_pct", "relay CPU while draining, % of a core", 0),
         ("ratio", "qastream / relay (target >= 0.5)", 3),
     ])
     if not args.no_profile:
