@@ -82,14 +82,17 @@ def _reachable(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip when a service is missing, except under CI=true where that is a failure."""
-    if _reachable(host, port):
-        return
-    message = f"{name} is not reachable on {host}:{port}"
+def missing(message: str) -> None:
+    """A prerequisite is missing: skip locally, fail under CI=true (CI must not pass by skipping)."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message}; CI requires it")
     pytest.skip(message)
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is missing, except under CI=true where that is a failure."""
+    if not _reachable(host, port):
+        missing(f"{name} is not reachable on {host}:{port}")
 
 
 @dataclass
