@@ -6,8 +6,11 @@ starts (scorer off, echo LLM with no latency); the worker drains the
 backlog through generate, validate and store, every stage reporting status
 events that ``track`` folds into the tables.  A question is through when its
 status becomes ``completed`` (the timestamp of that status changelog
-record, which comes after the database write); rate = steady-state slope of
-those (middle 80 %).  Topic hops per question are counted from the
+record, which comes after the database write).  Rate = questions / the time
+from the first answer generate produced to the last question through.  (Not a
+fit over the middle of the completions: ``track`` can fall behind while every
+stage runs and fold the rest of its backlog alone at the end, so completions
+come faster at the end than the graph moves questions.)  Topic hops per question are counted from the
 broker's end offsets afterwards: records on the graph's topics (consumed by
 a stage) and on the table changelogs (written, not consumed) per question.
 messages/s = questions/s x hops.
@@ -15,8 +18,9 @@ messages/s = questions/s x hops.
 Relay: ``bench/relay_app.py``, a Faust app with as many topics as qastream
 has hops per question, one forwarding agent per topic, qastream's Job
 records, partition counts and broker options; the same number of questions
-are preloaded into its first topic before it starts.  messages/s = rate of
-the last topic x hops.
+are preloaded into its first topic before it starts.  Rate = questions / the
+time from the first record the first agent forwarded to the last record on
+the last topic; messages/s = rate x hops.
 
 A separate pass profiles the qastream worker with py-spy while it drains
 and prints the top 10 entries.  The last line is qastream messages/s /
@@ -37,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (PYTHON, CpuMeter, Stack, create_topics, end_offsets, print_machine, print_profile,  # noqa: E402
-                    print_summary, produce, profiling, steady_rate, top_entries, topic_records, topic_timestamps,
+                    print_summary, produce, profiling, top_entries, topic_records, topic_timestamps,
                     wait_stored, wait_until)
 
 from qastream.embedded import free_port  # noqa: E402
@@ -63,12 +67,13 @@ def qastream_drain(stack: Stack, texts: list[str], profile: Path | None = None) 
         status = f"{Settings().app_id}-status-changelog"
         wait_until(lambda: len(completed_times(stack, status)) >= len(texts), 300, "the status table")
     times = completed_times(stack, status)
+    started = topic_timestamps(stack.bootstrap, Settings().topic_success)[0]
     stack.stop_worker()
     counts = end_offsets(stack.bootstrap)
     changelog = sum(len(topic_records(stack.bootstrap, t)) for t in counts if t.endswith("-changelog"))
     graph = sum(n for t, n in counts.items() if not t.endswith("-changelog") and not t.startswith("relay"))
-    return {"rate": steady_rate(times), "hops": graph / len(texts), "changelog": changelog / len(texts),
-            "counts": counts, **meter.result}
+    return {"rate": len(texts) / (times[-1] - started), "hops": graph / len(texts),
+            "changelog": changelog / len(texts), "counts": counts, **meter.result}
 
 
 def completed_times(stack: Stack, changelog: str) -> list[float]:
@@ -99,7 +104,8 @@ def relay_drain(stack: Stack, texts: list[str], hops: int, token: str) -> dict:
     if relay.poll() is not None:
         raise RuntimeError(f"the relay exited: see {stack.logs}/relay.log")
     relay.terminate()
-    return {"rate": steady_rate(topic_timestamps(stack.bootstrap, last)), **meter.result}
+    started = topic_timestamps(stack.bootstrap, f"{prefix}-1")[0]
+    return {"rate": len(texts) / (topic_timestamps(stack.bootstrap, last)[-1] - started), **meter.result}
 
 
 def one_run(args: argparse.Namespace, index: int) -> dict:
