@@ -116,10 +116,12 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
                      "bodies": {"unique": f"{token}-warm"}})  # connections, code paths, first group commits
         steps = []
         for rate in loads:
+            settle(stack)  # the previous step's events folded: each step starts from an idle worker
             time.sleep(args.pause)
             step = offered_load(stack, rate, args.seconds, token)
             steps.append(step)
             print(json.dumps({"run": index, "step": "open", **step}), flush=True)
+        settle(stack)
         time.sleep(args.pause)
         meter = CpuMeter(worker=stack.worker.pid, broker=stack.process("tansu").pid)
         if args.profile and index == 1:
@@ -168,7 +170,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--loads", default="500,1000,2000", help="offered loads, requests/s, comma separated")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load step")
-    parser.add_argument("--pause", type=float, default=3.0, help="seconds between steps (track catches up)")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="idle seconds before each step, after the previous one's events are folded")
     parser.add_argument("--connections", type=int, default=32, help="requests in flight at saturation")
     parser.add_argument("--ceiling-questions", type=int, default=5000, help="questions the raw producer writes")
     parser.add_argument("--profile", metavar="FILE", help="profile the worker at saturation in the first run "
