@@ -34,17 +34,20 @@ _host, _port = host_port(settings.ollama_url, 11434)
            help="Share of calls failing inside a 200 stream."),
     option("--retry-after", type=float, default=1.0, show_default=True, help="Retry-After seconds sent with 429."),
     option("--seed", type=int, default=None, help="Seed of the fault draws, for repeatable runs."),
+    option("--test-faults", is_flag=True, default=False,
+           help="Obey [[fail:CODE*N]] markers in prompts (tests only: a client could type one)."),
 )
 async def llm_server(self, backend: str, host: str, port: int, model: str, latency: float, parallel: int,
                      max_queue: int, threads: int, fail_503: float, fail_429: float, fail_404: float,
-                     fail_mid_stream: float, retry_after: float, seed: int | None) -> None:
+                     fail_mid_stream: float, retry_after: float, seed: int | None,
+                     test_faults: bool) -> None:
     """Serve the Ollama HTTP API (/api/chat, /api/generate, /api/tags, /api/version)."""
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     loop = asyncio.get_running_loop()
     engine = await loop.run_in_executor(None, lambda: make_backend(backend, latency=latency, slots=parallel,
                                                                     threads=threads))
     faults = Faults(rate_503=fail_503, rate_429=fail_429, rate_404=fail_404, rate_mid_stream=fail_mid_stream,
-                    retry_after=retry_after, seed=seed)
+                    retry_after=retry_after, seed=seed, markers=test_faults)
     server = OllamaCompatibleServer(engine, model=model, parallel=parallel, max_queue=max_queue, faults=faults)
     self.say(f"LLM server ({backend}) on http://{host}:{port}, model {model!r}")
     await serve(server, host, port)

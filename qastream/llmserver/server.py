@@ -4,7 +4,10 @@ It behaves like a local Ollama where it matters to qastream: ``parallel``
 requests are served at once, up to ``max_queue`` more wait, and beyond that
 the server answers 503 "server busy"; an unknown model is a 404.  Fault knobs
 inject 503, 429 (with ``Retry-After``), 404 and mid-stream errors at given
-rates, and a ``[[fail:CODE*N]]`` marker in a prompt fails exact calls.
+rates, and, only when started with ``--test-faults``, a ``[[fail:CODE*N]]``
+marker in a prompt fails exact calls.  The markers stay off by default
+because a client could type one: in the main job (``make run``) a question
+containing ``[[fail:404]]`` is just text.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -21,16 +25,26 @@ from typing import Any, Optional
 
 from aiohttp import web
 
-from qastream.llmserver.backends import FAULT_MARKER, Backend, Completion
+from qastream.llmserver.backends import Backend, Completion
 
 logger = logging.getLogger(__name__)
 
 VERSION = "0.6.0-qastream"
 
+#: ``[[fail:503*2]]`` in a prompt makes the first two calls with that prompt
+#: fail with 503; ``[[fail:404]]`` fails every call.  Tests use it to inject
+#: exact faults per question, on a server started with ``--test-faults``.
+FAULT_MARKER = re.compile(r"\[\[fail:(\d{3}|mid)(?:\*(\d+))?\]\]")
+
+
+def strip_markers(text: str) -> str:
+    """The text without fault markers."""
+    return FAULT_MARKER.sub("", text).strip()
+
 
 @dataclass
 class Faults:
-    """Rates of injected failures (0..1 each) and the Retry-After sent with 429."""
+    """Rates of injected failures (0..1 each), the Retry-After sent with 429, and whether prompt markers count."""
 
     rate_503: float = 0.0
     rate_429: float = 0.0
@@ -38,6 +52,7 @@ class Faults:
     rate_mid_stream: float = 0.0
     retry_after: Optional[float] = 1.0
     seed: Optional[int] = None
+    markers: bool = False
 
 
 def _now() -> str:
@@ -68,7 +83,7 @@ class OllamaCompatibleServer:
     # -- faults -------------------------------------------------------------------
     def _injected(self, prompt: str) -> Optional[str]:
         """The fault to inject for this call: an HTTP status as text, ``mid``, or ``None``."""
-        marker = FAULT_MARKER.search(prompt)
+        marker = FAULT_MARKER.search(prompt) if self.faults.markers else None
         if marker:
             self._marker_calls[prompt] += 1
             limit = marker.group(2)
@@ -115,6 +130,10 @@ class OllamaCompatibleServer:
                         {"role": "user", "content": body.get("prompt", "")}]
         prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
         fault = self._injected(prompt)
+        if self.faults.markers:
+            # A marker steers the test, it is never part of what the model reads.
+            messages = [{**m, "content": strip_markers(str(m.get("content", "")))} if isinstance(m, dict) else m
+                        for m in messages]
         if fault == "503":
             return self._error(503, "server busy, please try again.  maximum pending requests exceeded")
         if fault == "429":

@@ -117,7 +117,7 @@ class LLMServer:
 
 def launch_llm(artifacts: Path, name: str, *extra: str) -> LLMServer:
     port = free_port()
-    process = start_llm_server("127.0.0.1", port, backend="echo", model="smollm2", extra=list(extra),
+    process = start_llm_server("127.0.0.1", port, backend="echo", model="smollm2", extra=["--test-faults", *extra],
                                log=log_file(str(artifacts), name))
     return LLMServer(f"http://127.0.0.1:{port}", process)
 

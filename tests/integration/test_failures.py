@@ -116,7 +116,8 @@ def test_llm_down_for_20_seconds_then_everything_completes(broker, artifacts, tm
         assert calls_during_outage <= 16 + 10
         assert outage["circuit_breaker"]["state"] in ("open", "half_open")
         llm.process = start_llm_server("127.0.0.1", port, backend="echo", model="smollm2",
-                                       extra=["--parallel", "16"], log=log_file(str(artifacts), "llm-outage"))
+                                       extra=["--test-faults", "--parallel", "16"],
+                                       log=log_file(str(artifacts), "llm-outage"))
         wait_until(lambda: settled(worker, 40), 120, "40 questions to end after the outage")
         m = metrics(worker)
         assert m["questions_by_status"] == {"completed": 40}

@@ -29,7 +29,7 @@ async def llm_server():
 
     async def start(*, latency=0.0, parallel=4, max_queue=64, faults=None, model="smollm2"):
         server = OllamaCompatibleServer(EchoBackend(latency), model=model, parallel=parallel, max_queue=max_queue,
-                                        faults=faults or Faults())
+                                        faults=faults or Faults(markers=True))
         http = TestServer(build_app(server), host="127.0.0.1")
         await http.start_server()
         started.append(http)

@@ -69,14 +69,14 @@ async def test_503_then_success(llm_server, make_client):
 
 @pytest.mark.parametrize("server_retry_after, parsed", [(7, 7.0), (2.5, 2.5), (None, None)])
 async def test_429_is_quota_with_retry_after(llm_server, make_client, server_retry_after, parsed):
-    _, url = await llm_server(faults=Faults(retry_after=server_retry_after))
+    _, url = await llm_server(faults=Faults(retry_after=server_retry_after, markers=True))
     client = await make_client(url)
     err = await failure(client, "What is Kafka? [[fail:429]]")
     assert (err.error_class, err.status_code, err.retry_after) == (QUOTA, 429, parsed)
 
 
 async def test_retry_after_of_one_call_does_not_leak_into_another(llm_server, make_client):
-    _, url = await llm_server(faults=Faults(retry_after=7))
+    _, url = await llm_server(faults=Faults(retry_after=7, markers=True))
     client = await make_client(url)
     quota, overload = await asyncio.gather(failure(client, "a [[fail:429]]"), failure(client, "b [[fail:503]]"))
     assert (quota.retry_after, overload.retry_after) == (7.0, None)

@@ -155,9 +155,19 @@ async def test_marker_statuses(llm_server, session, marker, status):
     assert await chat_status(session, base, f"q {marker}") == status
 
 
+@pytest.mark.parametrize("content", ["What is Kafka? [[fail:404]]", "[[fail:503*2]] Why?", "x [[fail:mid]]"])
+async def test_markers_are_plain_text_without_test_faults(llm_server, session, content):
+    """The main job's server must not let a client dead-letter its own question by typing a marker."""
+    _, base = await llm_server(faults=Faults())
+    statuses = [await chat_status(session, base, content) for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    status, _, raw = await post(session, f"{base}/api/chat", chat_body(content))
+    assert json.loads(raw)["message"]["content"] == content.strip()
+
+
 @pytest.mark.parametrize("retry_after, header", [(1.0, "1"), (7, "7"), (2.5, "2.5"), (None, None)])
 async def test_429_marker_sends_retry_after(llm_server, session, retry_after, header):
-    _, base = await llm_server(faults=Faults(retry_after=retry_after))
+    _, base = await llm_server(faults=Faults(retry_after=retry_after, markers=True))
     for _ in range(2):  # no count: every call fails
         status, headers, raw = await post(session, f"{base}/api/chat", chat_body("q [[fail:429]]"))
         assert status == 429
