@@ -20,7 +20,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_TOOLS := /usr/bin/chromium /usr/bin/kcat
 APT_EXTRA_chromium := fonts-dejavu-core
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The unit tests alone: no broker, database or LLM server (about a minute).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
 
 # The benchmarks of BENCHMARKS.md, each `BENCH_RUNS` times (min/median/max);
 # py-spy profiles the worker, wrk drives closed-loop saturation.
