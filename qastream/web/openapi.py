@@ -202,10 +202,10 @@ def paths() -> dict[str, Any]:
         "/router/topics": get("Faust: partition owners per topic", {"200": json_body("assignment", OBJECT)},
                               tags=FAUST),
         "/router/{name}/": get("Faust: partition owners of a table", {
-            "200": json_body("worker URL -> partitions", OBJECT)},
+            "200": json_body("worker URL -> partitions", OBJECT), "404": error("unknown table")},
             tags=FAUST, parameters=(TABLE_NAME,)),
         "/router/{name}/{key}/": get("Faust: the worker owning a key of a table", {
-            "200": json_body("the worker's URL", OBJECT), "503": UNAVAILABLE},
+            "200": json_body("the worker's URL", OBJECT), "404": error("unknown table"), "503": UNAVAILABLE},
             tags=FAUST, parameters=(TABLE_NAME, TABLE_KEY)),
     }
 
