@@ -100,8 +100,10 @@ def parse_query(payload: Any, max_chars: int) -> QueryInput:
 def parse_question_id(raw: str) -> str:
     """A path's question id; 404 for anything that cannot be one.
 
-    Checked before the request is routed: routing hashes the key, and a key
-    that is not UTF-8 (a lone surrogate from ``%ED%A0%80``) made that a 503.
+    Checked before the request is routed: routing encodes and hashes the key
+    and needs the broker's metadata, so an id that cannot exist (a NUL, a
+    lone surrogate from ``%ED%A0%80``) is answered here, by any worker,
+    without reaching the table, another worker or the database.
     """
     if not is_question_id(raw):
         raise RequestError(404, f"{raw!r} is not a question id (16 hex digits, as POST /query returns)")

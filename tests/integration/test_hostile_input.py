@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -17,6 +18,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
+from qastream.db.queries import CREATED, Submission
+from qastream.errors import RowRejected
+from qastream.services.storage import Storage
 from stackutil import Worker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -86,6 +90,29 @@ def test_bad_input_is_a_400_with_a_message_and_fails_nobody_else(database_url, s
     assert {r.question_id for r in stored} == {a["question_id"] for _, a in legit}
     code, health = worker.request("GET", "/health")
     assert code == 200 and health["ready"]
+
+
+def test_group_commit_fails_only_the_rows_the_database_refuses(database_url):
+    """Behind the edge's checks: 300 concurrent acceptances, 30 with a value this database refuses."""
+    poison = "\x00" if database_url.startswith("postgresql") else "\ud800"
+
+    async def accept_all() -> list[Any]:
+        storage = Storage(database_url)
+        await storage.start()
+        try:
+            now = time.time()
+            return await asyncio.gather(*(storage.accept(Submission(
+                f"{i:016x}", f"question {i}" + (poison if i % 10 == 0 else ""), None, now)) for i in range(300)),
+                return_exceptions=True)
+        finally:
+            await storage.stop()
+
+    outcomes = asyncio.run(accept_all())
+    refused = [o for i, o in enumerate(outcomes) if i % 10 == 0]
+    accepted = [o for i, o in enumerate(outcomes) if i % 10 != 0]
+    assert all(isinstance(o, RowRejected) for o in refused), refused[:3]
+    assert all(not isinstance(o, BaseException) and o.kind == CREATED for o in accepted), accepted[:3]
+    assert len(rows(database_url, "SELECT question_id FROM questions")) == 270
 
 
 async def produce(bootstrap: str, topic: str, jobs: list[dict[str, Any]]) -> None:
