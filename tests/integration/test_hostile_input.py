@@ -141,7 +141,10 @@ def test_a_row_the_database_refuses_is_dead_lettered_and_the_store_stage_goes_on
     """until_written used to retry a refused answer forever, holding up every question behind it."""
     worker = start_worker_process(stack_env, database_url=database_url)
     token = uuid.uuid4().hex[:10]
-    qid = lambda n: f"{token}{n:06x}"  # noqa: E731
+
+    def qid(n: int) -> str:
+        return f"{token}{n:06x}"
+
     refused = {qid(1): answered_job(qid(1), "a lone \ud800 surrogate")}
     if database_url.startswith("postgresql"):  # what only PostgreSQL refuses: NUL, a value over its column
         refused[qid(3)] = answered_job(qid(3), "a NUL \x00 here")
