@@ -116,7 +116,7 @@ async def test_openapi_document_is_valid_and_describes_every_route(client):
     assert {"400", "404", "405", "413", "415", "503"} <= codes
 
 
-@pytest.mark.parametrize("limit", ["abc", "0", "-1", "201"])
+@pytest.mark.parametrize("limit", ["abc", "0", "-1", "201", "%FF", "%ED%A0%80", "1%00", "9" * 5000])
 async def test_latest_answers_rejects_a_bad_limit(client, database, limit):
     response = await client.get(f"/answers/latest?limit={limit}")
     assert response.status == 400
@@ -190,7 +190,7 @@ async def test_query_rejects_unstorable_input_with_400(client, body, fragment):
     assert fragment in (await response.json())["error"]
 
 
-@pytest.mark.parametrize("question_id", ["%ED%A0%80", "%00", "x" * 300, "0123456789ABCDEF"])
+@pytest.mark.parametrize("question_id", ["%ED%A0%80", "%FF%FE", "%00", "x" * 300, "0123456789ABCDEF"])
 async def test_status_of_something_that_is_no_question_id_is_404(client, question_id):
     response = await client.get(f"/status/{question_id}")
     assert response.status == 404
