@@ -20,6 +20,8 @@ OVERLOAD = "overload"
 QUOTA = "quota"
 PERMANENT = "permanent"
 ERROR_CLASSES = (OVERLOAD, QUOTA, PERMANENT)
+#: Dead-letter class of a question whose row the database refused to store (not an LLM class).
+REJECTED = "rejected"
 
 #: ``ResponseError.status_code`` the ollama client uses for an error that
 #: arrives inside a streamed 200 answer.
@@ -42,6 +44,19 @@ class LLMCallError(QAStreamError):
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after
+
+
+class RowRejected(QAStreamError):
+    """The database refused this row (a value it cannot store, a constraint); retrying cannot help.
+
+    Its request gets a 400, or its question is dead-lettered with ``reason``:
+    the row fails alone, never the batch it was written with.
+    """
+
+    def __init__(self, question_id: str, reason: str) -> None:
+        super().__init__(f"the database rejected question {question_id}: {reason}")
+        self.question_id = question_id
+        self.reason = reason
 
 
 class RequestError(QAStreamError):

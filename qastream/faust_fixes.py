@@ -1,4 +1,5 @@
-"""A fix for Faust's commit stall after a restart with a backlog (faust-streaming #606).
+"""Fixes for Faust: the commit stall after a restart with a backlog (faust-streaming #606), and
+the table and router views' 5xx for a table name that does not exist.
 
 ``Consumer._new_offset`` merges offset gaps (records the broker skipped)
 into the list of acked offsets.  When a gap overlaps offsets that were
@@ -13,16 +14,25 @@ method with :func:`new_offset`, which is Faust 0.15.3's own code plus that
 one step; :func:`install` refuses to patch any other Faust version, so an
 upgrade is a conscious decision.  Redelivery stays harmless either way
 (every stage is idempotent), this only keeps it rare and cheap.
+
+Faust's ``/table/{name}/{key}/``, ``/router/{name}/`` and
+``/router/{name}/{key}/`` look the name up in the partition assignor, whose
+``KeyError`` they turn into a 503 (or let through as a 500): a client's typo
+looked like an outage worth retrying.  :func:`known_table` answers 404 first.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from functools import wraps
+from typing import Any, Awaitable, Callable, List, Optional
 
 import faust
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
+from faust.web.apps import router as router_views
+from faust.web.apps import tables as table_views
+from faust.web.exceptions import NotFound
 
 PATCHED_FAUST_VERSION = "0.15.3"
 
@@ -60,9 +70,31 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
     return None
 
 
+ViewGet = Callable[..., Awaitable[Any]]
+
+#: Faust views that take a table ``name`` and fail with a 5xx when it is no table.
+NAMED_TABLE_VIEWS = (table_views.TableKeyDetail, router_views.TableDetail, router_views.TableKeyDetail)
+
+
+def known_table(get: ViewGet) -> ViewGet:
+    """``get`` of a Faust view, answering 404 for a ``name`` that is not one of the app's tables."""
+
+    @wraps(get)
+    async def checked(self: Any, request: Any, name: str, **kwargs: Any) -> Any:
+        if name not in self.app.tables:
+            raise NotFound("unknown table", name=name)
+        return await get(self, request, name=name, **kwargs)
+
+    checked.checks_table_name = True  # type: ignore[attr-defined]
+    return checked
+
+
 def install() -> None:
-    """Replace ``Consumer._new_offset`` with :func:`new_offset` on the Faust version it was written for."""
+    """Apply the fixes above, on the Faust version they were written for (once)."""
     if faust.__version__ != PATCHED_FAUST_VERSION:
         raise RuntimeError(f"qastream.faust_fixes targets faust-streaming {PATCHED_FAUST_VERSION}, "
                            f"found {faust.__version__}: re-check faust-streaming #606 and update the fix")
     Consumer._new_offset = new_offset
+    for view in NAMED_TABLE_VIEWS:
+        if not getattr(view.get, "checks_table_name", False):
+            view.get = known_table(view.get)

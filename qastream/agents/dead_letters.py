@@ -1,9 +1,16 @@
-"""llm-responses-error-permanent -> the question is stored as failed, with the reason."""
+"""llm-responses-error-permanent -> the question is stored as failed, with the reason.
+
+A dead letter whose row the database refuses (a question that reached a topic
+without passing ``POST /query``, carrying a NUL or a lone surrogate) is stored
+with those characters escaped: it must still end failed, and it cannot be sent
+on to another dead-letter stage.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import faust
@@ -13,7 +20,7 @@ from qastream.app import app, settings, storage, topics
 from qastream.db.queries import Failure
 from qastream.models import Job
 from qastream.poison import POISON
-from qastream.services.storage import until_written
+from qastream.services.storage import storable, until_written, write_isolated
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -29,6 +36,31 @@ def failure_of(job: Job, now: float) -> Failure:
                    error_class=job.error_class or "permanent", error_message=reason, at=now)
 
 
+def storable_failure(failure: Failure, reason: str) -> Failure:
+    """``failure`` with its texts escaped so the database takes it, and why that was needed."""
+    return replace(failure, question_text=storable(failure.question_text),
+                   original_answer=storable(failure.original_answer) if failure.original_answer else None,
+                   error_message=storable(failure.error_message) + f" [stored escaped: {reason}]")
+
+
+async def save_failures(failures: Sequence[Failure]) -> list[Failure]:
+    """Store failures; a refused one again with its texts escaped, and only logged if even that fails."""
+    saved, refused = await until_written(lambda: write_isolated(storage.save_failed, failures),
+                                         f"{len(failures)} failure(s)")
+    if not refused:
+        return saved
+    for rejection in refused:
+        logger.error("database refused the failure of %s, storing it escaped: %s",
+                     rejection.item.question_id, rejection.reason)
+    escaped = [storable_failure(r.item, r.reason) for r in refused]
+    saved_escaped, refused_again = await until_written(lambda: write_isolated(storage.save_failed, escaped),
+                                                       f"{len(escaped)} escaped failure(s)")
+    for rejection in refused_again:
+        logger.error("database refused the escaped failure of %s too; it stays failed in the status table only: %s",
+                     rejection.item.question_id, rejection.reason)
+    return saved + saved_escaped + [r.item for r in refused_again]
+
+
 async def fail_batch(jobs: Sequence[Job]) -> None:
     """Record dead letters and mark their questions failed."""
     now = time.time()
@@ -39,7 +71,7 @@ async def fail_batch(jobs: Sequence[Job]) -> None:
     failures = {job.question_id: failure_of(job, now) for job in jobs}
     if not failures:
         return
-    saved = await until_written(lambda: storage.save_failed(list(failures.values())), f"{len(failures)} failure(s)")
+    saved = await save_failures(list(failures.values()))
     written = {f.question_id for f in saved}
     for job in jobs:
         if job.question_id in written:

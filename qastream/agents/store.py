@@ -1,4 +1,9 @@
-"""validated-responses -> database (upsert) + cache, then the completed status."""
+"""validated-responses -> database (upsert) + cache, then the completed status.
+
+An answer the database refuses (a NUL on PostgreSQL, a value too long) is
+dead-lettered with the database's reason: waiting for it would hold up every
+question behind it in this stage, forever.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import faust
 from qastream import telemetry
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import StoredAnswer
+from qastream.errors import REJECTED
 from qastream.models import Job, result_of
-from qastream.services.storage import until_written
+from qastream.services.storage import until_written, write_isolated
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -32,14 +38,30 @@ def stored_answer(job: Job, now: float) -> StoredAnswer:
     )
 
 
+def rejected_job(job: Job, reason: str) -> Job:
+    """The dead letter of an answer the database refused to store."""
+    return job.derive(error_class=REJECTED, error_code=0,
+                      error_message=f"the database refused to store the answer: {reason}")
+
+
 async def store_batch(jobs: Sequence[Job]) -> None:
     """Write a batch in one transaction, cache it, and mark each question completed."""
     now = time.time()
     rows = {job.question_id: stored_answer(job, now) for job in jobs}  # last write of a key wins
-    saved = await until_written(lambda: storage.save_completed(list(rows.values())), f"{len(rows)} answer(s)")
+    latest = {job.question_id: job for job in jobs}
+    saved, refused = await until_written(lambda: write_isolated(storage.save_completed, list(rows.values())),
+                                         f"{len(rows)} answer(s)")
+    for rejection in refused:
+        job = latest[rejection.item.question_id]
+        logger.error("database refused the answer of %s epoch %d, dead-lettering it: %s",
+                     job.question_id, job.epoch, rejection.reason)
+        await topics.permanent.send(key=job.question_id, value=rejected_job(job, rejection.reason))
     written = {a.question_id for a in saved}
+    refused_ids = {r.item.question_id for r in refused}
     results = []
     for job in jobs:
+        if job.question_id in refused_ids:
+            continue
         if job.question_id not in written:
             logger.info("skipping stale answer for %s epoch %d", job.question_id, job.epoch)
             continue

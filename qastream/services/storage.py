@@ -5,6 +5,11 @@ the loop that serves HTTP and drives the agents.  All writes go through one
 writer thread (SQLite allows one writer; PostgreSQL gains nothing from
 racing ourselves) and acceptance of new questions is group-committed: the
 questions that arrive while a commit runs go into the next one.
+
+A write fails for one of two reasons, handled apart: the database refuses a
+row (a value it cannot store, a constraint), which no wait can fix and which
+must fail that row alone; or the database is unreachable, which the stages
+wait out because nothing downstream can progress without it.
 """
 
 from __future__ import annotations
@@ -12,20 +17,91 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Optional, Sequence, TypeVar
 
 from mode import Service
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from qastream.batcher import GroupCommitter
 from qastream.db import queries, recent
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
+from qastream.errors import RowRejected
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+
+#: Longest database reason kept with a rejected row (it can quote the whole statement).
+MAX_REASON_CHARS = 500
+
+
+def rejects_row(exc: BaseException) -> bool:
+    """True when ``exc`` says the database refused a value of this write, not that it is unreachable.
+
+    Refused: DataError (NUL on PostgreSQL, a value too long), IntegrityError,
+    and a value the driver cannot encode (a lone surrogate: UnicodeEncodeError
+    from sqlite3, ValueError for NUL from psycopg2, possibly wrapped in a
+    StatementError).  Everything else, OperationalError and dropped
+    connections first, is treated as an outage and waited out.
+    """
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc, (DataError, IntegrityError)) and not exc.connection_invalidated
+    if isinstance(exc, StatementError):
+        return isinstance(exc.orig, ValueError)
+    return isinstance(exc, ValueError)
+
+
+def storable(text: str) -> str:
+    """``text`` with what no database column takes (NUL, lone surrogates) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """The driver's one-line reason for a refused row, short and storable itself."""
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    message = " ".join(str(cause).split())
+    return storable(f"{type(cause).__name__}: {message}")[:MAX_REASON_CHARS]
+
+
+@dataclass(frozen=True)
+class Rejection(Generic[T]):
+    """An item the database refused on its own, and why."""
+
+    item: T
+    reason: str
+
+
+async def write_isolated(write: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+                         items: Sequence[T]) -> tuple[list[R], list[Rejection[T]]]:
+    """Write ``items`` in one call; if the database refuses that, write them one by one.
+
+    Returns what ``write`` returned for the items written and the items the
+    database refused on their own.  Any other failure propagates, for
+    :func:`until_written` to wait out: the writes are idempotent, so doing
+    the whole batch again after an outage is harmless.
+    """
+    try:
+        return list(await write(items)), []
+    except Exception as exc:
+        if not rejects_row(exc):
+            raise
+        logger.warning("database refused a batch of %d row(s) (%s); writing them one by one",
+                       len(items), rejection_reason(exc))
+    written: list[R] = []
+    rejected: list[Rejection[T]] = []
+    for item in items:
+        try:
+            written.extend(await write([item]))
+        except Exception as exc:
+            if not rejects_row(exc):
+                raise
+            rejected.append(Rejection(item, rejection_reason(exc)))
+    return written, rejected
 
 
 def make_engine(url: str) -> Engine:
@@ -51,18 +127,22 @@ def make_engine(url: str) -> Engine:
 
 async def until_written(write: Callable[[], Awaitable[T]], what: str, *, first_delay: float = 0.5,
                         max_delay: float = 30.0) -> T:
-    """Run ``write`` until it succeeds, backing off between attempts.
+    """Run ``write`` until it succeeds, backing off between attempts; a refused row is raised at once.
 
     The store and dead-letter stages batch with Faust's ``take()``, which
     acks the whole batch when the loop body raises: an exception there would
     drop the batch.  While the database is unreachable nothing downstream can
-    progress anyway, so the stage waits for it instead.
+    progress anyway, so the stage waits for it instead.  A row the database
+    refuses would be refused forever and hold up every question behind it:
+    callers isolate those with :func:`write_isolated`.
     """
     delay = first_delay
     while True:
         try:
             return await write()
         except Exception as exc:
+            if rejects_row(exc):
+                raise
             logger.error("writing %s failed (%r); retrying in %.1f s", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
@@ -84,7 +164,7 @@ class Storage(Service):
         self.engine = make_engine(self.url)
         if self.migrate:
             await self._run(self._writer, upgrade, self.engine)
-        self._acceptor = GroupCommitter(self._accept_batch)
+        self._acceptor = GroupCommitter(self._accept_batch, isolate=rejects_row)
         self._acceptor.start()
         logger.info("storage ready at %s", self.engine.url.render_as_string(hide_password=True))
 
@@ -113,9 +193,20 @@ class Storage(Service):
         return await self._run(self._writer, self._write, queries.accept, submissions)
 
     async def accept(self, submission: Submission) -> Acceptance:
-        """Persist a submission (group-committed) and say what it did."""
+        """Persist a submission (group-committed) and say what it did.
+
+        Raises :class:`RowRejected` when the database refuses this submission
+        itself; the others of its batch are committed without it.
+        """
         assert self._acceptor is not None, "storage is not started"
-        return await self._acceptor.submit(submission)
+        try:
+            return await self._acceptor.submit(submission)
+        except Exception as exc:
+            if not rejects_row(exc):
+                raise
+            reason = rejection_reason(exc)
+            logger.warning("database refused question %s: %s", submission.question_id, reason)
+            raise RowRejected(submission.question_id, reason) from exc
 
     async def save_completed(self, answers: Sequence[StoredAnswer]) -> list[StoredAnswer]:
         """Store answers in one transaction; returns the ones that were not stale."""

@@ -12,7 +12,7 @@ from typing import Any
 from faust import web
 
 import qastream
-from qastream.app import app
+from qastream.app import app, settings
 from qastream.db.recent import MAX_LATEST
 from qastream.lifecycle import STAGE_STATE, STATES
 
@@ -77,9 +77,11 @@ SCHEMAS: dict[str, Any] = {
     "QueryRequest": {
         "type": "object", "required": ["question_text"],
         "properties": {
-            "question_text": {"type": "string", "minLength": 1, "description": "the question (not blank)"},
-            "original_answer": {"type": ["string", "null"],
-                                "description": "reference answer the LLM's answer is scored against"},
+            "question_text": {"type": "string", "minLength": 1, "maxLength": settings.max_question_chars,
+                              "description": "the question (not blank; no NUL, no lone surrogate)"},
+            "original_answer": {"type": ["string", "null"], "maxLength": settings.max_question_chars,
+                                "description": "reference answer the LLM's answer is scored against "
+                                               "(no NUL, no lone surrogate)"},
         },
     },
     "Accepted": {
@@ -162,7 +164,9 @@ def paths() -> dict[str, Any]:
             "responses": {
                 "200": json_body("already answered (cache or database)", ref("Found")),
                 "202": json_body("accepted, or already being processed", ref("Accepted")),
-                "400": error("the body is not JSON, not an object, or a field is missing, empty or too long"),
+                "400": error("the body is not UTF-8 JSON, is nested too deeply or is not an object; a field is "
+                             "missing, of the wrong type, empty or too long; a text holds what the database "
+                             "cannot store (NUL, a lone surrogate)"),
                 "405": WRONG_METHOD,
                 "413": error("the body is larger than QASTREAM_MAX_BODY_BYTES"),
                 "415": error("Content-Type is not application/json"),
@@ -171,7 +175,8 @@ def paths() -> dict[str, Any]:
         }},
         "/status/{question_id}": get("Where a question is, from the worker owning its partition", {
             "200": json_body("the question's status, with the result once completed", ref("Status")),
-            "404": error("unknown question id"), "503": UNAVAILABLE}, parameters=(qid,)),
+            "404": error("unknown question id, or not a question id at all"), "503": UNAVAILABLE},
+            parameters=(qid,)),
         "/metrics": get("Figures as JSON", {"200": json_body("figures", ref("Metrics")), "503": UNAVAILABLE}),
         "/metrics/prometheus": get("Figures in the Prometheus text format", {
             "200": text_body("exposition text", "text/plain"), "503": UNAVAILABLE}),
@@ -202,10 +207,10 @@ def paths() -> dict[str, Any]:
         "/router/topics": get("Faust: partition owners per topic", {"200": json_body("assignment", OBJECT)},
                               tags=FAUST),
         "/router/{name}/": get("Faust: partition owners of a table", {
-            "200": json_body("worker URL -> partitions", OBJECT)},
+            "200": json_body("worker URL -> partitions", OBJECT), "404": error("unknown table")},
             tags=FAUST, parameters=(TABLE_NAME,)),
         "/router/{name}/{key}/": get("Faust: the worker owning a key of a table", {
-            "200": json_body("the worker's URL", OBJECT), "503": UNAVAILABLE},
+            "200": json_body("the worker's URL", OBJECT), "404": error("unknown table"), "503": UNAVAILABLE},
             tags=FAUST, parameters=(TABLE_NAME, TABLE_KEY)),
     }
 

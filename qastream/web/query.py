@@ -12,6 +12,7 @@ from faust import web
 
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import FOUND, IN_FLIGHT, Acceptance, Submission
+from qastream.errors import RequestError, RowRejected
 from qastream.ids import question_id
 from qastream.lifecycle import PENDING
 from qastream.models import Job
@@ -56,7 +57,11 @@ class QueryView(web.View):
         if cached is not None:
             query_counts["cache"] += 1
             return self.json(found("cache", cached))
-        acceptance = await storage.accept(Submission(qid, query.question_text, query.original_answer, time.time()))
+        try:
+            acceptance = await storage.accept(Submission(qid, query.question_text, query.original_answer,
+                                                         time.time()))
+        except RowRejected as exc:  # parse_query should have caught it; the database is the last word
+            raise RequestError(400, f"the database cannot store this question: {exc.reason}") from None
         if acceptance.kind == FOUND:
             query_counts["database"] += 1
             await cache.put_many([acceptance.result])

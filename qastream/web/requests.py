@@ -16,7 +16,7 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
 from qastream.errors import RequestError
-from qastream.ids import normalise
+from qastream.ids import is_question_id, normalise
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,28 @@ def decode_json(body: bytes) -> Any:
         raise RequestError(400, "body is not UTF-8 text") from None
     except ValueError as exc:
         raise RequestError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The C parser recurses once per open bracket: 5,000 of them used to reach guarded() as a 503.
+        raise RequestError(400, "body is nested too deeply to parse") from None
+
+
+def unstorable(name: str, value: str) -> Optional[str]:
+    """Why ``value`` cannot be stored or sent on, or ``None`` when it can.
+
+    JSON lets a client send a lone surrogate (``"\\ud800"``), which no
+    UTF-8 encoder (PostgreSQL, SQLite, Redis, the topics) accepts, and NUL,
+    which PostgreSQL text rejects.  Either one used to fail the whole
+    group-committed batch it shared with other clients' questions.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"{name} contains a lone surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}: "
+                "text must be valid Unicode")
+    nul = value.find("\x00")
+    if nul >= 0:
+        return f"{name} contains a NUL character at character {nul}, which the database cannot store"
+    return None
 
 
 def parse_query(payload: Any, max_chars: int) -> QueryInput:
@@ -64,10 +86,28 @@ def parse_query(payload: Any, max_chars: int) -> QueryInput:
     if reference is not None and not isinstance(reference, str):
         raise RequestError(400, "original_answer must be a string or null")
     for name, value in (("question_text", text), ("original_answer", reference)):
-        if value is not None and len(value) > max_chars:
+        if value is None:
+            continue
+        if len(value) > max_chars:
             raise RequestError(400, f"{name} is longer than {max_chars} characters")
+        problem = unstorable(name, value)
+        if problem:
+            raise RequestError(400, problem)
     reference = reference.strip() if reference and reference.strip() else None
     return QueryInput(question_text=text.strip(), original_answer=reference)
+
+
+def parse_question_id(raw: str) -> str:
+    """A path's question id; 404 for anything that cannot be one.
+
+    Checked before the request is routed: routing encodes and hashes the key
+    and needs the broker's metadata, so an id that cannot exist (a NUL, a
+    lone surrogate from ``%ED%A0%80``) is answered here, by any worker,
+    without reaching the table, another worker or the database.
+    """
+    if not is_question_id(raw):
+        raise RequestError(404, f"{raw!r} is not a question id (16 hex digits, as POST /query returns)")
+    return raw
 
 
 async def read_body(request: Request, limit: int) -> bytes:

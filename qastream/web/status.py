@@ -7,11 +7,10 @@ from typing import Any, Mapping
 from faust import web
 
 from qastream.app import app, storage
-from qastream.ids import is_question_id
 from qastream.lifecycle import COMPLETED, FAILED
 from qastream.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
-from qastream.web.requests import guarded
+from qastream.web.requests import guarded, parse_question_id
 
 
 def public_status(record: Mapping[str, Any], attempts: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -40,6 +39,7 @@ class StatusView(web.View):
 
     @guarded
     async def get(self, request: web.Request, question_id: str) -> web.Response:
+        question_id = parse_question_id(question_id)
         await ensure_metadata(status_table.changelog_topic.get_topic_name())
         return await self.owned(request, question_id=question_id)
 
@@ -49,9 +49,7 @@ class StatusView(web.View):
         record = status_table.get(question_id)
         if record is not None:
             return self.json(public_status(record, attempts_table.get(question_id)))
-        if is_question_id(question_id):
-            row = await storage.lookup(question_id)
-            if row is not None:
-                return self.json({**row, "source": "database"})
-        return self.json({"error": f"unknown question id {question_id!r} (ids are 16 hex digits from POST /query)"},
-                         status=404)
+        row = await storage.lookup(question_id)
+        if row is not None:
+            return self.json({**row, "source": "database"})
+        return self.json({"error": f"unknown question id {question_id!r}"}, status=404)

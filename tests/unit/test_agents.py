@@ -290,3 +290,49 @@ async def test_store_waits_for_the_database_instead_of_dropping_the_batch(sent, 
     assert outcomes == []
     (completed,) = sent.to(topics.events)
     assert completed.stage == "completed"
+
+
+NUL_REFUSED = ValueError("A string literal cannot contain NUL (0x00) characters.")  # what psycopg2 raises
+
+
+async def test_store_dead_letters_an_answer_the_database_refuses_and_goes_on(sent, monkeypatch):
+    """One refused row used to block the stage forever (until_written retried it); now it fails alone."""
+    async def save(answers):
+        if any("\x00" in a.answer for a in answers):
+            raise NUL_REFUSED
+        return list(answers)
+
+    monkeypatch.setattr(storage, "save_completed", save)
+    monkeypatch.setattr(cache, "put_many", AsyncMock())
+    good, bad, later = "0123456789abcdef", "0123456789abcde0", "0123456789abcde1"
+    async with store.store.test_context() as agent:
+        await agent.put(job(question_id=good, answer="fine"), key=good)
+        await agent.put(job(question_id=bad, answer="a\x00b"), key=bad)
+        await agent.put(job(question_id=later, answer="next"), key=later)
+        await eventually(lambda: len(sent.to(topics.events)) == 2 and sent.to(topics.permanent))
+    completed = {e.question_id for e in sent.to(topics.events) if e.stage == "completed"}
+    assert completed == {good, later}
+    (letter,) = sent.to(topics.permanent)
+    assert letter.question_id == bad and letter.error_class == "rejected"
+    assert "NUL" in letter.error_message and "refused to store the answer" in letter.error_message
+
+
+async def test_dead_letters_store_a_refused_failure_escaped(sent, monkeypatch):
+    """A dead letter carrying a NUL (written straight to a topic) still ends failed, its text escaped."""
+    stored = []
+
+    async def save(failures):
+        if any("\x00" in f.question_text for f in failures):
+            raise NUL_REFUSED
+        stored.extend(failures)
+        return list(failures)
+
+    monkeypatch.setattr(storage, "save_failed", save)
+    async with dead_letters.dead_letters.test_context() as agent:
+        await agent.put(job(question_text="a\x00b", error_class="rejected", error_code=0, error_message="refused"),
+                        key="0123456789abcdef")
+        await eventually(lambda: sent.to(topics.events))
+    (failure,) = stored
+    assert failure.question_text == "a\\x00b" and "stored escaped" in failure.error_message
+    (failed,) = sent.to(topics.events)
+    assert failed.stage == "failed"

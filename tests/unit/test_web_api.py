@@ -116,7 +116,7 @@ async def test_openapi_document_is_valid_and_describes_every_route(client):
     assert {"400", "404", "405", "413", "415", "503"} <= codes
 
 
-@pytest.mark.parametrize("limit", ["abc", "0", "-1", "201"])
+@pytest.mark.parametrize("limit", ["abc", "0", "-1", "201", "%FF", "%ED%A0%80", "1%00", "9" * 5000])
 async def test_latest_answers_rejects_a_bad_limit(client, database, limit):
     response = await client.get(f"/answers/latest?limit={limit}")
     assert response.status == 400
@@ -165,3 +165,33 @@ async def test_prometheus_exposition_parses(client, database):
     assert [(s.labels, s.value) for s in lag] == [({"topic": "t-questions-pending", "partition": "0"}, 3.0)]
     states = {s.labels["state"]: s.value for s in families["qastream_circuit_breaker_state"].samples}
     assert states == {"closed": 1.0, "half_open": 0.0, "open": 0.0}
+
+
+# -- findings of the fuzzer (tests/integration/test_fuzz_api.py), kept ----------------------
+
+@pytest.mark.parametrize("path", ["/table/0/0/", "/router/0/", "/router/0/0/", "/router/%ED%A0%80/x/"])
+async def test_faust_views_answer_404_for_a_table_that_does_not_exist(client, path):
+    """Faust answered these 503 ("try again later") or 500."""
+    response = await client.get(path)
+    assert response.status == 404
+    assert (await response.json())["error"] == "unknown table"
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (b'{"question_text": "a\\ud800"}', "lone surrogate"),
+    (b'{"question_text": "q", "original_answer": "a\\udc00"}', "lone surrogate"),
+    (b'{"question_text": "a\\u0000b"}', "NUL"),
+    (b"[" * 5000, "nested too deeply"),
+    (b'{"question_text": ' + b"[" * 5000 + b"}", "nested too deeply"),
+])
+async def test_query_rejects_unstorable_input_with_400(client, body, fragment):
+    response = await client.post("/query", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert fragment in (await response.json())["error"]
+
+
+@pytest.mark.parametrize("question_id", ["%ED%A0%80", "%FF%FE", "%00", "x" * 300, "0123456789ABCDEF"])
+async def test_status_of_something_that_is_no_question_id_is_404(client, question_id):
+    response = await client.get(f"/status/{question_id}")
+    assert response.status == 404
+    assert "not a question id" in (await response.json())["error"]
