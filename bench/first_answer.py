@@ -97,7 +97,7 @@ def one_clone(work: Path, index: int, pip_cache: Path) -> dict[str, float]:
         os.killpg(run.pid, signal.SIGINT)
         run.wait(timeout=120)
     print(f"clone {index}: answer {result['answer'][:70]!r}... score {result['score']:.3f}, "
-          f"attempts {result.get('attempts')}", flush=True)
+          f"attempts {result.get('processing_attempts')}", flush=True)
     return {"install_s": installed - started, "start_s": ready - installed, "first_answer_s": answered - ready,
             "total_s": answered - started}
 
