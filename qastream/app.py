@@ -19,6 +19,7 @@ from qastream.breaker import CircuitBreaker
 from qastream.broker import faust_options
 from qastream.poison import QAStreamTopic
 from qastream.services.cache import make_cache
+from qastream.services.health import DependencyProbe
 from qastream.services.llm import LLMClient
 from qastream.services.scorer import Scorer
 from qastream.services.storage import Storage
@@ -77,8 +78,10 @@ def quiet_garbage_collector() -> None:
 faust_fixes.install()
 settings = Settings.from_env()
 
-storage = Storage(settings.resolved_database_url())
-cache = make_cache(settings.redis_url, settings.cache_ttl_seconds)
+storage = Storage(settings.resolved_database_url(), connect_timeout=settings.db_connect_timeout_seconds,
+                  statement_timeout=settings.db_statement_timeout_seconds)
+cache = make_cache(settings.redis_url, settings.cache_ttl_seconds, timeout=settings.redis_timeout_seconds,
+                   retry_seconds=settings.cache_retry_seconds)
 llm = LLMClient(
     settings.ollama_url, settings.ollama_model, timeout=settings.llm_timeout_seconds,
     concurrency=settings.llm_concurrency, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
@@ -87,13 +90,15 @@ scorer = Scorer(
     enabled=settings.scorer_enabled, model=settings.scorer_model, layer=settings.scorer_layer,
     threads=settings.scorer_threads, batch_size=settings.scorer_batch_size,
 )
+dependencies = DependencyProbe(settings.broker_url, storage, cache, interval=settings.health_interval_seconds,
+                               timeout=settings.health_timeout_seconds)
 
 breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
                          settings.breaker_max_cooldown_seconds)
 
 app = QAStreamApp(
     settings.app_id,
-    first_services=[storage, cache, llm, scorer],
+    first_services=[storage, cache, llm, scorer, dependencies],
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
     origin="qastream",
     **faust_options(settings),

@@ -11,6 +11,7 @@ from qastream.ids import is_question_id
 from qastream.lifecycle import COMPLETED, FAILED
 from qastream.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
+from qastream.web.admission import admitted
 from qastream.web.requests import guarded
 
 
@@ -39,6 +40,7 @@ class StatusView(web.View):
     """Status of one question; routed to the worker owning its partition."""
 
     @guarded
+    @admitted
     async def get(self, request: web.Request, question_id: str) -> web.Response:
         await ensure_metadata(status_table.changelog_topic.get_topic_name())
         return await self.owned(request, question_id=question_id)
