@@ -36,10 +36,19 @@ class QAStreamApp(faust.App):
     a database that is not connected yet.  These start first instead.
     """
 
-    def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), idle_timeout: float = 75.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
+        self.idle_timeout = idle_timeout
+
+    def _new_web(self) -> Any:
+        web = super()._new_web()
+        # Faust offers no option for the aiohttp server's idle time-out (keepalive_timeout, which also
+        # closes a connection that never sends a request); its runner passes these to the server.
+        web._runner._kwargs["keepalive_timeout"] = self.idle_timeout
+        return web
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*self.first_services, *super().on_init_dependencies()]
@@ -99,6 +108,7 @@ breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s
 app = QAStreamApp(
     settings.app_id,
     first_services=[storage, cache, llm, scorer, dependencies],
+    idle_timeout=settings.idle_timeout_seconds,
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
     origin="qastream",
     **faust_options(settings),

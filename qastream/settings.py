@@ -129,6 +129,10 @@ class Settings:
     web_port: int = _setting(6066, "Port of the HTTP API.", minimum=1, maximum=65535)
     max_body_bytes: int = _setting(65536, "Largest accepted request body; larger gets 413.", minimum=1)
     max_question_chars: int = _setting(4000, "Longest accepted question or reference answer.", minimum=1)
+    idle_timeout_seconds: float = _setting(
+        75.0, "An HTTP connection with no request in flight (kept alive, or opened and never used) is closed "
+              "after this long, so idle clients cannot hoard connections (aiohttp's default is an hour).",
+        minimum=0.1)
     body_timeout_seconds: float = _setting(
         10.0, "Longest wait for a request body to arrive; a client that sends it slower gets 408 and frees its "
               "slot.", minimum=0.1)
