@@ -78,7 +78,7 @@ class Settings:
         5, "Longest wait to open a PostgreSQL connection (libpq `connect_timeout`, also TCP keepalive and "
            "`tcp_user_timeout`): without it a blackholed database host holds requests ~2 min.", minimum=2)
     db_statement_timeout_seconds: float = _setting(
-        10.0, "Longest a database statement may run (PostgreSQL `statement_timeout`; SQLite lock wait) and "
+        5.0, "Longest a database statement may run (PostgreSQL `statement_timeout`; SQLite lock wait) and "
               "longest POST /query waits on the database before answering 503.", minimum=0.1)
     redis_timeout_seconds: float = _setting(
         0.5, "Redis connect and read time-out: a cache is only worth asking when it answers fast; past it the "
@@ -140,6 +140,9 @@ class Settings:
         5.0, "Longest POST /query waits to produce an accepted question; past it the answer is 503 with "
              "Retry-After and reconciliation enqueues the stored question later (a stalled broker).",
         minimum=0.1)
+    forward_timeout_seconds: float = _setting(
+        5.0, "Longest GET /status waits for the worker that owns the question (a table_route forward); past it "
+             "503 with Retry-After (Faust's HTTP client waits 5 min by default).", minimum=0.1)
     max_requests_in_flight: int = _setting(
         256, "Requests doing work (/query, /status) at once per worker; beyond it an immediate 503 with "
              "Retry-After instead of an unbounded queue (one worker accepts ~900 questions/s).", minimum=1)

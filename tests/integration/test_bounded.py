@@ -248,7 +248,10 @@ def test_idle_and_slow_clients_do_not_stop_others_and_admission_sheds_the_excess
         assert code == 202, body
         assert health(worker)[1]["admission"]["refused"] >= 4
 
-        for sock in idle[:5]:  # the idle time-out closes connections that never sent a request
+        slowloris = socket.create_connection(("127.0.0.1", worker.port), timeout=30)
+        idle.append(slowloris)
+        slowloris.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        for sock in [*idle[:5], slowloris]:  # the idle time-out closes connections with no request
             sock.settimeout(30)
             assert sock.recv(1) == b""
     finally:

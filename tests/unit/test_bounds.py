@@ -197,3 +197,14 @@ def test_postgres_options_bound_connect_and_statements_and_keep_the_url_options(
 
 def test_postgres_options_without_statement_timeout_for_commands():
     assert postgres_connect_args("postgresql://u@h/db", 3, None)["options"] == ""
+
+
+async def test_forwarded_requests_have_the_forward_timeout():
+    from qastream.broker import faust_options
+    from qastream.settings import Settings
+
+    session = faust_options(Settings(forward_timeout_seconds=1.5))["HttpClient"]()
+    try:
+        assert session.timeout.total == 1.5
+    finally:
+        await session.close()
