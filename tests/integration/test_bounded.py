@@ -8,6 +8,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import time
 import urllib.error
@@ -257,3 +258,103 @@ def test_idle_and_slow_clients_do_not_stop_others_and_admission_sheds_the_excess
     finally:
         for sock in idle:
             sock.close()
+
+
+class PausableProxy:
+    """A TCP proxy to PostgreSQL that can stop forwarding: a database host that hangs.
+
+    While paused, bytes are held (the kernel still acknowledges them, as with a hung server) and new
+    connections are accepted but not connected upstream.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.running = threading.Event()
+        self.running.set()
+        self.closed = False
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self.running.wait()
+        try:
+            server = socket.create_connection(self.upstream)
+        except OSError:
+            client.close()
+            return
+        for source, target in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                self.running.wait()
+                if not data:
+                    break
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.running.set()
+        self.listener.close()
+
+
+def test_hung_database_answers_in_bounded_time_health_names_it_and_questions_end(
+        broker, echo_llm, artifacts, postgres_url, tmp_path, workers):
+    db_timeout = 2.0
+    proxy = PausableProxy(("127.0.0.1", 5432))
+    try:
+        env = isolated_env(broker, echo_llm, tmp_path / "var")
+        via_proxy = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        worker = launch(artifacts, "hung-database", env, lambda body: body.get("ready"), database_url=via_proxy,
+                        db_statement_timeout_seconds=str(db_timeout), db_connect_timeout_seconds="2",
+                        reconcile_after_seconds="3", reconcile_interval_seconds="1",
+                        health_interval_seconds="0.5", health_timeout_seconds="0.5")
+        workers.append(worker)
+        token = uuid.uuid4().hex[:8]
+        proxy.running.clear()
+        questions = [{"question_text": f"Does hung part {i} of {token} answer?"} for i in range(6)]
+        with ThreadPoolExecutor(len(questions)) as pool:
+            answers = list(pool.map(lambda q: call(worker.url + "/query", "POST", q, timeout=60), questions))
+        for code, body, headers, seconds in answers:
+            assert code == 503 and int(headers["Retry-After"]) >= 1, body
+            assert seconds < 2 * db_timeout + 1, f"answered {code} after {seconds:.1f} s"
+        wait_until(lambda: "database" in health(worker)[1]["down"], 15, "/health to report the database down")
+        code, _, _, seconds = call(worker.url + "/metrics")
+        assert code in (200, 503) and seconds < 2 * db_timeout + 1  # answers, without hanging on the database
+
+        proxy.running.set()
+        wait_until(lambda: health(worker)[0] == 200, 60, "/health to recover with the database")
+        for question in questions:  # what the hung database accepted late is processed; the rest now
+            code, body, _, _ = call(worker.url + "/query", "POST", question)
+            assert code in (200, 202), body
+        wait_until(lambda: len(db_statuses(postgres_url)) == len(questions)
+                   and set(db_statuses(postgres_url).values()) == {"completed"}, 120,
+                   "every question to complete once the database answers again")
+    finally:
+        proxy.running.set()
+        for worker in workers:
+            worker.stop()
+        workers.clear()
+        proxy.close()

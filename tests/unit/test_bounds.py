@@ -208,3 +208,14 @@ async def test_forwarded_requests_have_the_forward_timeout():
         assert session.timeout.total == 1.5
     finally:
         await session.close()
+
+
+async def test_a_timer_tick_that_fails_is_logged_not_raised(caplog):
+    from qastream.timers import survives_failures
+
+    @survives_failures
+    async def tick():
+        raise ConnectionError("database unreachable")
+
+    await tick()
+    assert "tick failed" in caplog.text and "database unreachable" in caplog.text
