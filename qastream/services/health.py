@@ -106,14 +106,20 @@ class DependencyProbe(Service):
         self.results[name] = result
 
     async def _broker(self) -> None:
+        """A metadata request for no topic: the broker must answer, and the answer stays small."""
         from aiokafka.client import AIOKafkaClient
+        from aiokafka.errors import KafkaConnectionError
+        from aiokafka.protocol.metadata import MetadataRequest
 
         if self._kafka is None:
             self._kafka = AIOKafkaClient(bootstrap_servers=bootstrap_servers(self.broker_url),
                                          client_id="qastream-health",
                                          request_timeout_ms=max(1, int(self.timeout * 1000)))
             await self._kafka.bootstrap()
-        await self._kafka.fetch_all_metadata()
+        node = self._kafka.get_random_node()
+        if node is None:
+            raise KafkaConnectionError("no broker in the cluster metadata")
+        await self._kafka.send(node, MetadataRequest([]))
 
     async def _drop_kafka(self) -> None:
         client, self._kafka = self._kafka, None
