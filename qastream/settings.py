@@ -144,8 +144,9 @@ class Settings:
         5.0, "Longest GET /status waits for the worker that owns the question (a table_route forward); past it "
              "503 with Retry-After (Faust's HTTP client waits 5 min by default).", minimum=0.1)
     max_requests_in_flight: int = _setting(
-        256, "Requests doing work (/query, /status) at once per worker; beyond it an immediate 503 with "
-             "Retry-After instead of an unbounded queue (one worker accepts ~900 questions/s).", minimum=1)
+        64, "Requests doing work (/query, /status) at once per worker; beyond it an immediate 503 with "
+            "Retry-After instead of an unbounded queue. Above normal concurrency (~20 in flight at 900 "
+            "questions/s, 32 at bench/acceptance.py's saturation) and a wait of ~70 ms at full speed.", minimum=1)
     retry_after_seconds: int = _setting(1, "Retry-After of every 503 the API answers.", minimum=1)
     health_interval_seconds: float = _setting(
         1.0, "How often a worker probes the broker, the database and Redis for GET /health.", minimum=0.1)
