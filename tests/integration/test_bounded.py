@@ -358,3 +358,22 @@ def test_hung_database_answers_in_bounded_time_health_names_it_and_questions_end
             worker.stop()
         workers.clear()
         proxy.close()
+
+
+def test_a_blackholed_database_host_fails_a_connection_within_the_connect_timeout():
+    """Before issue 11 a connection to a host that never answers held its request ~2 minutes."""
+    from sqlalchemy.exc import OperationalError
+
+    from qastream.services.storage import make_engine
+
+    hole = Blackhole()
+    engine = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{hole.port}/test", connect_timeout=2,
+                         statement_timeout=2.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            engine.connect()
+        assert time.monotonic() - started < 2 * 2 + 1
+    finally:
+        engine.dispose()
+        hole.close()
