@@ -61,10 +61,11 @@ class Unavailable(QAStreamError):
     the database and reconciliation enqueues it).
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, question_id: Optional[str] = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.question_id = question_id
 
 
 def classify(status_code: int) -> str:

@@ -75,7 +75,7 @@ async def enqueue(job: Job) -> None:
         logger.warning("enqueueing %s (epoch %d) timed out after %.1f s: left to reconciliation",
                        job.question_id, job.epoch, settings.enqueue_timeout_seconds)
         raise Unavailable("broker", "the broker did not take the question in time; it is stored and will be "
-                                    "processed, retry later for its status") from None
+                                    "processed, retry later for its status", job.question_id) from None
 
 
 def live_status(acceptance: Acceptance) -> str:

@@ -106,10 +106,10 @@ async def read_json(request: Request, limit: int, timeout: Optional[float] = Non
 Handler = Callable[..., Awaitable[Response]]
 
 
-def unavailable(view: View, message: str) -> Response:
-    """A 503 that says when to come back."""
-    return view.json({"error": message}, status=503,
-                     headers={"Retry-After": retry_after_header(settings.retry_after_seconds)})
+def unavailable(view: View, message: str, question_id: Optional[str] = None) -> Response:
+    """A 503 that says when to come back (and which question, when it was stored)."""
+    body = {"error": message} if question_id is None else {"error": message, "question_id": question_id}
+    return view.json(body, status=503, headers={"Retry-After": retry_after_header(settings.retry_after_seconds)})
 
 
 def guarded(handler: Handler) -> Handler:
@@ -127,7 +127,7 @@ def guarded(handler: Handler) -> Handler:
         except RequestError as err:
             return view.json({"error": err.message}, status=err.status)
         except Unavailable as err:
-            return unavailable(view, err.message)
+            return unavailable(view, err.message, err.question_id)
         except WebError:
             raise  # Faust renders its own errors (e.g. 503 while partitions are unassigned)
         except Exception as exc:

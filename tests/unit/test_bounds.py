@@ -121,7 +121,7 @@ async def test_an_enqueue_the_broker_does_not_take_in_time_is_unavailable(monkey
     before = query.query_counts["enqueue_timeout"]
     with pytest.raises(Unavailable) as info:
         await query.enqueue(job())
-    assert info.value.reason == "broker"
+    assert (info.value.reason, info.value.question_id) == ("broker", "0123456789abcdef")
     assert query.query_counts["enqueue_timeout"] == before + 1
     report.assert_not_called()  # no status: reconciliation sees the question as lost and re-enqueues it
     assert query._enqueue_slots._value == query.ENQUEUE_SLOTS  # the slot was released
