@@ -1,13 +1,16 @@
-"""The worker's admission gate for the routes that do work (``POST /query``, ``GET /status``).
+"""Bounds at the edge: the admission gate, and time limits on what a view waits for.
 
+The gate covers the routes that do work (``POST /query``, ``GET /status``);
 ``/health`` and ``/metrics`` are not gated: an overloaded worker must still
 say so to its orchestrator and its operators.
 """
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import asynccontextmanager
 from functools import wraps
-from typing import Any
+from typing import Any, AsyncIterator
 
 from faust.web import Request, Response, View
 
@@ -36,3 +39,13 @@ def admitted(handler: Handler) -> Handler:
             gate.leave()
 
     return wrapper
+
+
+@asynccontextmanager
+async def bounded(dependency: str, seconds: float) -> AsyncIterator[None]:
+    """Raise :class:`Unavailable` (a 503 under ``@guarded``) when the block waits on ``dependency`` too long."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise Unavailable(dependency, f"the {dependency} did not answer within {seconds:g} s; retry later") from None

@@ -8,7 +8,6 @@ field, and a test keeps the two in step.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -16,11 +15,11 @@ from faust import web
 
 from qastream import telemetry
 from qastream.app import app, breaker, cache, llm, scorer, settings, storage, topics
-from qastream.errors import Unavailable
 from qastream.lag import consumer_lag
 from qastream.poison import poison_counts
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.web.query import query_counts
+from qastream.web.admission import bounded
 from qastream.web.requests import guarded
 
 _started = time.time()
@@ -44,12 +43,9 @@ async def snapshot() -> dict[str, Any]:
     """Everything ``GET /metrics`` answers (``/metrics/prometheus`` renders the same figures)."""
     now = time.time()
     # Bounded like every database wait at the edge: a database that does not answer is a prompt 503.
-    try:
-        async with asyncio.timeout(settings.db_statement_timeout_seconds):
-            body = await storage.metrics()
-            body["throughput"] = await storage.throughput(now)
-    except TimeoutError:
-        raise Unavailable("database", "the database did not answer in time; retry later") from None
+    async with bounded("database", settings.db_statement_timeout_seconds):
+        body = await storage.metrics()
+        body["throughput"] = await storage.throughput(now)
     body["cache_info"] = await cache.info()
     body["queries"] = dict(query_counts)
     body["llm"] = await llm.info()

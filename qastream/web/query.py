@@ -17,7 +17,7 @@ from qastream.ids import question_id
 from qastream.lifecycle import PENDING
 from qastream.models import Job
 from qastream.tables.status import report, status_table
-from qastream.web.admission import admitted
+from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_query, read_json
 
 logger = logging.getLogger(__name__)
@@ -47,13 +47,13 @@ async def accept(submission: Submission) -> Acceptance:
     pending with no message, which reconciliation enqueues.
     """
     try:
-        async with asyncio.timeout(settings.db_statement_timeout_seconds):
+        async with bounded("database", settings.db_statement_timeout_seconds):
             return await storage.accept(submission)
-    except TimeoutError:
+    except Unavailable:
         query_counts["database_timeout"] += 1
         logger.warning("accepting %s timed out after %.1f s", submission.question_id,
                        settings.db_statement_timeout_seconds)
-        raise Unavailable("database", "the database did not answer in time; retry later") from None
+        raise
 
 
 async def enqueue(job: Job) -> None:

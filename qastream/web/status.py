@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Mapping
 
 from faust import web
 
 from qastream.app import app, settings, storage
-from qastream.errors import Unavailable
 from qastream.ids import is_question_id
 from qastream.lifecycle import COMPLETED, FAILED
 from qastream.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
-from qastream.web.admission import admitted
+from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded
 
 
@@ -44,12 +42,9 @@ class StatusView(web.View):
     @guarded
     @admitted
     async def get(self, request: web.Request, question_id: str) -> web.Response:
-        try:
-            # Metadata comes from the broker the first time: a stalled broker must cost a 503, not a hang.
-            async with asyncio.timeout(settings.forward_timeout_seconds):
-                await ensure_metadata(status_table.changelog_topic.get_topic_name())
-        except TimeoutError:
-            raise Unavailable("broker", "the broker did not answer in time; retry later") from None
+        # Metadata comes from the broker the first time: a stalled broker must cost a 503, not a hang.
+        async with bounded("broker", settings.forward_timeout_seconds):
+            await ensure_metadata(status_table.changelog_topic.get_topic_name())
         return await self.owned(request, question_id=question_id)
 
     @app.table_route(table=status_table, match_info="question_id")
@@ -59,11 +54,8 @@ class StatusView(web.View):
         if record is not None:
             return self.json(public_status(record, attempts_table.get(question_id)))
         if is_question_id(question_id):
-            try:
-                async with asyncio.timeout(settings.db_statement_timeout_seconds):
-                    row = await storage.lookup(question_id)
-            except TimeoutError:
-                raise Unavailable("database", "the database did not answer in time; retry later") from None
+            async with bounded("database", settings.db_statement_timeout_seconds):
+                row = await storage.lookup(question_id)
             if row is not None:
                 return self.json({**row, "source": "database"})
         return self.json({"error": f"unknown question id {question_id!r} (ids are 16 hex digits from POST /query)"},

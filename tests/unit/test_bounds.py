@@ -219,3 +219,12 @@ async def test_a_timer_tick_that_fails_is_logged_not_raised(caplog):
 
     await tick()
     assert "tick failed" in caplog.text and "database unreachable" in caplog.text
+
+
+async def test_bounded_turns_a_wait_past_its_limit_into_unavailable_naming_the_dependency():
+    with pytest.raises(Unavailable) as info:
+        async with admission.bounded("database", 0.01):
+            await hang()
+    assert info.value.reason == "database" and "0.01 s" in info.value.message
+    async with admission.bounded("database", 1.0):
+        pass  # in time: nothing raised
