@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Optional
@@ -106,9 +107,9 @@ class DependencyProbe(Service):
         self.results[name] = result
 
     async def _broker(self) -> None:
-        """A metadata request for no topic: the broker must answer, and the answer stays small."""
+        """A metadata request for no topic, answered by any broker of the cluster: the answer stays small."""
         from aiokafka.client import AIOKafkaClient
-        from aiokafka.errors import KafkaConnectionError
+        from aiokafka.errors import KafkaConnectionError, KafkaError
         from aiokafka.protocol.metadata import MetadataRequest
 
         if self._kafka is None:
@@ -116,10 +117,16 @@ class DependencyProbe(Service):
                                          client_id="qastream-health",
                                          request_timeout_ms=max(1, int(self.timeout * 1000)))
             await self._kafka.bootstrap()
-        node = self._kafka.get_random_node()
-        if node is None:
-            raise KafkaConnectionError("no broker in the cluster metadata")
-        await self._kafka.send(node, MetadataRequest([]))
+        nodes = [broker.nodeId for broker in self._kafka.cluster.brokers()]
+        random.shuffle(nodes)
+        failure: KafkaError = KafkaConnectionError("no broker in the cluster metadata")
+        for node in nodes:
+            try:
+                await self._kafka.send(node, MetadataRequest([]))
+                return
+            except KafkaError as exc:  # one broker down is not the cluster down: ask the next
+                failure = exc
+        raise failure
 
     async def _drop_kafka(self) -> None:
         client, self._kafka = self._kafka, None
