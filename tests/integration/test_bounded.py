@@ -129,6 +129,8 @@ def test_stalled_broker_answers_in_bounded_time_health_says_so_and_every_questio
                    "/health to report the broker down")
         status, body = health(worker)
         assert body["dependencies"]["broker"].startswith("unreachable")
+        code, _, _, seconds = call(worker.url + "/metrics", timeout=60)
+        assert code == 200 and seconds < 10, f"/metrics answered {code} after {seconds:.1f} s"
 
         own.process.send_signal(signal.SIGCONT)
         stopped = False
