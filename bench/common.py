@@ -533,6 +533,7 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
     latencies: list[float] = []
     lateness: list[float] = []
     statuses: Counter[str] = Counter()
+    by_status: dict[str, list[float]] = {}
     errors: Counter[str] = Counter()
     last_done = 0.0
     dump: Optional[list] = [] if spec.get("dump") else None
@@ -602,6 +603,7 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
         if dump is not None:
             dump.append((round(scheduled - started, 4), round((now - dispatched) * 1000.0, 3)))
         statuses[str(status)] += 1
+        by_status.setdefault(str(status), []).append((now - dispatched) * 1000.0)
         last_done = now
         release(connection)
 
@@ -647,6 +649,8 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": _round(percentile(latencies, 50)), "p90_ms": _round(percentile(latencies, 90)),
         "p99_ms": _round(percentile(latencies, 99)), "max_ms": _round(max(latencies) if latencies else None),
         "late_p99_ms": _round(percentile(lateness, 99)),
+        "latency_ms_by_status": {s: {"p50": _round(percentile(v, 50)), "p99": _round(percentile(v, 99)),
+                                     "max": _round(max(v))} for s, v in sorted(by_status.items())},
     }
 
 

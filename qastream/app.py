@@ -19,6 +19,7 @@ from qastream.breaker import CircuitBreaker
 from qastream.broker import faust_options
 from qastream.poison import QAStreamTopic
 from qastream.services.cache import make_cache
+from qastream.services.health import DependencyProbe
 from qastream.services.llm import LLMClient
 from qastream.services.scorer import Scorer
 from qastream.services.storage import Storage
@@ -35,10 +36,19 @@ class QAStreamApp(faust.App):
     a database that is not connected yet.  These start first instead.
     """
 
-    def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), idle_timeout: float = 75.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
+        self.idle_timeout = idle_timeout
+
+    def _new_web(self) -> Any:
+        web = super()._new_web()
+        # Faust offers no option for the aiohttp server's idle time-out (keepalive_timeout, which also
+        # closes a connection that never sends a request); its runner passes these to the server.
+        web._runner._kwargs["keepalive_timeout"] = self.idle_timeout
+        return web
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*self.first_services, *super().on_init_dependencies()]
@@ -77,8 +87,10 @@ def quiet_garbage_collector() -> None:
 faust_fixes.install()
 settings = Settings.from_env()
 
-storage = Storage(settings.resolved_database_url())
-cache = make_cache(settings.redis_url, settings.cache_ttl_seconds)
+storage = Storage(settings.resolved_database_url(), connect_timeout=settings.db_connect_timeout_seconds,
+                  statement_timeout=settings.db_statement_timeout_seconds)
+cache = make_cache(settings.redis_url, settings.cache_ttl_seconds, timeout=settings.redis_timeout_seconds,
+                   retry_seconds=settings.cache_retry_seconds)
 llm = LLMClient(
     settings.ollama_url, settings.ollama_model, timeout=settings.llm_timeout_seconds,
     concurrency=settings.llm_concurrency, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
@@ -87,13 +99,16 @@ scorer = Scorer(
     enabled=settings.scorer_enabled, model=settings.scorer_model, layer=settings.scorer_layer,
     threads=settings.scorer_threads, batch_size=settings.scorer_batch_size,
 )
+dependencies = DependencyProbe(settings.broker_url, storage, cache, interval=settings.health_interval_seconds,
+                               timeout=settings.health_timeout_seconds)
 
 breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
                          settings.breaker_max_cooldown_seconds)
 
 app = QAStreamApp(
     settings.app_id,
-    first_services=[storage, cache, llm, scorer],
+    first_services=[storage, cache, llm, scorer, dependencies],
+    idle_timeout=settings.idle_timeout_seconds,
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
     origin="qastream",
     **faust_options(settings),

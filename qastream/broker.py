@@ -9,9 +9,11 @@ minimums (a 2 s session).
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import faust
+from aiohttp import ClientSession, ClientTimeout
 
 from qastream.poison import QAStreamTopic
 from qastream.settings import Settings
@@ -39,6 +41,9 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "web_port": settings.web_port,
         "canonical_url": f"http://{settings.web_host}:{settings.web_port}",
         "datadir": os.path.join(settings.data_dir, f"faust-{settings.web_port}"),
+        # table_route forwards a request to the owning worker with this client: bounded, so a stalled
+        # owner costs a 503, not a request held for aiohttp's default of five minutes.
+        "HttpClient": partial(ClientSession, timeout=ClientTimeout(total=settings.forward_timeout_seconds)),
     }
     if settings.broker_profile == "development":
         options.update(

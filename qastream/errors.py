@@ -68,6 +68,21 @@ class RequestError(QAStreamError):
         self.message = message
 
 
+class Unavailable(QAStreamError):
+    """qastream cannot answer this request in time (overloaded, or a dependency does not answer).
+
+    The request gets 503 with ``Retry-After``: the failure is ours and worth
+    retrying, and nothing the client sent is lost (an accepted question is in
+    the database and reconciliation enqueues it).
+    """
+
+    def __init__(self, reason: str, message: str, question_id: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.question_id = question_id
+
+
 def classify(status_code: int) -> str:
     """Error class of an LLM failure with this status code.
 

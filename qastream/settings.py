@@ -74,6 +74,18 @@ class Settings:
     redis_url: str = _setting("", "Redis URL for the answer cache; empty means an in-process TTL cache.")
     cache_ttl_seconds: int = _setting(86400, "Time to live of cached answers.", minimum=1)
     store_batch_size: int = _setting(200, "Most answers written to the database in one transaction.", minimum=1)
+    db_connect_timeout_seconds: int = _setting(
+        5, "Longest wait to open a PostgreSQL connection (libpq `connect_timeout`, also TCP keepalive and "
+           "`tcp_user_timeout`): without it a blackholed database host holds requests ~2 min.", minimum=2)
+    db_statement_timeout_seconds: float = _setting(
+        5.0, "Longest a database statement may run (PostgreSQL `statement_timeout`; SQLite lock wait) and "
+              "longest POST /query waits on the database before answering 503.", minimum=0.1)
+    redis_timeout_seconds: float = _setting(
+        0.5, "Redis connect and read time-out: a cache is only worth asking when it answers fast; past it the "
+             "request goes on without the cache.", minimum=0.01)
+    cache_retry_seconds: float = _setting(
+        1.0, "After a Redis failure, requests skip the cache this long before trying it again, so a blackholed "
+             "Redis costs one time-out per interval, not one per request.", minimum=0.01)
 
     # -- LLM -------------------------------------------------------------------
     ollama_url: str = _setting("http://127.0.0.1:11434", "Ollama server (or the embedded `qastream llm-server`).")
@@ -117,6 +129,30 @@ class Settings:
     web_port: int = _setting(6066, "Port of the HTTP API.", minimum=1, maximum=65535)
     max_body_bytes: int = _setting(65536, "Largest accepted request body; larger gets 413.", minimum=1)
     max_question_chars: int = _setting(4000, "Longest accepted question or reference answer.", minimum=1)
+    idle_timeout_seconds: float = _setting(
+        75.0, "An HTTP connection with no request in flight (kept alive, or opened and never used) is closed "
+              "after this long, so idle clients cannot hoard connections (aiohttp's default is an hour).",
+        minimum=0.1)
+    body_timeout_seconds: float = _setting(
+        10.0, "Longest wait for a request body to arrive; a client that sends it slower gets 408 and frees its "
+              "slot.", minimum=0.1)
+    enqueue_timeout_seconds: float = _setting(
+        5.0, "Longest POST /query waits to produce an accepted question; past it the answer is 503 with "
+             "Retry-After and reconciliation enqueues the stored question later (a stalled broker).",
+        minimum=0.1)
+    forward_timeout_seconds: float = _setting(
+        5.0, "Longest GET /status waits for the worker that owns the question (a table_route forward); past it "
+             "503 with Retry-After (Faust's HTTP client waits 5 min by default).", minimum=0.1)
+    max_requests_in_flight: int = _setting(
+        64, "Requests doing work (/query, /status) at once per worker; beyond it an immediate 503 with "
+            "Retry-After instead of an unbounded queue. Above normal concurrency (~20 in flight at 900 "
+            "questions/s, 32 at bench/acceptance.py's saturation) and a wait of ~70 ms at full speed.", minimum=1)
+    retry_after_seconds: int = _setting(1, "Retry-After of every 503 the API answers.", minimum=1)
+    health_interval_seconds: float = _setting(
+        1.0, "How often a worker probes the broker, the database and Redis for GET /health.", minimum=0.1)
+    health_timeout_seconds: float = _setting(
+        1.0, "Longest one health probe waits; a dependency that does not answer within it is reported down.",
+        minimum=0.05)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -18,6 +18,7 @@ from qastream.app import app, settings, storage, topics
 from qastream.requeue import enqueue
 from qastream.routing import partition_of
 from qastream.tables.status import status_table
+from qastream.timers import survives_failures
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ async def owned_and_unknown(ids: list[str]) -> list[str]:
 
 
 @app.timer(settings.reconcile_interval_seconds)
+@survives_failures
 async def reconcile() -> None:
     """Re-enqueue this worker's pending questions that nothing is processing."""
     if app.rebalancing:

@@ -3,7 +3,10 @@
 Keys are ``response:<question_id>`` and values the JSON result users see, so
 a repeated question is answered without touching the database or the broker.
 The cache is an accelerator, never the record: a cache failure is logged and
-counted and the request falls through to the database.
+counted and the request falls through to the database.  Every Redis call is
+bounded by a short time-out, and after a failure the cache is skipped for
+``retry_seconds``, so a Redis that is down or blackholed slows at most one
+request per interval instead of holding every request for a time-out.
 """
 
 from __future__ import annotations
@@ -29,21 +32,44 @@ def cache_key(question_id: str) -> str:
 class Cache(Service):
     """Common counting and the interface of both caches."""
 
-    def __init__(self, ttl_seconds: int, **kwargs: Any) -> None:
+    def __init__(self, ttl_seconds: int, *, retry_seconds: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ttl_seconds = ttl_seconds
+        self.retry_seconds = retry_seconds
         self.hits = 0
         self.misses = 0
         self.errors = 0
+        self.suspended_until = 0.0
+
+    @property
+    def suspended(self) -> bool:
+        """True while the cache is skipped after a failure."""
+        return time.monotonic() < self.suspended_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        self.suspended_until = time.monotonic() + self.retry_seconds
+        logger.warning("%s failed (%r): skipping the cache for %.1f s", what, exc, self.retry_seconds)
+
+    async def ping(self) -> None:
+        """Raise when the cache cannot be reached; a success ends a suspension (for GET /health)."""
+        try:
+            await self._ping()
+        except Exception as exc:
+            self._failed("cache ping", exc)
+            raise
+        self.suspended_until = 0.0
 
     async def get(self, question_id: str) -> Optional[dict[str, Any]]:
         """The cached result, counting the hit or miss."""
-        try:
-            value = await self._get(cache_key(question_id))
-        except Exception as exc:
-            self.errors += 1
-            logger.warning("cache read of %s failed: %r", question_id, exc)
+        if self.suspended:  # counted as a miss: the request goes on without the cache
             value = None
+        else:
+            try:
+                value = await self._get(cache_key(question_id))
+            except Exception as exc:
+                self._failed(f"cache read of {question_id}", exc)
+                value = None
         if value is None:
             self.misses += 1
             return None
@@ -54,11 +80,12 @@ class Cache(Service):
         """Cache results (each has a ``question_id``)."""
         if not results:
             return
+        if self.suspended:
+            return
         try:
             await self._put_many({cache_key(r["question_id"]): r for r in results})
         except Exception as exc:
-            self.errors += 1
-            logger.warning("cache write of %d result(s) failed: %r", len(results), exc)
+            self._failed(f"cache write of {len(results)} result(s)", exc)
 
     async def info(self) -> dict[str, Any]:
         """Counts for /metrics."""
@@ -66,6 +93,9 @@ class Cache(Service):
                 "ttl_seconds": self.ttl_seconds}
 
     backend = "none"
+
+    async def _ping(self) -> None:
+        raise NotImplementedError
 
     async def _get(self, key: str) -> Optional[dict[str, Any]]:
         raise NotImplementedError
@@ -83,6 +113,9 @@ class MemoryCache(Cache):
         super().__init__(ttl_seconds, **kwargs)
         self.max_entries = max_entries
         self._items: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    async def _ping(self) -> None:
+        return None
 
     async def _get(self, key: str) -> Optional[dict[str, Any]]:
         entry = self._items.get(key)
@@ -111,21 +144,31 @@ class RedisCache(Cache):
 
     backend = "redis"
 
-    def __init__(self, url: str, ttl_seconds: int, **kwargs: Any) -> None:
+    def __init__(self, url: str, ttl_seconds: int, *, timeout: float = 0.5, **kwargs: Any) -> None:
         super().__init__(ttl_seconds, **kwargs)
         self.url = url
+        self.timeout = timeout
         self.client: Any = None
 
     async def on_start(self) -> None:
         import redis.asyncio as redis
 
-        self.client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
-        await self.client.ping()
-        logger.info("redis cache ready at %s", self.url)
+        self.client = redis.Redis.from_url(self.url, socket_timeout=self.timeout,
+                                           socket_connect_timeout=self.timeout)
+        try:
+            await self.ping()
+        except Exception:
+            # The worker serves without the cache rather than refusing to start; /health says so.
+            logger.warning("redis cache at %s is unreachable: serving without it until it answers", self.url)
+        else:
+            logger.info("redis cache ready at %s", self.url)
 
     async def on_stop(self) -> None:
         if self.client is not None:
             await self.client.aclose()
+
+    async def _ping(self) -> None:
+        await self.client.ping()
 
     async def _get(self, key: str) -> Optional[dict[str, Any]]:
         raw = await self.client.get(key)
@@ -139,6 +182,9 @@ class RedisCache(Cache):
 
     async def info(self) -> dict[str, Any]:
         base = await super().info()
+        if self.suspended:
+            base["redis_error"] = "unreachable: skipped"
+            return base
         try:
             stats = await self.client.info("stats")
             base["redis_keyspace_hits"] = stats.get("keyspace_hits")
@@ -148,6 +194,8 @@ class RedisCache(Cache):
         return base
 
 
-def make_cache(redis_url: str, ttl_seconds: int) -> Cache:
+def make_cache(redis_url: str, ttl_seconds: int, *, timeout: float = 0.5, retry_seconds: float = 1.0) -> Cache:
     """Redis when a URL is configured, otherwise the in-process cache."""
-    return RedisCache(redis_url, ttl_seconds) if redis_url else MemoryCache(ttl_seconds)
+    if redis_url:
+        return RedisCache(redis_url, ttl_seconds, timeout=timeout, retry_seconds=retry_seconds)
+    return MemoryCache(ttl_seconds)

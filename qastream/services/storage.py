@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Generic, Optional, Sequence, TypeVar
 
 from mode import Service
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from qastream.batcher import GroupCommitter
@@ -104,13 +104,35 @@ async def write_isolated(write: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
     return written, rejected
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the settings qastream relies on."""
+def postgres_connect_args(url: str, connect_timeout: int, statement_timeout: Optional[float]) -> dict[str, Any]:
+    """libpq options that bound every wait on PostgreSQL.
+
+    ``connect_timeout`` bounds opening a connection (a blackholed host held
+    requests ~2 min without it), ``statement_timeout`` bounds a query the
+    server runs, and keepalives with ``tcp_user_timeout`` bound a connection
+    whose peer vanished mid-query, which no server-side time-out can see.
+    ``options`` already in the URL (a search_path) are kept.
+    """
+    limit = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}" if statement_timeout else ""
+    options = " ".join(filter(None, [make_url(url).query.get("options", ""), limit]))
+    return {"connect_timeout": connect_timeout, "options": options, "keepalives": 1,
+            "keepalives_idle": connect_timeout, "keepalives_interval": 1, "keepalives_count": 3,
+            "tcp_user_timeout": connect_timeout * 1000}
+
+
+def make_engine(url: str, *, connect_timeout: int = 5, statement_timeout: Optional[float] = None) -> Engine:
+    """An engine for ``url`` with the settings qastream relies on.
+
+    ``statement_timeout`` is for the worker, whose requests must answer in
+    bounded time; commands (imports, migrations) run long statements on purpose.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # SQLite's ``timeout`` is how long a statement waits for another connection's lock.
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                   "timeout": statement_timeout or 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -122,7 +144,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+    connect_args = postgres_connect_args(url, connect_timeout, statement_timeout) if url.startswith("postgres") else {}
+    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=connect_args)
 
 
 async def until_written(write: Callable[[], Awaitable[T]], what: str, *, first_delay: float = 0.5,
@@ -148,12 +171,19 @@ async def until_written(write: Callable[[], Awaitable[T]], what: str, *, first_d
             delay = min(delay * 2, max_delay)
 
 
+def _select_one(connection: Any) -> None:
+    connection.execute(text("SELECT 1"))
+
+
 class Storage(Service):
     """Questions and answers of record."""
 
-    def __init__(self, url: str, *, migrate: bool = True, **kwargs: Any) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, connect_timeout: int = 5, statement_timeout: float = 10.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.url = url
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self.migrate = migrate
         self.engine: Optional[Engine] = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qastream-db-write")
@@ -161,9 +191,10 @@ class Storage(Service):
         self._acceptor: Optional[GroupCommitter[Submission, Acceptance]] = None
 
     async def on_start(self) -> None:
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, connect_timeout=self.connect_timeout,
+                                  statement_timeout=self.statement_timeout)
         if self.migrate:
-            await self._run(self._writer, upgrade, self.engine)
+            await self._run(self._writer, self._upgrade)
         self._acceptor = GroupCommitter(self._accept_batch, isolate=rejects_row)
         self._acceptor.start()
         logger.info("storage ready at %s", self.engine.url.render_as_string(hide_password=True))
@@ -178,6 +209,14 @@ class Storage(Service):
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args))
+
+    def _upgrade(self) -> None:
+        # Without the statement time-out: a migration may rewrite a large table.
+        engine = make_engine(self.url, connect_timeout=self.connect_timeout)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
 
     def _write(self, fn: Callable[..., T], *args: Any) -> T:
         assert self.engine is not None
@@ -223,6 +262,10 @@ class Storage(Service):
     async def pending_before(self, before: float, limit: int = 1000) -> list[str]:
         """Ids of pending questions accepted before ``before``."""
         return await self._run(self._readers, self._read, queries.pending_before, before, limit)
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``: raises when the database cannot be reached (for GET /health)."""
+        await self._run(self._readers, self._read, _select_one)
 
     async def lookup(self, question_id: str) -> Optional[dict[str, Any]]:
         """A question's row with its result, or ``None``."""

@@ -16,9 +16,10 @@ from importlib import resources
 
 from faust import web
 
-from qastream.app import app, storage
+from qastream.app import app, settings, storage
 from qastream.db.recent import MAX_LATEST
 from qastream.errors import RequestError
+from qastream.web.admission import bounded
 from qastream.web.requests import guarded
 
 STATIC = resources.files("qastream.web") / "static"
@@ -82,4 +83,6 @@ class LatestAnswersView(web.View):
     @guarded
     async def get(self, request: web.Request) -> web.Response:
         limit = parse_limit(request.query.get("limit"))
-        return self.json({"answers": await storage.latest_answers(limit)})
+        async with bounded("database", settings.db_statement_timeout_seconds):
+            answers = await storage.latest_answers(limit)
+        return self.json({"answers": answers})

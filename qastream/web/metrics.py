@@ -14,11 +14,12 @@ from typing import Any
 from faust import web
 
 from qastream import telemetry
-from qastream.app import app, breaker, cache, llm, scorer, storage, topics
+from qastream.app import app, breaker, cache, llm, scorer, settings, storage, topics
 from qastream.lag import consumer_lag
 from qastream.poison import poison_counts
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.web.query import query_counts
+from qastream.web.admission import bounded
 from qastream.web.requests import guarded
 
 _started = time.time()
@@ -41,8 +42,10 @@ def errors_by_class(llm_failures: dict[str, int], poison: dict[str, int]) -> dic
 async def snapshot() -> dict[str, Any]:
     """Everything ``GET /metrics`` answers (``/metrics/prometheus`` renders the same figures)."""
     now = time.time()
-    body = await storage.metrics()
-    body["throughput"] = await storage.throughput(now)
+    # Bounded like every database wait at the edge: a database that does not answer is a prompt 503.
+    async with bounded("database", settings.db_statement_timeout_seconds):
+        body = await storage.metrics()
+        body["throughput"] = await storage.throughput(now)
     body["cache_info"] = await cache.info()
     body["queries"] = dict(query_counts)
     body["llm"] = await llm.info()

@@ -38,7 +38,8 @@ def text_body(description: str, content_type: str) -> dict[str, Any]:
 
 
 WRONG_METHOD = {"description": "the path does not accept this method"}
-UNAVAILABLE = error("the database or broker is unreachable, or the worker is rebalancing: retry later")
+UNAVAILABLE = error("the database or broker did not answer in time, the worker is at its limit of requests in "
+                    "flight (QASTREAM_MAX_REQUESTS_IN_FLIGHT) or rebalancing: retry after the Retry-After header")
 
 
 def get(summary: str, responses: dict[str, Any], *, tags: tuple[str, ...] = ("qastream",),
@@ -110,7 +111,13 @@ SCHEMAS: dict[str, Any] = {
     "Health": {
         "type": "object", "required": ["ready"],
         "properties": {"ready": {"type": "boolean"}, "recovered": {"type": "boolean"},
-                       "assigned": {"type": "boolean"}},
+                       "assigned": {"type": "boolean"},
+                       "dependencies": {"type": "object", "additionalProperties": {"type": "string"},
+                                        "description": "broker, database, redis (when configured): `ok` or why not"},
+                       "down": {"type": "array", "items": {"type": "string"},
+                                "description": "the conditions and dependencies that do not hold"},
+                       "admission": {"type": "object", "additionalProperties": {"type": "integer"},
+                                     "description": "requests in flight, the limit, admitted and refused"}},
     },
     "Percentiles": {
         "type": "object",
@@ -168,6 +175,7 @@ def paths() -> dict[str, Any]:
                              "missing, of the wrong type, empty or too long; a text holds what the database "
                              "cannot store (NUL, a lone surrogate)"),
                 "405": WRONG_METHOD,
+                "408": error("the body did not arrive within QASTREAM_BODY_TIMEOUT_SECONDS"),
                 "413": error("the body is larger than QASTREAM_MAX_BODY_BYTES"),
                 "415": error("Content-Type is not application/json"),
                 "503": UNAVAILABLE,
@@ -180,7 +188,7 @@ def paths() -> dict[str, Any]:
         "/metrics": get("Figures as JSON", {"200": json_body("figures", ref("Metrics")), "503": UNAVAILABLE}),
         "/metrics/prometheus": get("Figures in the Prometheus text format", {
             "200": text_body("exposition text", "text/plain"), "503": UNAVAILABLE}),
-        "/health": get("Readiness: tables recovered and no rebalance in progress", {
+        "/health": get("Readiness: tables recovered, no rebalance in progress, broker, database and Redis answer", {
             "200": json_body("ready", ref("Health")), "503": json_body("not ready yet", ref("Health"))}),
         "/": get("Redirects to the dashboard", {"302": {"description": "Location: /dashboard"}}),
         "/dashboard": get("The live dashboard", {"200": text_body("HTML page", "text/html")}),

@@ -12,11 +12,12 @@ from faust import web
 
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import FOUND, IN_FLIGHT, Acceptance, Submission
-from qastream.errors import RequestError, RowRejected
+from qastream.errors import RequestError, RowRejected, Unavailable
 from qastream.ids import question_id
 from qastream.lifecycle import PENDING
 from qastream.models import Job
 from qastream.tables.status import report, status_table
+from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_query, read_json
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,44 @@ def found(source: str, result: dict[str, Any]) -> dict[str, Any]:
     return {"status": "found", "source": source, "result": result}
 
 
+async def accept(submission: Submission) -> Acceptance:
+    """Persist the submission, or 503 when the database does not answer within the statement time-out.
+
+    A write that times out here may still commit: the question is then
+    pending with no message, which reconciliation enqueues.
+    """
+    try:
+        async with bounded("database", settings.db_statement_timeout_seconds):
+            return await storage.accept(submission)
+    except Unavailable:
+        query_counts["database_timeout"] += 1
+        logger.warning("accepting %s timed out after %.1f s", submission.question_id,
+                       settings.db_statement_timeout_seconds)
+        raise
+
+
+async def enqueue(job: Job) -> None:
+    """Produce an accepted question and its ``queued`` status, or 503 past ``enqueue_timeout_seconds``.
+
+    The question is already in the database as pending, so a time-out loses
+    nothing: with no status recorded, reconciliation re-enqueues it in a new
+    epoch after ``reconcile_after_seconds``.  A send that timed out may still
+    reach the broker later; its epoch is then behind the question's and every
+    stage drops it (``is_stale``, ``save_completed``), so it is answered once.
+    """
+    try:
+        async with asyncio.timeout(settings.enqueue_timeout_seconds):
+            async with _enqueue_slots:
+                await topics.pending.send(key=job.question_id, value=job)
+                await report(job, "queued")
+    except TimeoutError:
+        query_counts["enqueue_timeout"] += 1
+        logger.warning("enqueueing %s (epoch %d) timed out after %.1f s: left to reconciliation",
+                       job.question_id, job.epoch, settings.enqueue_timeout_seconds)
+        raise Unavailable("broker", "the broker did not take the question in time; it is stored and will be "
+                                    "processed, retry later for its status", job.question_id) from None
+
+
 def live_status(acceptance: Acceptance) -> str:
     """The freshest status this worker knows for an in-flight question."""
     record = status_table.get(acceptance.question_id)
@@ -50,16 +89,17 @@ class QueryView(web.View):
     """Submit a question (``question_text``, optional ``original_answer``)."""
 
     @guarded
+    @admitted
     async def post(self, request: web.Request) -> web.Response:
-        query = parse_query(await read_json(request, settings.max_body_bytes), settings.max_question_chars)
+        payload = await read_json(request, settings.max_body_bytes, settings.body_timeout_seconds)
+        query = parse_query(payload, settings.max_question_chars)
         qid = question_id(query.question_text)
         cached = await cache.get(qid)
         if cached is not None:
             query_counts["cache"] += 1
             return self.json(found("cache", cached))
         try:
-            acceptance = await storage.accept(Submission(qid, query.question_text, query.original_answer,
-                                                         time.time()))
+            acceptance = await accept(Submission(qid, query.question_text, query.original_answer, time.time()))
         except RowRejected as exc:  # parse_query should have caught it; the database is the last word
             raise RequestError(400, f"the database cannot store this question: {exc.reason}") from None
         if acceptance.kind == FOUND:
@@ -72,8 +112,6 @@ class QueryView(web.View):
                               "status": live_status(acceptance)}, status=202)
         job = Job(question_id=qid, question_text=query.question_text, original_answer=acceptance.original_answer,
                   accepted_at=acceptance.accepted_at, epoch=acceptance.epoch)
-        async with _enqueue_slots:
-            await topics.pending.send(key=qid, value=job)
-            await report(job, "queued")
+        await enqueue(job)
         query_counts["accepted"] += 1
         return self.json({"message": "question accepted", "question_id": qid, "status": PENDING}, status=202)

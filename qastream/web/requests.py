@@ -6,6 +6,7 @@ request must turn into an answer, never an exception that reaches Faust.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import Any, Awaitable, Callable, Optional
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
-from qastream.errors import RequestError
+from qastream.admission import retry_after_header
+from qastream.app import settings
+from qastream.errors import RequestError, Unavailable
 from qastream.ids import is_question_id, normalise
 
 logger = logging.getLogger(__name__)
@@ -125,20 +128,36 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestError(413, f"body is over the limit of {limit} bytes")
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """Content type, size and syntax checked, in that order."""
+async def read_json(request: Request, limit: int, timeout: Optional[float] = None) -> Any:
+    """Content type, size and syntax checked, in that order; 408 when the body takes over ``timeout`` seconds.
+
+    A client that trickles its body (or declares one and never sends it)
+    would otherwise hold its admission slot for as long as it likes.
+    """
     check_content_type(request.content_type)
-    return decode_json(await read_body(request, limit))
+    try:
+        async with asyncio.timeout(timeout):
+            body = await read_body(request, limit)
+    except TimeoutError:
+        raise RequestError(408, f"request body not received within {timeout:g} s") from None
+    return decode_json(body)
 
 
 Handler = Callable[..., Awaitable[Response]]
+
+
+def unavailable(view: View, message: str, question_id: Optional[str] = None) -> Response:
+    """A 503 that says when to come back (and which question, when it was stored)."""
+    body = {"error": message} if question_id is None else {"error": message, "question_id": question_id}
+    return view.json(body, status=503, headers={"Retry-After": retry_after_header(settings.retry_after_seconds)})
 
 
 def guarded(handler: Handler) -> Handler:
     """Turn :class:`RequestError` into its 4xx and any other failure into a 503, never a 500.
 
     A 503 tells clients the failure is on our side and worth retrying (the
-    database or broker is unreachable); the cause is logged here.
+    database or broker is unreachable, the worker is overloaded), with
+    ``Retry-After``; the cause is logged here.
     """
 
     @wraps(handler)
@@ -147,10 +166,12 @@ def guarded(handler: Handler) -> Handler:
             return await handler(view, request, *args, **kwargs)
         except RequestError as err:
             return view.json({"error": err.message}, status=err.status)
+        except Unavailable as err:
+            return unavailable(view, err.message, err.question_id)
         except WebError:
             raise  # Faust renders its own errors (e.g. 503 while partitions are unassigned)
         except Exception as exc:
             logger.exception("%s %s failed", request.method, request.path)
-            return view.json({"error": f"temporarily unavailable: {type(exc).__name__}"}, status=503)
+            return unavailable(view, f"temporarily unavailable: {type(exc).__name__}")
 
     return wrapper

@@ -6,10 +6,11 @@ from typing import Any, Mapping
 
 from faust import web
 
-from qastream.app import app, storage
+from qastream.app import app, settings, storage
 from qastream.lifecycle import COMPLETED, FAILED
 from qastream.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
+from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_question_id
 
 
@@ -38,9 +39,12 @@ class StatusView(web.View):
     """Status of one question; routed to the worker owning its partition."""
 
     @guarded
+    @admitted
     async def get(self, request: web.Request, question_id: str) -> web.Response:
         question_id = parse_question_id(question_id)
-        await ensure_metadata(status_table.changelog_topic.get_topic_name())
+        # Metadata comes from the broker the first time: a stalled broker must cost a 503, not a hang.
+        async with bounded("broker", settings.forward_timeout_seconds):
+            await ensure_metadata(status_table.changelog_topic.get_topic_name())
         return await self.owned(request, question_id=question_id)
 
     @app.table_route(table=status_table, match_info="question_id")
@@ -49,7 +53,8 @@ class StatusView(web.View):
         record = status_table.get(question_id)
         if record is not None:
             return self.json(public_status(record, attempts_table.get(question_id)))
-        row = await storage.lookup(question_id)
+        async with bounded("database", settings.db_statement_timeout_seconds):
+            row = await storage.lookup(question_id)
         if row is not None:
             return self.json({**row, "source": "database"})
         return self.json({"error": f"unknown question id {question_id!r}"}, status=404)

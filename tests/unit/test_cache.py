@@ -109,10 +109,41 @@ class BrokenCache(MemoryCache):
 
 
 async def test_cache_failures_are_counted_and_fall_through(clock):
-    cache = BrokenCache(ttl_seconds=60)
+    cache = BrokenCache(ttl_seconds=60, retry_seconds=1.0)
     await cache.put_many([result(1)])           # does not raise
     assert await cache.get(result(1)["question_id"]) is None
-    assert (cache.errors, cache.misses, cache.hits) == (2, 1, 0)
+    assert (cache.errors, cache.misses, cache.hits) == (1, 1, 0)   # the read skipped the failed cache
+
+
+async def test_a_failed_cache_is_skipped_until_its_retry_interval_passes(clock):
+    cache = BrokenCache(ttl_seconds=60, retry_seconds=1.0)
+    assert await cache.get("a") is None
+    assert cache.suspended and cache.errors == 1
+    await cache.put_many([result(1)])
+    assert await cache.get("b") is None
+    assert cache.errors == 1                    # nothing was asked while suspended
+    clock.now += 1.0
+    assert not cache.suspended
+    assert await cache.get("c") is None
+    assert cache.errors == 2 and cache.misses == 3
+
+
+class DownThenUp(MemoryCache):
+    up = False
+
+    async def _ping(self):
+        if not self.up:
+            raise ConnectionError("down")
+
+
+async def test_a_successful_ping_ends_the_suspension(clock):
+    cache = DownThenUp(ttl_seconds=60, retry_seconds=30.0)
+    with pytest.raises(ConnectionError):
+        await cache.ping()
+    assert cache.suspended
+    cache.up = True
+    await cache.ping()
+    assert not cache.suspended
 
 
 def test_make_cache_without_redis_url_is_in_process():

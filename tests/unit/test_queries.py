@@ -325,3 +325,24 @@ def test_failed_lists_dead_letters_with_their_reason(engine):
     write(engine, queries.save_failed, [failure(2, message="permanent (404): model not found")])
     (entry,) = read(engine, queries.failed)
     assert entry["question_id"] == qid(2) and "model not found" in entry["reason"]
+
+
+# -- an enqueue that timed out (issue 11): reconciliation and a late delivery of the first send ----------
+
+
+def test_a_late_first_epoch_answer_after_reconciliation_is_skipped_and_the_new_epoch_is_stored(engine):
+    write(engine, queries.accept, [sub(1)])                         # stored, the send timed out
+    taken = write(engine, lambda c: queries.resubmit(c, T0 + 40, statuses=[PENDING], question_ids=[qid(1)]))
+    assert [(a.question_id, a.epoch) for a in taken] == [(qid(1), 2)]
+    assert write(engine, queries.save_completed, [answer(1, epoch=1, text="late")]) == []   # the late send
+    assert [a.epoch for a in write(engine, queries.save_completed, [answer(1, epoch=2, text="new")])] == [2]
+    row = read(engine, queries.lookup, qid(1))
+    assert (row["status"], row["epoch"], row["result"]["answer"]) == (COMPLETED, 2, "new")
+    assert count(engine, R, 1) == 1
+
+
+def test_a_late_first_epoch_answer_before_reconciliation_leaves_nothing_to_reconcile(engine):
+    write(engine, queries.accept, [sub(1)])
+    assert len(write(engine, queries.save_completed, [answer(1, epoch=1)])) == 1
+    assert write(engine, lambda c: queries.resubmit(c, T0 + 40, statuses=[PENDING], question_ids=[qid(1)])) == []
+    assert read(engine, queries.lookup, qid(1))["epoch"] == 1
