@@ -25,6 +25,7 @@ from qastream.services.storage import Storage
 from qastream.settings import Settings
 from qastream.topic_admin import ensure_topics
 from qastream.topics import Topics
+from qastream.worker import QAStreamWorker
 
 
 class QAStreamApp(faust.App):
@@ -39,6 +40,8 @@ class QAStreamApp(faust.App):
         super().__init__(*args, **kwargs)
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
+        #: ``QASTREAM_LOG_LEVEL``: the level :class:`~qastream.worker.QAStreamWorker` uses when ``-l`` is not given.
+        self.log_level: str | None = None
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*self.first_services, *super().on_init_dependencies()]
@@ -96,8 +99,10 @@ app = QAStreamApp(
     first_services=[storage, cache, llm, scorer],
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
     origin="qastream",
+    Worker=QAStreamWorker,
     **faust_options(settings),
 )
+app.log_level = settings.log_level
 topics = Topics(app, settings)
 app.topic_layout = topics.layout()
 QAStreamTopic.dead_letter_topic = topics.permanent
