@@ -88,8 +88,9 @@ class Stack:
         if script is None:
             self.worker = start_worker(env, web_host="127.0.0.1", web_port=self.web_port, log=log)
         else:
-            self.worker = subprocess.Popen([PYTHON, script, "worker", "-l", "info"], env=env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+            with log:  # the child has its own descriptor
+                self.worker = subprocess.Popen([PYTHON, script, "worker", "-l", "info"], env=env, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
             wait_for(lambda: http_ok(f"{self.url}/health"), self.worker, "worker", timeout=180)
         self._processes.append(("worker", self.worker))
         return self.worker
@@ -106,8 +107,9 @@ class Stack:
 
     def spawn(self, name: str, args: Sequence[str], env: Optional[dict[str, str]] = None) -> subprocess.Popen:
         """Start another process of the benchmark, logging to ``logs/name.log``; stopped with the stack."""
-        process = subprocess.Popen(list(args), env=env or clean_env(), stdout=log_file(self.logs, name),
-                                   stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+        with log_file(self.logs, name) as log:  # the child has its own descriptor
+            process = subprocess.Popen(list(args), env=env or clean_env(), stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
         self._processes.append((name, process))
         return process
 

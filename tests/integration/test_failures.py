@@ -18,7 +18,6 @@ from sqlalchemy import create_engine, text
 from qastream.embedded import free_port, log_file, start_llm_server, start_tansu, stop
 from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
-pytestmark = pytest.mark.integration
 
 UNRELATED = "Glaciers carve valleys as compacted snow flows slowly downhill under its own weight."
 
@@ -129,6 +128,8 @@ def test_llm_down_for_20_seconds_then_everything_completes(broker, artifacts, tm
         stop(llm.process, "llm")
 
 
+# Two worker starts and waits of up to 60 + 240 + 30 s.
+@pytest.mark.timeout(600)
 def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(stack_env, start_worker_process, tmp_path):
     url = f"sqlite:///{tmp_path}/kill.db"
     env = {**stack_env, "QASTREAM_DATABASE_URL": url}
@@ -150,6 +151,8 @@ def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(stack_env, sta
                "the status table to agree with the database")
 
 
+# Two worker starts, a broker restart and waits of up to 60 + 180 s.
+@pytest.mark.timeout(600)
 def test_broker_restart_loses_topics_and_reconciliation_completes_everything(artifacts, echo_llm, tmp_path,
                                                                               start_worker_process):
     port = free_port()
