@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 
 import stack  # noqa: F401  (puts the repository on sys.path for qastream)
 
+
 async def _end_offsets(bootstrap: str) -> dict[str, int]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 

@@ -32,6 +32,7 @@ from stack import PYTHON, ROOT
 
 from qastream.stats import percentile  # importable: stack put the repository on sys.path
 
+
 def query_body(text: str, reference: Optional[str]) -> bytes:
     body: dict[str, Any] = {"question_text": text}
     if reference is not None:
@@ -258,7 +259,6 @@ def run_wrk(url: str, *, connections: int, seconds: int, token: str, threads: in
         "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
         "max_ms": raw["max_us"] / 1000,
     }
-
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import statistics
 import time
 from typing import Any, Sequence
 
+
 def steady_rate(times: Sequence[float], low: float = 0.1, high: float = 0.9) -> float:
     """Completions per second in the steady state: least-squares slope of the completion count over time,
     fitted to the completions between the ``low`` and ``high`` fractions of them (ramp-up and drain left out).
@@ -30,7 +31,6 @@ def steady_rate(times: Sequence[float], low: float = 0.1, high: float = 0.9) -> 
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-
 
 
 def machine() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 
 from stack import PYTHON, ROOT
 
+
 def py_spy() -> Optional[str]:
     """The ``py-spy`` next to this interpreter (installed by ``make bench``), or on the PATH."""
     local = Path(PYTHON).parent / "py-spy"
