@@ -8,7 +8,7 @@ the database, produced to questions-pending with its ``queued`` status
 event, and the ``track`` agent folds that event into the status and attempts
 tables (two changelog records).
 
-* Open loop (``bench/common.py``'s generator, a separate process): unique
+* Open loop (``bench/loadgen.py``'s generator, a separate process): unique
   questions at each ``--loads`` rate for ``--seconds``; latency counts from
   the scheduled send time, so queueing is not hidden.
 * Saturation: closed loop with ``wrk`` (Debian), ``--connections`` in flight
@@ -38,9 +38,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (CpuMeter, Stack, create_topics, end_offsets, print_machine, print_profile,  # noqa: E402
-                    print_summary, produce, profiling, run_loadgen, run_wrk, sqlite_scalar, top_entries,
-                    wait_until, wrk_available)
+from kafka_io import create_topics, end_offsets, produce  # noqa: E402
+from loadgen import run_loadgen, run_wrk, wrk_available  # noqa: E402
+from measure import CpuMeter  # noqa: E402
+from profiling import print_profile, profiling, top_entries  # noqa: E402
+from runner import median_of, run_benchmark  # noqa: E402
+from stack import Stack, sqlite_scalar, wait_until  # noqa: E402
 
 from qastream.ids import question_id  # noqa: E402
 from qastream.lifecycle import fold_attempts, fold_status  # noqa: E402
@@ -170,7 +173,6 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
     })
     result["acceptance_over_ceiling"] = round(sat["achieved_per_s"] / full["questions_per_s"], 3)
     result["broker_allows_2000"] = full["questions_per_s"] >= 2000
-    print(json.dumps(result), flush=True)
     return result
 
 
@@ -187,8 +189,6 @@ def main() -> None:
                                                           "(py-spy collapsed stacks to FILE) and print the top 10")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    print_machine("acceptance")
-    runs = [one_run(args, i + 1) for i in range(args.runs)]
     loads = [f"{int(float(x))}" for x in args.loads.split(",") if x.strip()]
     fields = []
     for key in loads:
@@ -205,17 +205,18 @@ def main() -> None:
                ("ceiling_questions_per_s", "ceiling, accepted questions/s", 1),
                ("ceiling_request_path_questions_per_s", "ceiling, request-path records only, q/s", 1),
                ("acceptance_over_ceiling", "saturated acceptance / ceiling (target >= 0.7)", 3)]
-    print_summary("acceptance", runs, fields)
-    ceiling = sorted(r["ceiling_questions_per_s"] for r in runs)[len(runs) // 2]
-    allowed = [key for key in loads if float(key) <= ceiling]
-    for key in allowed:
-        worst = max(r[f"p99_ms_{key}"] for r in runs)
-        print(f"  offered {key}/s is within the broker ceiling: worst p99 {worst:.1f} ms "
-              f"({'meets' if worst <= P99_TARGET_MS else 'misses'} p99 <= {P99_TARGET_MS:g} ms)")
-    print(f"  the broker {'allows' if ceiling >= 2000 else 'does not allow'} 2,000 accepted questions/s "
-          f"(ceiling {ceiling:,.0f}/s with one record per batch)")
-    ratio = sorted(r["acceptance_over_ceiling"] for r in runs)[len(runs) // 2]
-    print(f"acceptance / broker ceiling = {ratio:.3f} (target >= 0.7)")
+
+    def conclude(runs: list[dict]) -> str:
+        ceiling = median_of(runs, "ceiling_questions_per_s")
+        for key in [key for key in loads if float(key) <= ceiling]:
+            worst = max(r[f"p99_ms_{key}"] for r in runs)
+            print(f"  offered {key}/s is within the broker ceiling: worst p99 {worst:.1f} ms "
+                  f"({'meets' if worst <= P99_TARGET_MS else 'misses'} p99 <= {P99_TARGET_MS:g} ms)")
+        print(f"  the broker {'allows' if ceiling >= 2000 else 'does not allow'} 2,000 accepted questions/s "
+              f"(ceiling {ceiling:,.0f}/s with one record per batch)")
+        return f"acceptance / broker ceiling = {median_of(runs, 'acceptance_over_ceiling'):.3f} (target >= 0.7)"
+
+    run_benchmark("acceptance", args.runs, lambda index: one_run(args, index), fields, conclude)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Stack, get_json, post_json, print_machine, print_summary, run_loadgen, wait_stored  # noqa: E402
+from loadgen import run_loadgen  # noqa: E402
+from runner import median_of, run_benchmark  # noqa: E402
+from stack import Stack, get_json, post_json, wait_stored  # noqa: E402
 
 from qastream.embedded import host_port, port_open  # noqa: E402
 
@@ -77,7 +79,6 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
         print(json.dumps({"run": index, "cache": "memory", **m}), flush=True)
         result.update(memory_p50_ms=m["p50_ms"], memory_p90_ms=m["p90_ms"], memory_p99_ms=m["p99_ms"],
                       memory_max_ms=m["max_ms"], memory_requests=m["requests"])
-    print(json.dumps(result), flush=True)
     return result
 
 
@@ -90,20 +91,22 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    print_machine("cache")
-    runs = [one_run(args, i + 1) for i in range(args.runs)]
-    print_summary("cache hits", runs, [
+
+    def conclude(runs: list[dict]) -> str:
+        parts = []
+        if all(r.get("redis_p50_ms") is not None for r in runs):
+            parts.append(f"Redis p50 {median_of(runs, 'redis_p50_ms'):.2f} ms / "
+                         f"p99 {median_of(runs, 'redis_p99_ms'):.2f} ms")
+        parts.append(f"in-process p50 {median_of(runs, 'memory_p50_ms'):.2f} ms / "
+                     f"p99 {median_of(runs, 'memory_p99_ms'):.2f} ms")
+        return f"cache hits at {args.rate:g} req/s: " + "; ".join(parts) + " (targets p50 <= 1 ms, p99 <= 5 ms)"
+
+    run_benchmark("cache", args.runs, lambda index: one_run(args, index), [
         ("redis_p50_ms", "Redis: p50 ms (target <= 1)", 3), ("redis_p90_ms", "Redis: p90 ms", 3),
         ("redis_p99_ms", "Redis: p99 ms (target <= 5)", 3), ("redis_max_ms", "Redis: max ms", 3),
         ("memory_p50_ms", "in-process: p50 ms (target <= 1)", 3), ("memory_p90_ms", "in-process: p90 ms", 3),
         ("memory_p99_ms", "in-process: p99 ms (target <= 5)", 3), ("memory_max_ms", "in-process: max ms", 3),
-    ])
-    median = lambda key: sorted(r[key] for r in runs if r.get(key) is not None)[len(runs) // 2]  # noqa: E731
-    parts = []
-    if all(r.get("redis_p50_ms") is not None for r in runs):
-        parts.append(f"Redis p50 {median('redis_p50_ms'):.2f} ms / p99 {median('redis_p99_ms'):.2f} ms")
-    parts.append(f"in-process p50 {median('memory_p50_ms'):.2f} ms / p99 {median('memory_p99_ms'):.2f} ms")
-    print(f"cache hits at {args.rate:g} req/s: " + "; ".join(parts) + " (targets p50 <= 1 ms, p99 <= 5 ms)")
+    ], conclude, title="cache hits")
 
 
 if __name__ == "__main__":

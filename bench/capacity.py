@@ -28,8 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (PYTHON, Stack, completion_times, create_topics, get_json, print_machine,  # noqa: E402
-                    print_summary, produce, run_loadgen, sqlite_scalar, steady_rate, wait_stored, wait_until)
+from kafka_io import create_topics, produce  # noqa: E402
+from loadgen import run_loadgen  # noqa: E402
+from measure import steady_rate  # noqa: E402
+from runner import median_of, run_benchmark  # noqa: E402
+from stack import PYTHON, Stack, completion_times, get_json, sqlite_scalar, wait_stored, wait_until  # noqa: E402
 
 from qastream.ids import question_id  # noqa: E402
 
@@ -111,7 +114,6 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
         "baseline_per_consumer": b["per_consumer"],
         "speedup": round(q["rate"] / b["rate"], 2),
     }
-    print(json.dumps(result), flush=True)
     return result
 
 
@@ -124,18 +126,14 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=2.5, help="seconds per LLM answer")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args()
-    print_machine("capacity")
-    runs = [one_run(args, i + 1) for i in range(args.runs)]
-    print_summary("capacity", runs, [
+    run_benchmark("capacity", args.runs, lambda index: one_run(args, index), [
         ("llm_capacity_per_s", "LLM capacity, questions/s (slots / latency)", 2),
         ("qastream_per_s", "qastream steady-state, questions/s", 2),
         ("capacity_use", "capacity use (target >= 0.9)", 3),
         ("baseline_per_s", "seed-style baseline (2 consumers), questions/s", 3),
         ("speedup", "qastream / baseline (target >= 10)", 1),
-    ])
-    medians = sorted(r["capacity_use"] for r in runs)[len(runs) // 2]
-    speedup = sorted(r["speedup"] for r in runs)[len(runs) // 2]
-    print(f"capacity use {medians:.3f} (target >= 0.9); qastream / baseline = {speedup:.1f}x (target >= 10x)")
+    ], lambda runs: (f"capacity use {median_of(runs, 'capacity_use'):.3f} (target >= 0.9); qastream / baseline = "
+                     f"{median_of(runs, 'speedup'):.1f}x (target >= 10x)"))
 
 
 if __name__ == "__main__":

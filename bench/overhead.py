@@ -40,9 +40,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (PYTHON, CpuMeter, Stack, create_topics, end_offsets, print_machine, print_profile,  # noqa: E402
-                    print_summary, produce, profiling, top_entries, topic_records, topic_timestamps,
-                    wait_stored, wait_until)
+from kafka_io import create_topics, end_offsets, produce, topic_records, topic_timestamps  # noqa: E402
+from measure import CpuMeter  # noqa: E402
+from profiling import print_profile, profiling, top_entries  # noqa: E402
+from runner import median_of, run_benchmark  # noqa: E402
+from stack import PYTHON, Stack, wait_stored, wait_until  # noqa: E402
 
 from qastream.embedded import free_port  # noqa: E402
 from qastream.ids import question_id  # noqa: E402
@@ -131,7 +133,6 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
     # Every record written counts as a message here: qastream's table changelog records as well as its hops.
     result["qastream_records_per_s"] = round(q["rate"] * (q["hops"] + q["changelog"]), 1)
     result["records_ratio"] = round(result["qastream_records_per_s"] / result["relay_messages_per_s"], 3)
-    print(json.dumps(result), flush=True)
     return result
 
 
@@ -154,9 +155,14 @@ def main() -> None:
     parser.add_argument("--profile-file", default="var/bench-overhead-profile.txt")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    print_machine("overhead")
-    runs = [one_run(args, i + 1) for i in range(args.runs)]
-    print_summary("overhead", runs, [
+
+    def conclude(runs: list[dict]) -> str:
+        if not args.no_profile:
+            Path(args.profile_file).parent.mkdir(parents=True, exist_ok=True)
+            profile_pass(args)
+        return f"qastream messages/s / bare Faust relay messages/s = {median_of(runs, 'ratio'):.3f} (target >= 0.5)"
+
+    run_benchmark("overhead", args.runs, lambda index: one_run(args, index), [
         ("qastream_questions_per_s", "qastream, questions/s through the graph", 1),
         ("hops_per_question", "topic hops per question (consumed by a stage)", 2),
         ("changelog_records_per_question", "table changelog records per question", 2),
@@ -169,12 +175,7 @@ def main() -> None:
         ("ratio", "qastream / relay (target >= 0.5)", 3),
         ("qastream_records_per_s", "qastream, every record written (hops + changelog)/s", 1),
         ("records_ratio", "same, counting every record written", 3),
-    ])
-    if not args.no_profile:
-        Path(args.profile_file).parent.mkdir(parents=True, exist_ok=True)
-        profile_pass(args)
-    ratio = sorted(r["ratio"] for r in runs)[len(runs) // 2]
-    print(f"qastream messages/s / bare Faust relay messages/s = {ratio:.3f} (target >= 0.5)")
+    ], conclude)
 
 
 if __name__ == "__main__":

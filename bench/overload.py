@@ -16,14 +16,16 @@ limit / capacity while the unbounded p99 grows with the length of the step.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CpuMeter, Stack, print_machine, print_summary, run_loadgen  # noqa: E402
+from loadgen import run_loadgen  # noqa: E402
+from measure import CpuMeter  # noqa: E402
+from runner import run_benchmark  # noqa: E402
+from stack import Stack  # noqa: E402
 
 UNBOUNDED = 1_000_000
 
@@ -53,10 +55,9 @@ def one_run(args: argparse.Namespace, limit: int, index: int) -> dict:
         # The load generator shares the machine: its CPU grows with the answers it reads (503s included).
         with CpuMeter(worker=stack.worker.pid, broker=stack.process("tansu").pid) as meter:
             loaded = step(stack, args.rate, args.seconds, f"{token}-loaded")
-    result = {"run": index, "limit": limit, **loaded, **meter.result, "unloaded_p99_ms": unloaded["accepted_p99_ms"]}
+    result = {"limit": limit, **loaded, **meter.result, "unloaded_p99_ms": unloaded["accepted_p99_ms"]}
     result["accepted_p99_over_unloaded"] = (round(loaded["accepted_p99_ms"] / unloaded["accepted_p99_ms"], 1)
                                             if loaded["accepted_p99_ms"] and unloaded["accepted_p99_ms"] else None)
-    print(json.dumps(result), flush=True)
     return result
 
 
@@ -77,12 +78,16 @@ def main() -> None:
     parser.add_argument("--no-unbounded", action="store_true", help="skip the run without admission control")
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    print_machine("overload")
     limits = [args.limit] + ([] if args.no_unbounded else [UNBOUNDED])
     for limit in limits:
-        runs = [one_run(args, limit, i + 1) for i in range(args.runs)]
-        print_summary(f"overload at {args.rate:g} req/s, limit {limit}", runs, FIELDS)
+        run_benchmark(f"overload-limit-{limit}", args.runs, lambda index: one_run(args, limit, index), FIELDS,
+                      conclude, title=f"overload at {args.rate:g} req/s, limit {limit}")
 
+
+def conclude(runs: list[dict]) -> str:
+    """The ratio line: admitted p99 under overload over the unloaded p99."""
+    ratios = sorted(r["accepted_p99_over_unloaded"] for r in runs if r.get("accepted_p99_over_unloaded"))
+    return f"202 p99 overloaded / unloaded (median of runs): {ratios[len(ratios) // 2] if ratios else '-'}"
 
 if __name__ == "__main__":
     main()

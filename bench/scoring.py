@@ -35,8 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (Stack, get_json, print_machine, print_summary, sqlite_scalar, steady_rate,  # noqa: E402
-                    topic_timestamps, wait_stored)
+from kafka_io import topic_timestamps  # noqa: E402
+from measure import steady_rate  # noqa: E402
+from runner import median_of, run_benchmark  # noqa: E402
+from stack import Stack, get_json, sqlite_scalar, wait_stored  # noqa: E402
 
 from qastream.settings import Settings  # noqa: E402
 
@@ -97,7 +99,6 @@ def one_run(args: argparse.Namespace, index: int, texts: list[str]) -> dict:
               "pipeline_pairs_per_s": round(pipeline, 2),
               "in_worker_scorer_pairs_per_s": scorer_info.get("pairs_per_second"),
               "raw_pairs_per_s": round(raw, 2), "ratio": round(pipeline / raw, 3)}
-    print(json.dumps(result), flush=True)
     return result
 
 
@@ -110,19 +111,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    print_machine("scoring")
     texts = definitions(args.questions, args.min_words, args.max_words, args.seed)
     words = sum(len(t.split()) for t in texts) / len(texts)
-    print(json.dumps({"answers": len(texts), "mean_words": round(words, 1)}), flush=True)
-    runs = [one_run(args, i + 1, texts) for i in range(args.runs)]
-    print_summary("scoring", runs, [
+    run_benchmark("scoring", args.runs, lambda index: {"answers": len(texts), "mean_words": round(words, 1),
+                                                       **one_run(args, index, texts)}, [
         ("pipeline_pairs_per_s", "validate stage in the pipeline, answers/s", 2),
         ("in_worker_scorer_pairs_per_s", "time inside BERTScorer.score in the worker, pairs/s", 2),
         ("raw_pairs_per_s", "raw batched BERTScorer.score, pairs/s", 2),
         ("ratio", "pipeline / raw (target >= 0.8)", 3),
-    ])
-    ratio = sorted(r["ratio"] for r in runs)[len(runs) // 2]
-    print(f"validator / raw scorer = {ratio:.3f} (target >= 0.8)")
+    ], lambda runs: f"validator / raw scorer = {median_of(runs, 'ratio'):.3f} (target >= 0.8)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from qastream.services.storage import Storage
 from qastream.settings import Settings
 from qastream.topic_admin import ensure_topics
 from qastream.topics import Topics
+from qastream.worker import QAStreamWorker
 
 
 class QAStreamApp(faust.App):
@@ -42,6 +43,8 @@ class QAStreamApp(faust.App):
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
         self.idle_timeout = idle_timeout
+        #: ``QASTREAM_LOG_LEVEL``: the level :class:`~qastream.worker.QAStreamWorker` uses when ``-l`` is not given.
+        self.log_level: str | None = None
 
     def _new_web(self) -> Any:
         web = super()._new_web()
@@ -111,8 +114,10 @@ app = QAStreamApp(
     idle_timeout=settings.idle_timeout_seconds,
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
     origin="qastream",
+    Worker=QAStreamWorker,
     **faust_options(settings),
 )
+app.log_level = settings.log_level
 topics = Topics(app, settings)
 app.topic_layout = topics.layout()
 QAStreamTopic.dead_letter_topic = topics.permanent

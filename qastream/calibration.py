@@ -17,10 +17,11 @@ the higher threshold, the stricter gate.
 from __future__ import annotations
 
 import bisect
-import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
+
+from qastream.stats import interpolated_quantile
 
 GRID_STEP = 0.01
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -61,22 +62,12 @@ class Recommendation:
         return asdict(self)
 
 
-def quantile(sorted_values: Sequence[float], q: float) -> Optional[float]:
-    """Linear-interpolated quantile of sorted values (numpy's default method)."""
-    if not sorted_values:
-        return None
-    position = q * (len(sorted_values) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
 def summarise(values: Sequence[float]) -> Summary:
     """Size, mean and the :data:`QUANTILES` of ``values``."""
     ordered = sorted(values)
     mean = sum(ordered) / len(ordered) if ordered else None
     return Summary(len(ordered), None if mean is None else round(mean, 4),
-                   {f"p{round(q * 100)}": None if quantile(ordered, q) is None else round(quantile(ordered, q), 4)
+                   {f"p{round(q * 100)}": None if interpolated_quantile(ordered, q) is None else round(interpolated_quantile(ordered, q), 4)
                     for q in QUANTILES})
 
 
@@ -161,6 +152,6 @@ def recommend(positives: Sequence[float], negatives: Sequence[float], *, bootstr
             best_threshold([rng.choice(positives) for _ in positives],
                            [rng.choice(negatives) for _ in negatives], step).threshold
             for _ in range(bootstrap_rounds))
-        low, high = round(quantile(picks, 0.05), 4), round(quantile(picks, 0.95), 4)
+        low, high = round(interpolated_quantile(picks, 0.05), 4), round(interpolated_quantile(picks, 0.95), 4)
     return Recommendation("max Youden's J = TPR - FPR (= max balanced accuracy), grid 0.01, ties to the higher",
                           best, auc(positives, negatives), low, high, bootstrap_rounds)

@@ -15,18 +15,12 @@ import math
 from collections import deque
 from typing import Iterable, Optional
 
+from qastream.stats import percentile
+
 #: Bucket upper bounds for latencies in milliseconds: LLM calls range from
 #: milliseconds (echo backend) to minutes (a loaded model on a CPU).
 LATENCY_BUCKETS_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
                       60000.0, 120000.0, 300000.0)
-
-
-def nearest_rank(ordered: list[float], p: float) -> Optional[float]:
-    """The ``p``-th percentile (0-100) of sorted values by nearest rank, as the database's percentiles."""
-    if not ordered:
-        return None
-    rank = max(0, min(len(ordered) - 1, math.ceil(p * len(ordered) / 100) - 1))
-    return ordered[rank]
 
 
 class Distribution:
@@ -60,8 +54,8 @@ class Distribution:
             return None if value is None else round(value, digits)
 
         return {
-            "p50": rounded(nearest_rank(ordered, 50)), "p95": rounded(nearest_rank(ordered, 95)),
-            "p99": rounded(nearest_rank(ordered, 99)), "max": rounded(ordered[-1] if ordered else None),
+            "p50": rounded(percentile(ordered, 50)), "p95": rounded(percentile(ordered, 95)),
+            "p99": rounded(percentile(ordered, 99)), "max": rounded(ordered[-1] if ordered else None),
             "count": self.count, "window": len(ordered),
         }
 

@@ -58,9 +58,18 @@ def free_port() -> int:
 
 def _spawn(args: Sequence[str], *, env: Optional[Mapping[str, str]] = None, log: Optional[IO] = None,
            cwd: Optional[str] = None) -> subprocess.Popen:
-    return subprocess.Popen(list(args), env=dict(env) if env is not None else None, cwd=cwd,
-                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
-                            start_new_session=True)
+    """Start ``args`` in its own session, writing to ``log``, which is closed here.
+
+    The child has its own descriptor of ``log``; the parent's copy would stay
+    open until the garbage collector found it (a ResourceWarning).
+    """
+    try:
+        return subprocess.Popen(list(args), env=dict(env) if env is not None else None, cwd=cwd,
+                                stdout=log or subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT if log else subprocess.DEVNULL, start_new_session=True)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def start_tansu(host: str, port: int, *, log: Optional[IO] = None) -> subprocess.Popen:

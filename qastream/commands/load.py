@@ -14,7 +14,6 @@ rejected by reason, and acceptance latency percentiles.
 from __future__ import annotations
 
 import asyncio
-import math
 import sys
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from qastream.db.queries import CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Submissi
 from qastream.errors import RequestError
 from qastream.ids import question_id
 from qastream.models import Job, event_for
+from qastream.stats import percentile
 from qastream.web.requests import parse_query
 
 #: Outcomes of one submission, as counted in the summary.
@@ -74,11 +74,12 @@ class Tally:
 
 
 def percentiles(values: list[float], points: Iterable[int] = (50, 90, 99)) -> dict[str, Optional[float]]:
-    """Nearest-rank percentiles, plus the maximum."""
+    """Nearest-rank percentiles (:func:`qastream.stats.percentile`), plus the maximum, to 0.1 ms."""
     ordered = sorted(values)
     out: dict[str, Optional[float]] = {}
     for p in points:
-        out[f"p{p}"] = round(ordered[max(0, math.ceil(p * len(ordered) / 100) - 1)], 1) if ordered else None
+        value = percentile(ordered, p)
+        out[f"p{p}"] = None if value is None else round(value, 1)
     out["max"] = round(ordered[-1], 1) if ordered else None
     return out
 

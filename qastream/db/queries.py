@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from qastream.db.schema import QuestionRow, ResponseRow
 from qastream.lifecycle import COMPLETED, FAILED, PENDING
+from qastream.stats import nearest_rank_index
 
 Q = QuestionRow.__table__
 R = ResponseRow.__table__
@@ -368,13 +369,13 @@ def _bucket_labels() -> list[str]:
 
 
 def _percentiles(connection: Connection, count: int) -> dict[str, Optional[float]]:
-    """p50/p95/p99 of acceptance-to-completion time (nearest rank)."""
+    """p50/p95/p99 of acceptance-to-completion time (nearest rank, :mod:`qastream.stats`, in SQL)."""
     out: dict[str, Optional[float]] = {}
     for p in (50, 95, 99):
         if count == 0:
             out[f"p{p}"] = None
             continue
-        rank = max(0, min(count - 1, -(-p * count // 100) - 1))
+        rank = nearest_rank_index(count, p)
         value = connection.execute(select(R.c.total_processing_time_ms)
                                    .order_by(R.c.total_processing_time_ms).limit(1).offset(rank)).scalar()
         out[f"p{p}"] = round(value, 1) if value is not None else None

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import Connection, and_, case, func, select
 
 from qastream.db.queries import Q, R
+from qastream.stats import nearest_rank_index
 
 BUCKETS = 10
 BUCKET_WIDTH = 1 / BUCKETS
@@ -33,10 +34,10 @@ def _share(part: int, whole: int) -> Optional[float]:
 
 
 def _percentile(connection: Connection, column: Any, count: int, p: int) -> Optional[float]:
-    """Nearest-rank percentile of a non-null column."""
+    """Nearest-rank percentile of a non-null column (the definition of :mod:`qastream.stats`, in SQL)."""
     if count == 0:
         return None
-    rank = max(0, min(count - 1, -(-p * count // 100) - 1))
+    rank = nearest_rank_index(count, p)
     value = connection.execute(select(column).where(column.is_not(None)).order_by(column)
                                .limit(1).offset(rank)).scalar()
     return _round(value, 1)

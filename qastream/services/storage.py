@@ -149,7 +149,8 @@ def make_engine(url: str, *, connect_timeout: int = 5, statement_timeout: Option
 
 
 async def until_written(write: Callable[[], Awaitable[T]], what: str, *, first_delay: float = 0.5,
-                        max_delay: float = 30.0) -> T:
+                        max_delay: float = 30.0,
+                        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
     """Run ``write`` until it succeeds, backing off between attempts; a refused row is raised at once.
 
     The store and dead-letter stages batch with Faust's ``take()``, which
@@ -157,7 +158,8 @@ async def until_written(write: Callable[[], Awaitable[T]], what: str, *, first_d
     drop the batch.  While the database is unreachable nothing downstream can
     progress anyway, so the stage waits for it instead.  A row the database
     refuses would be refused forever and hold up every question behind it:
-    callers isolate those with :func:`write_isolated`.
+    callers isolate those with :func:`write_isolated`.  ``sleep`` is the
+    clock a test replaces to see the back-off without waiting it out.
     """
     delay = first_delay
     while True:
@@ -167,7 +169,7 @@ async def until_written(write: Callable[[], Awaitable[T]], what: str, *, first_d
             if rejects_row(exc):
                 raise
             logger.error("writing %s failed (%r); retrying in %.1f s", what, exc, delay)
-            await asyncio.sleep(delay)
+            await sleep(delay)
             delay = min(delay * 2, max_delay)
 
 

@@ -149,7 +149,9 @@ def launch_worker(artifacts: Path, test_name: str, env: dict[str, str], *, faust
     if faust_cli:
         # The documented Faust form, run exactly as a user would type it.
         command = [str(Path(sys.executable).parent / "faust"), "-A", "qastream.app", "worker", "-l", "info"]
-        process = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with log:  # the child has its own descriptor
+            process = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), process, name, timeout=180)
     else:
         process = start_worker(full, web_host="127.0.0.1", web_port=port, log=log)

@@ -18,7 +18,6 @@ import pytest
 
 from qastream.datasets.dictd import B64
 
-pytestmark = pytest.mark.integration
 
 TOPICS = ["compiler", "kernel", "packet", "sorting", "cache", "thread"]
 
@@ -44,6 +43,8 @@ def write_dictionary(directory: Path) -> Path:
     return directory / "tiny.index"
 
 
+# The command runs the LLM and the scorer over every pair (its own bound: 300 s).
+@pytest.mark.timeout(600)
 def test_calibrate_saves_distributions_and_a_recommendation(tmp_path: Path):
     index = write_dictionary(tmp_path)
     output = tmp_path / "calibration.json"

@@ -17,7 +17,6 @@ from qastream.settings import Settings
 
 from stackutil import Worker, missing, wait_until
 
-pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright's own browser download does not work here: it drives Debian's Chromium.

@@ -20,7 +20,6 @@ from qastream.settings import Settings
 
 from stackutil import Worker, isolated_env, launch_worker, wait_until
 
-pytestmark = pytest.mark.integration
 
 UNRELATED = "Photosynthesis converts light energy into chemical energy stored in glucose molecules."
 THRESHOLD = Settings().scorer_threshold

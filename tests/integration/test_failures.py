@@ -18,7 +18,6 @@ from sqlalchemy import create_engine, text
 from qastream.embedded import free_port, log_file, start_llm_server, start_tansu, stop
 from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
-pytestmark = pytest.mark.integration
 
 UNRELATED = "Glaciers carve valleys as compacted snow flows slowly downhill under its own weight."
 
@@ -129,6 +128,8 @@ def test_llm_down_for_20_seconds_then_everything_completes(broker, artifacts, tm
         stop(llm.process, "llm")
 
 
+# Two worker starts and waits of up to 60 + 240 + 30 s.
+@pytest.mark.timeout(600)
 def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(stack_env, start_worker_process, tmp_path):
     url = f"sqlite:///{tmp_path}/kill.db"
     env = {**stack_env, "QASTREAM_DATABASE_URL": url}
@@ -150,6 +151,8 @@ def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(stack_env, sta
                "the status table to agree with the database")
 
 
+# Two worker starts, a broker restart and waits of up to 60 + 180 s.
+@pytest.mark.timeout(600)
 def test_broker_restart_loses_topics_and_reconciliation_completes_everything(artifacts, echo_llm, tmp_path,
                                                                               start_worker_process):
     port = free_port()
@@ -185,8 +188,12 @@ def completion_seconds(worker: Worker, question: str) -> float:
     return time.monotonic() - started
 
 
+#: The Retry-After of the quota failures: a question held behind the parked ones would wait this long.
+PARKED_DELAY_SECONDS = 30
+
+
 def test_parked_retries_do_not_hold_back_other_questions(broker, artifacts, tmp_path, start_worker_process):
-    llm = launch_llm(artifacts, "llm-quota", "--parallel", "32", "--retry-after", "30")
+    llm = launch_llm(artifacts, "llm-quota", "--parallel", "32", "--retry-after", str(PARKED_DELAY_SECONDS))
     try:
         env = isolated_env(broker, llm, tmp_path / "var")
         worker = start_worker_process(env, database_url=f"sqlite:///{tmp_path}/hol.db")
@@ -195,9 +202,13 @@ def test_parked_retries_do_not_hold_back_other_questions(broker, artifacts, tmp_
         submit(worker, [(f"Is quota {i} of {token} spent? [[fail:429*1]]", "x") for i in range(100)])
         wait_until(lambda: metrics(worker)["parked_retries"]["quota"] == 100, 60, "100 questions parked")
         busy = completion_seconds(worker, f"Does a new question wait {token}?")
-        print(f"completion of one question: idle {idle:.2f} s, with 100 parked on a 30 s delay {busy:.2f} s")
+        print(f"completion of one question: idle {idle:.2f} s, "
+              f"with 100 parked on a {PARKED_DELAY_SECONDS} s delay {busy:.2f} s")
+        # The order proves it, whatever the machine's speed: the new question completed while all
+        # 100 were still parked.  The ratio is to the parked delay, the wait head-of-line blocking
+        # would add; how much slower the busy worker answers (busy / idle) is a benchmark's figure.
         assert metrics(worker)["parked_retries"]["quota"] == 100  # still waiting out their delay
-        assert busy < idle + 2.0
+        assert busy / PARKED_DELAY_SECONDS < 0.5
     finally:
         stop(llm.process, "llm")
 

@@ -9,7 +9,6 @@ tests/unit/test_requests.py and tests/unit/test_web_api.py).
 
 from __future__ import annotations
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
@@ -21,7 +20,6 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 
 from stackutil import Worker
 
-pytestmark = pytest.mark.integration
 
 #: Examples per operation and generation mode.  Schemathesis stops early for operations with few
 #: distinct inputs: about 400 requests in all, some 20 s with the worker's start.

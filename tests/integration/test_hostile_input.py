@@ -23,7 +23,6 @@ from qastream.errors import RowRejected
 from qastream.services.storage import Storage
 from stackutil import Worker, wait_until
 
-pytestmark = pytest.mark.integration
 
 #: (body, fragment of the 400's message): each row was a 503 (or, for NUL on PostgreSQL, a failed batch).
 BAD_BODIES = [

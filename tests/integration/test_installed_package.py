@@ -33,7 +33,8 @@ import pytest
 from qastream.embedded import free_port, http_ok, log_file, stop, wait_for
 from stackutil import ARTIFACTS, Broker, LLMServer, Worker, isolated_env, wait_until
 
-pytestmark = pytest.mark.integration
+# The first test builds the wheel and installs it with its dependencies (minutes): the global bound.
+pytestmark = pytest.mark.timeout(600)
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 #: What the build reads; everything else (.venv, var, test artifacts) stays behind.
@@ -135,9 +136,9 @@ def test_a_worker_from_the_package_serves_the_dashboard_and_answers(
     env = {**isolated_env(broker, echo_llm, tmp_path / "var"), "QASTREAM_WEB_HOST": "127.0.0.1",
            "QASTREAM_WEB_PORT": str(port)}
     env = {k: v for k, v in env.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    process = subprocess.Popen([str(installed.bin / "qastream"), "worker", "-l", "info"], cwd=installed.outside,
-                               env=env, stdout=log_file(str(ARTIFACTS), "installed-package-worker"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    with log_file(str(ARTIFACTS), "installed-package-worker") as log:  # the child has its own descriptor
+        process = subprocess.Popen([str(installed.bin / "qastream"), "worker", "-l", "info"], cwd=installed.outside,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     worker = Worker(f"http://127.0.0.1:{port}", port, env, process)
     try:
         wait_for(lambda: http_ok(f"{worker.url}/health"), process, "the installed worker", timeout=180)

@@ -18,7 +18,6 @@ from aiokafka import AIOKafkaProducer
 
 from stackutil import missing
 
-pytestmark = pytest.mark.integration
 
 TANSU_FLAGS = ["-X", "api.version.request=false", "-X", "broker.version.fallback=0.9.0"]
 

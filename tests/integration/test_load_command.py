@@ -20,7 +20,6 @@ from qastream.ids import question_id
 
 from stackutil import Worker
 
-pytestmark = pytest.mark.integration
 
 MAX_CHARS = "200"
 

@@ -23,7 +23,6 @@ import pytest
 from qastream.embedded import free_port, http_ok, log_file, wait_for
 from stackutil import ARTIFACTS, Worker, wait_until
 
-pytestmark = pytest.mark.integration
 
 QUESTION = "What is a compiler?"
 REFERENCE = ("A compiler is a program that translates source code written in a high-level programming "
@@ -56,6 +55,8 @@ def alive(pid: int) -> bool:
         return False
 
 
+# `qastream dev` loads SmolLM2 and the scorer: up to 300 s before /health.
+@pytest.mark.timeout(600)
 def test_make_run_answers_a_real_question_and_stops_cleanly(tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     web_port = free_port()
@@ -69,8 +70,9 @@ def test_make_run_answers_a_real_question_and_stops_cleanly(tmp_path: Path) -> N
     })
     # The console script of this virtualenv, as `make run` calls it; default backend: smollm2.
     command = [str(Path(sys.executable).parent / "qastream"), "dev"]
-    dev = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log_file(str(ARTIFACTS), "main-job-dev"),
-                           stderr=subprocess.STDOUT, start_new_session=True)
+    with log_file(str(ARTIFACTS), "main-job-dev") as log:  # the child has its own descriptor
+        dev = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     worker = Worker(f"http://127.0.0.1:{web_port}", web_port, env, dev)
     try:
         wait_for(lambda: http_ok(f"{worker.url}/health"), dev, "qastream dev", timeout=300)

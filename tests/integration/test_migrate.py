@@ -15,8 +15,6 @@ import redis
 from qastream.ids import question_id
 from qastream.services.cache import cache_key
 
-pytestmark = pytest.mark.integration
-
 
 def run_cli(env: dict[str, str], *args: str) -> str:
     result = subprocess.run([sys.executable, "-m", "qastream", *args], env=env, capture_output=True, text=True,

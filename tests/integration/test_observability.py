@@ -8,12 +8,9 @@ import sys
 import urllib.request
 import uuid
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackutil import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 def scrape(url: str) -> dict:

@@ -12,7 +12,6 @@ import pytest
 from qastream.ids import question_id
 from stackutil import Worker, wait_until
 
-pytestmark = pytest.mark.integration
 
 UNRELATED = "Tectonic plates drift slowly across the mantle of the planet."
 

@@ -12,8 +12,6 @@ from sqlalchemy import create_engine, text
 from qastream.settings import Settings
 from stackutil import Worker, isolated_env, launch_worker, wait_until
 
-pytestmark = pytest.mark.integration
-
 
 def owned_partitions(worker: Worker, app_id: str) -> dict[str, list[int]]:
     """Worker URL -> status-table partitions it actively owns, as the worker's router reports."""
@@ -89,6 +87,8 @@ def test_two_workers_share_partitions_and_answer_status_for_every_key_alike(
         second.stop()
 
 
+# Two workers start, one is killed, the group rebalances: waits of up to 240 s in a row.
+@pytest.mark.timeout(600)
 def test_failover_after_kill_9_every_question_completes(broker, artifacts, tmp_path, postgres_url):
     from stackutil import launch_llm
     from qastream.embedded import stop

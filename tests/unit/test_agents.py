@@ -7,8 +7,9 @@ service calls (LLM, scorer, storage, cache) return canned results.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from typing import Any
+from typing import Any, Callable
 from unittest.mock import AsyncMock
 
 import pytest
@@ -20,6 +21,7 @@ from qastream.ids import generation_seed
 from qastream.lifecycle import version
 from qastream.models import Job, StatusEvent
 from qastream.services.llm import Generation
+from qastream.services.storage import until_written
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.tables.status import attempts_table, status_table, track
 
@@ -34,7 +36,24 @@ def memory_app():
 
 
 class Sent(list):
-    """(topic name, key, value) of every send, in order."""
+    """(topic name, key, value) of every send, in order; ``progress`` is set on each one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress = asyncio.Event()
+
+    async def until(self, predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, checking again after each effect a test double records.
+
+        Agents that batch with take() act on their own timer, so a test waits for the effect; the
+        time-out only bounds a hung agent, it orders nothing.
+        """
+        async def settled() -> None:
+            while not predicate():
+                self.progress.clear()
+                await self.progress.wait()
+
+        await asyncio.wait_for(settled(), timeout)
 
     def to(self, topic: Any) -> list[Any]:
         return [value for name, _, value in self if name == topic.get_topic_name()]
@@ -51,6 +70,7 @@ def sent(monkeypatch) -> Sent:
 
         async def send(*, key=None, value=None, _topic=topic, **kwargs):
             captured.append((_topic.get_topic_name(), key, value))
+            captured.progress.set()
 
         monkeypatch.setattr(topic, "send", send)
     return captured
@@ -60,14 +80,6 @@ def job(**fields: Any) -> Job:
     base = {"question_id": "0123456789abcdef", "question_text": "What is a compiler?",
             "original_answer": "A compiler translates source code.", "accepted_at": 1000.0}
     return Job(**{**base, **fields})
-
-
-async def eventually(predicate, timeout: float = 2.0) -> None:
-    """Agents using take() flush on a short timer: wait for the effect."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "agent did not act in time"
-        await asyncio.sleep(0.01)
 
 
 # -- track ---------------------------------------------------------------------------
@@ -149,7 +161,7 @@ async def test_validate_applies_the_quality_gate(sent, monkeypatch, score, attem
     best = {"best_answer": "earlier, better", "best_score": 0.5, "best_attempt": 1} if attempt > 1 else {}
     async with validate.validate.test_context() as agent:
         await agent.put(job(answer="ans", attempt=attempt, **best), key="0123456789abcdef")
-        await eventually(lambda: sent.to(getattr(topics, topic_name)))
+        await sent.until(lambda: sent.to(getattr(topics, topic_name)))
     (scored,) = sent.to(getattr(topics, topic_name))
     assert scored.low_quality is low_quality
     if low_quality:
@@ -240,7 +252,7 @@ async def test_store_writes_caches_and_completes(sent, monkeypatch):
     monkeypatch.setattr(cache, "put_many", put)
     async with store.store.test_context() as agent:
         await agent.put(job(answer="ans", score=0.9, model="m"), key="0123456789abcdef")
-        await eventually(lambda: sent.to(topics.events))
+        await sent.until(lambda: sent.to(topics.events))
     (row,) = save.await_args.args[0]
     assert (row.answer, row.score, row.processing_attempts) == ("ans", 0.9, 1)
     (completed,) = sent.to(topics.events)
@@ -250,11 +262,11 @@ async def test_store_writes_caches_and_completes(sent, monkeypatch):
 
 async def test_store_skips_a_stale_answer(sent, monkeypatch):
     monkeypatch.setattr(storage, "save_completed", AsyncMock(return_value=[]))
-    put = AsyncMock()
+    put = AsyncMock(side_effect=lambda *_: sent.progress.set())
     monkeypatch.setattr(cache, "put_many", put)
     async with store.store.test_context() as agent:
         await agent.put(job(answer="old", epoch=1), key="0123456789abcdef")
-        await eventually(lambda: put.await_count == 1)
+        await sent.until(lambda: put.await_count == 1)
     assert sent.to(topics.events) == []
     assert put.await_args.args[0] == []
 
@@ -265,7 +277,7 @@ async def test_dead_letters_mark_the_question_failed(sent, monkeypatch):
     async with dead_letters.dead_letters.test_context() as agent:
         await agent.put(job(error_class="permanent", error_code=404, error_message="model not found"),
                         key="0123456789abcdef")
-        await eventually(lambda: sent.to(topics.events))
+        await sent.until(lambda: sent.to(topics.events))
     (failure,) = save.await_args.args[0]
     assert "404" in failure.error_message and "model not found" in failure.error_message
     (failed,) = sent.to(topics.events)
@@ -282,12 +294,19 @@ async def test_store_waits_for_the_database_instead_of_dropping_the_batch(sent, 
             raise outcome
         return list(answers)
 
+    waited: list[float] = []
+
+    async def clock(seconds: float) -> None:  # the back-off, without waiting it out
+        waited.append(seconds)
+
     monkeypatch.setattr(storage, "save_completed", save)
     monkeypatch.setattr(cache, "put_many", AsyncMock())
+    monkeypatch.setattr(store, "until_written", functools.partial(until_written, sleep=clock))
     async with store.store.test_context() as agent:
         await agent.put(job(answer="ans", score=0.9), key="0123456789abcdef")
-        await eventually(lambda: sent.to(topics.events), timeout=5.0)  # back-off: 0.5 s, then 1 s
+        await sent.until(lambda: sent.to(topics.events))
     assert outcomes == []
+    assert waited == [0.5, 1.0]
     (completed,) = sent.to(topics.events)
     assert completed.stage == "completed"
 
@@ -309,7 +328,7 @@ async def test_store_dead_letters_an_answer_the_database_refuses_and_goes_on(sen
         await agent.put(job(question_id=good, answer="fine"), key=good)
         await agent.put(job(question_id=bad, answer="a\x00b"), key=bad)
         await agent.put(job(question_id=later, answer="next"), key=later)
-        await eventually(lambda: len(sent.to(topics.events)) == 2 and sent.to(topics.permanent))
+        await sent.until(lambda: len(sent.to(topics.events)) == 2 and sent.to(topics.permanent))
     completed = {e.question_id for e in sent.to(topics.events) if e.stage == "completed"}
     assert completed == {good, later}
     (letter,) = sent.to(topics.permanent)
@@ -331,7 +350,7 @@ async def test_dead_letters_store_a_refused_failure_escaped(sent, monkeypatch):
     async with dead_letters.dead_letters.test_context() as agent:
         await agent.put(job(question_text="a\x00b", error_class="rejected", error_code=0, error_message="refused"),
                         key="0123456789abcdef")
-        await eventually(lambda: sent.to(topics.events))
+        await sent.until(lambda: sent.to(topics.events))
     (failure,) = stored
     assert failure.question_text == "a\\x00b" and "stored escaped" in failure.error_message
     (failed,) = sent.to(topics.events)

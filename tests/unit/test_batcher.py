@@ -8,15 +8,25 @@ from qastream.batcher import GroupCommitter
 
 
 class Recorder:
-    """A flush that records its batches, can be slowed down, and fails on a poisoned item."""
+    """A flush that records its batches, can be held at a gate, and fails on a poisoned item.
 
-    def __init__(self, delay=0.0, poison=None):
+    ``flushing`` is set once a flush has recorded its batch; with a ``gate``, every flush then waits
+    until the test opens it.  Tests order their steps with these, not with sleeps: a flush "still
+    running" is one held at the gate, however slow the machine.
+    """
+
+    def __init__(self, delay=0.0, poison=None, gate=None):
         self.delay = delay
         self.poison = poison
+        self.gate = gate
+        self.flushing = asyncio.Event()
         self.batches = []
 
     async def __call__(self, items):
         self.batches.append(list(items))
+        self.flushing.set()
+        if self.gate is not None:
+            await self.gate.wait()
         await asyncio.sleep(self.delay)
         if self.poison is not None and self.poison in items:
             raise ValueError(f"cannot store {self.poison}")
@@ -39,12 +49,14 @@ async def make_committer():
 
 
 async def test_concurrent_submits_are_flushed_in_batches(make_committer):
-    flush = Recorder(delay=0.05)
+    flush = Recorder(gate=asyncio.Event())
     committer = make_committer(flush)
     first = asyncio.ensure_future(committer.submit("first"))
-    await asyncio.sleep(0.01)  # the slow flush of "first" is now running
+    await flush.flushing.wait()  # the flush of "first" is running, held at the gate
     assert flush.batches == [["first"]]
-    results = await asyncio.gather(*(committer.submit(i) for i in range(50)))
+    rest = [asyncio.ensure_future(committer.submit(i)) for i in range(50)]
+    flush.gate.set()  # the 50 submits were scheduled first: they queue before "first" is done
+    results = await asyncio.gather(*rest)
     assert await first == "result-first"
     assert results == [f"result-{i}" for i in range(50)]
     assert len(flush.batches) < 51
@@ -100,12 +112,13 @@ async def test_flush_error_reaches_every_caller_of_the_batch_and_later_batches_w
 
 
 async def test_flush_error_spares_other_batches(make_committer):
-    flush = Recorder(delay=0.05, poison="bad")
+    flush = Recorder(poison="bad", gate=asyncio.Event())
     committer = make_committer(flush)
     ok_first = asyncio.ensure_future(committer.submit("ok1"))
-    await asyncio.sleep(0.01)  # "ok1" is being flushed alone
+    await flush.flushing.wait()  # "ok1" is being flushed alone, held at the gate
     bad = asyncio.ensure_future(committer.submit("bad"))
     ok_second = asyncio.ensure_future(committer.submit("ok2"))  # rides with "bad"
+    flush.gate.set()  # both submits were scheduled first: they queue while "ok1" is flushed
     assert await ok_first == "result-ok1"
     with pytest.raises(ValueError):
         await bad
@@ -130,11 +143,14 @@ async def test_submit_after_stop_raises():
 
 
 async def test_stop_during_a_flush_still_answers_its_callers():
-    committer = GroupCommitter(Recorder(delay=0.1))
+    flush = Recorder(gate=asyncio.Event())
+    committer = GroupCommitter(flush)
     committer.start()
     caller = asyncio.ensure_future(committer.submit("in-flight"))
-    await asyncio.sleep(0.02)  # the flush of "in-flight" is running
-    await committer.stop()
+    await flush.flushing.wait()  # the flush of "in-flight" is running, held at the gate
+    stopping = asyncio.ensure_future(committer.stop())
+    flush.gate.set()  # stop() was scheduled first: it begins while the flush is still running
+    await stopping
     try:
         assert await asyncio.wait_for(caller, 1.0) == "result-in-flight"
     finally:

@@ -3,7 +3,8 @@
 import pytest
 
 from qastream import calibration
-from qastream.calibration import auc, best_threshold, histogram, operating_point, quantile, recommend, summarise
+from qastream.calibration import auc, best_threshold, histogram, operating_point, recommend, summarise
+from qastream.stats import interpolated_quantile as quantile
 from qastream.datasets.records import sample
 
 

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from qastream.distribution import Distribution, nearest_rank
+from qastream.distribution import Distribution
+from qastream.stats import percentile
 
 
 @pytest.mark.parametrize("values, p, expected", [
@@ -17,7 +18,7 @@ from qastream.distribution import Distribution, nearest_rank
     ([float(i) for i in range(1, 101)], 99, 99.0),
 ])
 def test_nearest_rank_matches_the_database_percentiles(values, p, expected):
-    assert nearest_rank(values, p) == expected
+    assert percentile(values, p) == expected
 
 
 def test_percentiles_cover_the_recent_window_and_counts_cover_everything():

@@ -112,12 +112,10 @@ async def test_connection_refused_is_overload_with_status_0(make_client):
 
 
 async def test_client_timeout_is_overload(llm_server, make_client):
-    _, url = await llm_server(latency=0.6)
+    server, url = await llm_server(latency=0.6)
     client = await make_client(url, timeout=0.2)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     err = await failure(client, "What is Kafka?")
-    assert loop.time() - started < 0.5
+    assert server.stats["completions"] == 0  # the client gave up before the answer existed
     assert (err.error_class, err.status_code) == (OVERLOAD, 0)
     assert "Timeout" in err.message
 
