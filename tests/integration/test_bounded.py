@@ -56,9 +56,9 @@ def launch(artifacts: Path, name: str, env: dict[str, str], ready: Any, **overri
     port = free_port()
     full = {**env, "QASTREAM_WEB_PORT": str(port), "QASTREAM_WEB_HOST": "127.0.0.1",
             **{f"QASTREAM_{k.upper()}": v for k, v in overrides.items()}}
-    process = subprocess.Popen([sys.executable, "-m", "qastream", "worker", "-l", "info"], env=full,
-                               stdout=log_file(str(artifacts), f"{name}-{port}"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    with log_file(str(artifacts), f"{name}-{port}") as log:  # the child has its own descriptor
+        process = subprocess.Popen([sys.executable, "-m", "qastream", "worker", "-l", "info"], env=full,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     worker = Worker(f"http://127.0.0.1:{port}", port, full, process)
 
     def check() -> bool:
@@ -318,6 +318,9 @@ class PausableProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            # Each socket is the source of exactly one pump, which closes it; the other pump's
+            # sendall to it then fails with OSError, which ends that pump too.
+            source.close()
 
     def close(self) -> None:
         self.closed = True
