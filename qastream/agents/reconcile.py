@@ -1,44 +1,102 @@
-"""Reconciliation: re-enqueue accepted questions whose messages were lost.
+"""Reconciliation: re-enqueue accepted questions that nothing will move any more.
 
-Every ``reconcile_interval_seconds`` a worker looks at pending questions
-accepted more than ``reconcile_after_seconds`` ago whose key it owns (the
-partition of the events topic, which is the status table's) and that its
-status table knows nothing about: their messages are gone (the memory-only
-development broker restarted, say).  They start a new epoch and go back to
-questions-pending.  Questions the status table knows are in flight and left
-alone.
+The database is the store of record: every non-terminal question is
+``pending`` there.  Every ``reconcile_interval_seconds`` a worker looks at
+the pending questions whose key it owns (the partition of the events topic,
+which is the status table's, so exactly one worker acts on each) and
+re-enqueues, in a new epoch, those that are stranded:
+
+* the status table knows nothing of the question ``reconcile_after_seconds``
+  after its acceptance: its first messages were lost (the broker restarted
+  empty, or the status table was rebuilt from a changelog that was lost);
+* its status has not moved past its stage's deadline
+  (:func:`qastream.deadlines.overdue`): the message it waits on was lost
+  after its status event was written.
+
+The new epoch (:func:`qastream.db.queries.resubmit`) makes every message of
+the old one stale, so a late original is skipped, never answered twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any, Mapping, Optional
 
-from qastream.app import app, settings, storage, topics
+from qastream import telemetry
+from qastream.app import app, breaker, settings, storage, topics
+from qastream.breaker import CLOSED
+from qastream.deadlines import Deadlines, overdue, stage_deadlines
 from qastream.requeue import enqueue
 from qastream.routing import partition_of
 from qastream.tables.status import status_table
 
 logger = logging.getLogger(__name__)
 
+deadlines = stage_deadlines(settings)
 
-async def owned_and_unknown(ids: list[str]) -> list[str]:
-    """The ids whose status partition this worker owns and whose status it does not know."""
+#: Stage name under which questions the status table never heard of are counted.
+UNKNOWN = "unknown"
+
+
+def stranded(candidates: Mapping[str, Optional[Mapping[str, Any]]], unknown_ids: set[str], now: float,
+             limits: Deadlines, line_held: bool) -> dict[str, str]:
+    """Question id -> last stage of the candidates to re-enqueue.
+
+    ``candidates`` maps this worker's pending questions to their status
+    record; ``unknown_ids`` are those accepted long enough ago to count as
+    lost when the status table does not know them.
+    """
+    out = {}
+    for qid, record in candidates.items():
+        if record is None:
+            if qid in unknown_ids:
+                out[qid] = UNKNOWN
+        elif overdue(record, now, limits, line_held=line_held):
+            out[qid] = record["stage"]
+    return out
+
+
+async def owned(ids: list[str]) -> list[str]:
+    """The ids whose status partition this worker actively owns."""
     events = topics.events.get_topic_name()
     active = {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
-    return [qid for qid in ids if await partition_of(events, qid) in active and status_table.get(qid) is None]
+    return [qid for qid in ids if await partition_of(events, qid) in active]
 
 
 @app.timer(settings.reconcile_interval_seconds)
 async def reconcile() -> None:
-    """Re-enqueue this worker's pending questions that nothing is processing."""
+    """Re-enqueue this worker's pending questions that are stranded (lost or past their stage deadline).
+
+    A failure (database or broker unreachable) is logged and the next round
+    tries again: a question taken but not sent keeps its old status, so it
+    is overdue again next time and gets one more epoch.
+    """
     if app.rebalancing:
         return
-    now = time.time()
-    candidates = await storage.pending_before(now - settings.reconcile_after_seconds)
-    lost = await owned_and_unknown(candidates)
-    if not lost:
-        return
-    taken = await storage.resubmit(now, statuses=["pending"], question_ids=lost)
+    try:
+        await requeue_stranded(time.time())
+    except Exception:
+        logger.exception("reconciliation failed; retrying in %.0f s", settings.reconcile_interval_seconds)
+
+
+async def requeue_stranded(now: float) -> int:
+    """One reconciliation round; returns how many questions were re-enqueued."""
+    earliest = min(settings.reconcile_after_seconds, deadlines.shortest())
+    candidates = await owned(await storage.pending_before(now - earliest))
+    if not candidates:
+        return 0
+    unknown_ids = set(await storage.pending_before(now - settings.reconcile_after_seconds))
+    stages = stranded({qid: status_table.get(qid) for qid in candidates}, unknown_ids, now, deadlines,
+                      line_held=breaker.state != CLOSED)
+    if not stages:
+        return 0
+    taken = await storage.resubmit(now, statuses=["pending"], question_ids=list(stages))
+    for acceptance in taken:
+        logger.warning("%s: stranded in stage %s; re-enqueued in epoch %d", acceptance.question_id,
+                       stages[acceptance.question_id], acceptance.epoch)
     count = await enqueue(taken)
-    logger.warning("reconciliation re-enqueued %d pending question(s) with no status (messages lost)", count)
+    for acceptance in taken:
+        telemetry.record_stalled(stages[acceptance.question_id])
+    logger.warning("reconciliation re-enqueued %d stranded question(s)", count)
+    return count
