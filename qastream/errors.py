@@ -9,6 +9,9 @@ The class of an error decides its route through the topic graph:
   or the server's ``Retry-After``.
 * ``permanent`` -- retrying cannot help (400, 404 model not found, other 4xx,
   anything unrecognised).  Dead-lettered.
+
+``scoring`` is not an LLM failure: the scorer raised for an answer even when
+scoring it alone (qastream.agents.validate).  Dead-lettered with the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ OVERLOAD = "overload"
 QUOTA = "quota"
 PERMANENT = "permanent"
 ERROR_CLASSES = (OVERLOAD, QUOTA, PERMANENT)
+SCORING = "scoring"
 
 #: ``ResponseError.status_code`` the ollama client uses for an error that
 #: arrives inside a streamed 200 answer.
