@@ -1,4 +1,5 @@
-"""A fix for Faust's commit stall after a restart with a backlog (faust-streaming #606).
+"""Fixes for Faust's commit stall after a restart with a backlog (faust-streaming #606), and for
+aiokafka's endless commit retry on a topic the broker lost.
 
 ``Consumer._new_offset`` merges offset gaps (records the broker skipped)
 into the list of acked offsets.  When a gap overlaps offsets that were
@@ -17,17 +18,26 @@ upgrade is a conscious decision.  Redelivery stays harmless either way
 
 from __future__ import annotations
 
+import logging
 from typing import Any, List, Optional
 
+import aiokafka
 import faust
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.errors import UnknownTopicOrPartitionError
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 
+logger = logging.getLogger(__name__)
+
 PATCHED_FAUST_VERSION = "0.15.3"
+PATCHED_AIOKAFKA_VERSION = "0.14.0"
 
 #: Faust's own method, kept so tests can show the stall it causes.
 original_new_offset = Consumer._new_offset
+#: aiokafka's own method, wrapped by :func:`do_commit_offsets`.
+original_do_commit_offsets = GroupCoordinator._do_commit_offsets
 
 
 def new_offset(self: Any, tp: TP) -> Optional[int]:
@@ -60,9 +70,33 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
     return None
 
 
+async def do_commit_offsets(self: Any, assignment: Any, offsets: Any) -> None:
+    """aiokafka's offset commit, except that a partition the broker does not know is given up.
+
+    ``UnknownTopicOrPartitionError`` is retriable for aiokafka, and
+    ``GroupCoordinator.commit_offsets`` retries it every 100 ms with no end.
+    When the memory-only development broker restarts empty, the commit Faust
+    makes on revoking partitions hits exactly that: 17,460 failed commits
+    over 5 minutes, with the rebalance (and so every stage) blocked behind
+    them.  Offsets of a topic the broker lost mean nothing any more (a
+    re-created topic starts at 0); a transient error on Kafka costs at most
+    one skipped commit, redelivery being harmless (every stage is idempotent).
+    The other partitions of the request were committed or failed on their own.
+    """
+    try:
+        await original_do_commit_offsets(self, assignment, offsets)
+    except UnknownTopicOrPartitionError:
+        logger.warning("offset commit: the broker does not know some of %d partition(s) (did it lose its "
+                       "topics?); not retrying those offsets", len(offsets))
+
+
 def install() -> None:
-    """Replace ``Consumer._new_offset`` with :func:`new_offset` on the Faust version it was written for."""
+    """Install both fixes on the library versions they were written for."""
     if faust.__version__ != PATCHED_FAUST_VERSION:
         raise RuntimeError(f"qastream.faust_fixes targets faust-streaming {PATCHED_FAUST_VERSION}, "
                            f"found {faust.__version__}: re-check faust-streaming #606 and update the fix")
+    if aiokafka.__version__ != PATCHED_AIOKAFKA_VERSION:
+        raise RuntimeError(f"qastream.faust_fixes targets aiokafka {PATCHED_AIOKAFKA_VERSION}, found "
+                           f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
     Consumer._new_offset = new_offset
+    GroupCoordinator._do_commit_offsets = do_commit_offsets
