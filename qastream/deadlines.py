@@ -72,8 +72,13 @@ def stage_deadlines(settings: Settings) -> Deadlines:
 WAITING_FOR_SLOT = frozenset({"queued", "regenerating", "waiting_retry"})
 
 
-def overdue(record: Mapping[str, Any], now: float, deadlines: Deadlines, *, line_held: bool = False) -> bool:
+def overdue(record: Mapping[str, Any], now: float, deadlines: Deadlines, *, line_held: bool = False,
+            topics_lost_at: float = 0.0) -> bool:
     """True when a question the database holds as pending has sat in its stage past the deadline.
+
+    A status written before ``topics_lost_at`` (when this worker found that
+    the broker had lost its topics) waits on a message that went with them:
+    overdue at once, whatever its stage.
 
     ``record`` is its status-table entry.  A terminal status for a question
     the database holds as pending means a newer epoch (a replay) whose first
@@ -83,6 +88,8 @@ def overdue(record: Mapping[str, Any], now: float, deadlines: Deadlines, *, line
     copies behind the outage.
     """
     stage = record["stage"]
+    if record["updated_at"] < topics_lost_at:
+        return True
     if line_held and stage in WAITING_FOR_SLOT:
         return False
     deadline = deadlines.of(stage)

@@ -11,7 +11,9 @@ re-enqueues, in a new epoch, those that are stranded:
   empty, or the status table was rebuilt from a changelog that was lost);
 * its status has not moved past its stage's deadline
   (:func:`qastream.deadlines.overdue`): the message it waits on was lost
-  after its status event was written.
+  after its status event was written;
+* its status predates the moment this worker found that the broker had lost
+  its topics (:func:`check_topics`): every message written before is gone.
 
 The new epoch (:func:`qastream.db.queries.resubmit`) makes every message of
 the old one stale, so a late original is skipped, never answered twice.
@@ -30,6 +32,7 @@ from qastream.deadlines import Deadlines, overdue, stage_deadlines
 from qastream.requeue import enqueue
 from qastream.routing import partition_of
 from qastream.tables.status import status_table
+from qastream.topic_admin import repair_topics
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +42,17 @@ deadlines = stage_deadlines(settings)
 UNKNOWN = "unknown"
 
 
+class TopicWatch:
+    """When this worker last found (and re-created) topics the broker had lost; 0 when never."""
+
+    lost_at: float = 0.0
+
+
+topic_watch = TopicWatch()
+
+
 def stranded(candidates: Mapping[str, Optional[Mapping[str, Any]]], unknown_ids: set[str], now: float,
-             limits: Deadlines, line_held: bool) -> dict[str, str]:
+             limits: Deadlines, line_held: bool, topics_lost_at: float = 0.0) -> dict[str, str]:
     """Question id -> last stage of the candidates to re-enqueue.
 
     ``candidates`` maps this worker's pending questions to their status
@@ -52,7 +64,7 @@ def stranded(candidates: Mapping[str, Optional[Mapping[str, Any]]], unknown_ids:
         if record is None:
             if qid in unknown_ids:
                 out[qid] = UNKNOWN
-        elif overdue(record, now, limits, line_held=line_held):
+        elif overdue(record, now, limits, line_held=line_held, topics_lost_at=topics_lost_at):
             out[qid] = record["stage"]
     return out
 
@@ -82,13 +94,14 @@ async def reconcile() -> None:
 
 async def requeue_stranded(now: float) -> int:
     """One reconciliation round; returns how many questions were re-enqueued."""
+    lost_at = topic_watch.lost_at
     earliest = min(settings.reconcile_after_seconds, deadlines.shortest())
-    candidates = await owned(await storage.pending_before(now - earliest))
+    candidates = await owned(await storage.pending_before(max(now - earliest, lost_at)))
     if not candidates:
         return 0
-    unknown_ids = set(await storage.pending_before(now - settings.reconcile_after_seconds))
+    unknown_ids = set(await storage.pending_before(max(now - settings.reconcile_after_seconds, lost_at)))
     stages = stranded({qid: status_table.get(qid) for qid in candidates}, unknown_ids, now, deadlines,
-                      line_held=breaker.state != CLOSED)
+                      line_held=breaker.state != CLOSED, topics_lost_at=lost_at)
     if not stages:
         return 0
     taken = await storage.resubmit(now, statuses=["pending"], question_ids=list(stages))
@@ -100,3 +113,30 @@ async def requeue_stranded(now: float) -> int:
         telemetry.record_stalled(stages[acceptance.question_id])
     logger.warning("reconciliation re-enqueued %d stranded question(s)", count)
     return count
+
+
+def repair_layout() -> dict[str, int]:
+    """Every topic the worker needs with its partition count: the graph's and the tables' changelogs."""
+    changelogs = {table.changelog_topic.get_topic_name(): table.partitions for table in app.tables.values()}
+    return {**app.topic_layout, **changelogs}
+
+
+if settings.topic_check_interval_seconds > 0:
+    @app.timer(settings.topic_check_interval_seconds)
+    async def check_topics() -> None:
+        """Re-create topics the broker lost (it restarted empty) and have reconciliation take over.
+
+        Found lost, every message written before is gone: reconciliation
+        re-enqueues every pending question whose status is older at its next
+        round, instead of waiting out each stage's deadline.
+        """
+        try:
+            lost = await repair_topics(";".join(str(url) for url in app.conf.broker), repair_layout(),
+                                       replace_mismatched=settings.broker_profile == "development")
+        except Exception as exc:  # the broker is down: nothing to repair yet
+            logger.info("topic check failed: %r", exc)
+            return
+        if lost:
+            topic_watch.lost_at = time.time()
+            logger.warning("the broker lost %d topic(s): re-created them; pending questions written before "
+                           "are re-enqueued at the next reconciliation", len(lost))
