@@ -8,12 +8,20 @@ ends, exactly once), never about how fast.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from qastream.embedded import free_port, log_file, start_tansu, stop
+from qastream.db import queries
+from qastream.embedded import free_port, http_ok, log_file, start_tansu, stop, wait_for
+from qastream.ids import question_id
+from qastream.services.storage import make_engine
 from qastream.topic_admin import repair_topics
 from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
@@ -60,6 +68,84 @@ async def partition_counts(broker: Broker, prefix: str) -> dict[str, int]:
 LAYOUT = {"questions-pending": 3, "llm-responses-success": 3, "llm-responses-error-overload": 2,
           "llm-responses-error-quota": 2, "llm-responses-error-permanent": 1, "validated-responses": 3,
           "low-quality-responses": 1, "question-events": 3}
+
+
+def test_a_question_whose_pending_message_was_lost_completes_once_after_its_deadline(broker, stack_env, tmp_path,
+                                                                                     start_worker_process):
+    """Accepted and reported ``queued``, but never produced to questions-pending (the send failed after the
+    event was written): the question completes after its queued deadline, in epoch 2, exactly once."""
+    url = f"sqlite:///{tmp_path}/lost.db"
+    worker = start_worker_process({**stack_env, "QASTREAM_DATABASE_URL": url}, **SHORT_DEADLINES)
+    text = f"Where did message {uuid.uuid4().hex[:8]} go?"
+    qid, now = question_id(text), time.time()
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            (accepted,) = queries.accept(connection, [queries.Submission(qid, text, text, now)])
+        assert accepted.kind == queries.CREATED
+    finally:
+        engine.dispose()
+    event = {"question_id": qid, "stage": "queued", "epoch": 1, "attempt": 1, "retries": 0, "accepted_at": now,
+             "at": now}
+    asyncio.run(produce(broker, stack_env["QASTREAM_TOPIC_PREFIX"] + "question-events", qid, event))
+    wait_until(lambda: worker.status(qid)[1].get("status") == "completed", 120, "the lost question to complete")
+    code, record = worker.request("GET", f"/table/status/{qid}/")
+    assert code == 200 and record["epoch"] == 2  # re-enqueued once, in a new epoch
+    assert db_rows(url) == {"questions": 1, "completed": 1, "responses": 1, "response_rows": 1}
+    m = metrics(worker)
+    assert m["stalled_requeued"] == {"total": 1, "by_stage": {"queued": 1}}
+    assert m["worker_counts"]["outcomes"]["completed"] == 1
+
+
+async def produce(broker: Broker, topic: str, key: str, value: dict) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=f"{broker.host}:{broker.port}")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, json.dumps(value).encode(), key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def test_a_scorer_that_raises_for_a_batch_strands_nobody(stack_env, tmp_path, artifacts):
+    """The scorer raises for every batch holding a marked answer (a test-only launcher patches it): the
+    marked questions are dead-lettered with the reason, their batch-mates complete, none is left pending."""
+    from scorer_fault_worker import FAULT_MARKER
+
+    port = free_port()
+    env = {**stack_env, "QASTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/scorer.db", "QASTREAM_WEB_PORT": str(port),
+           "QASTREAM_WEB_HOST": "127.0.0.1", **{f"QASTREAM_{k.upper()}": v for k, v in SHORT_DEADLINES.items()}}
+    log = log_file(str(artifacts), "scorer-fault-worker")
+    launcher = Path(__file__).with_name("scorer_fault_worker.py")
+    process = subprocess.Popen([sys.executable, str(launcher), "worker", "-l", "info"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    worker = Worker(f"http://127.0.0.1:{port}", port, env, process)
+    try:
+        wait_for(lambda: http_ok(f"{worker.url}/health"), process, "the scorer-fault worker", timeout=180)
+        token = uuid.uuid4().hex[:8]
+        questions = [f"What does {FAULT_MARKER} item {i} of {token} mean?" if i % 5 == 0 else
+                     f"What does item {i} of {token} mean?" for i in range(20)]
+        ids = []
+        for question in questions:
+            code, body = worker.query(question, question)
+            assert code == 202, body
+            ids.append(body["question_id"])
+        wait_until(lambda: metrics(worker)["questions_by_status"].get("pending", 0) == 0
+                   and sum(metrics(worker)["questions_by_status"].values()) == 20, 120, "all 20 questions to end")
+        m = metrics(worker)
+        assert m["questions_by_status"] == {"completed": 16, "failed": 4}
+        assert m["dead_letters_by_class"] == {"scoring": 4}
+        wait_until(lambda: all(worker.status(q)[1].get("status") in ("completed", "failed") for q in ids), 30,
+                   "the status table to agree with the database")
+        for qid, question in zip(ids, questions):
+            code, body = worker.status(qid)
+            if FAULT_MARKER in question:
+                assert body["status"] == "failed" and "injected scorer fault" in body["detail"]
+            else:
+                assert body["status"] == "completed" and body["result"]["score"] is not None
+    finally:
+        worker.stop()
 
 
 def test_broker_restarted_empty_under_a_running_worker(artifacts, tmp_path, start_worker_process):
