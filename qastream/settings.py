@@ -117,7 +117,7 @@ class Settings:
     deadline_queued_seconds: float = _setting(
         0.0, "Longest wait in questions-pending for a generation slot before a question counts as lost; 0 derives "
              "it (LLM time-out + margin). Set it above the longest backlog you expect.", minimum=0.0)
-    topic_check_interval_seconds: float = _setting(
+    check_topics_interval_seconds: float = _setting(
         10.0, "How often a worker checks that its topics exist with their configured partition counts and "
               "re-creates them if the broker lost them (0 turns the check off).", minimum=0.0)
 

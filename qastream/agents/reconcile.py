@@ -121,8 +121,8 @@ def repair_layout() -> dict[str, int]:
     return {**app.topic_layout, **changelogs}
 
 
-if settings.topic_check_interval_seconds > 0:
-    @app.timer(settings.topic_check_interval_seconds)
+if settings.check_topics_interval_seconds > 0:
+    @app.timer(settings.check_topics_interval_seconds)
     async def check_topics() -> None:
         """Re-create topics the broker lost (it restarted empty) and have reconciliation take over.
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 #: Deadlines of a few seconds: LLM time-out 3 s + margin 1 s; reconcile every second.
 SHORT_DEADLINES = {"llm_timeout_seconds": "3", "deadline_margin_seconds": "1", "reconcile_interval_seconds": "1",
-                   "reconcile_after_seconds": "2", "topic_check_interval_seconds": "1"}
+                   "reconcile_after_seconds": "2", "check_topics_interval_seconds": "1"}
 
 
 def metrics(worker: Worker) -> dict:
