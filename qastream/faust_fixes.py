@@ -1,5 +1,5 @@
 """Fixes for Faust's commit stall after a restart with a backlog (faust-streaming #606), and for
-aiokafka's endless commit retry on a topic the broker lost.
+a broker that lost its topics: aiokafka's endless commit retry on them, and their auto-creation.
 
 ``Consumer._new_offset`` merges offset gaps (records the broker skipped)
 into the list of acked offsets.  When a gap overlaps offsets that were
@@ -25,6 +25,7 @@ import aiokafka
 import faust
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.protocol.metadata import MetadataRequest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -38,6 +39,8 @@ PATCHED_AIOKAFKA_VERSION = "0.14.0"
 original_new_offset = Consumer._new_offset
 #: aiokafka's own method, wrapped by :func:`do_commit_offsets`.
 original_do_commit_offsets = GroupCoordinator._do_commit_offsets
+#: aiokafka's own constructor, wrapped by :func:`metadata_request_init`.
+original_metadata_request_init = MetadataRequest.__init__
 
 
 def new_offset(self: Any, tp: TP) -> Optional[int]:
@@ -90,8 +93,26 @@ async def do_commit_offsets(self: Any, assignment: Any, offsets: Any) -> None:
                        "topics?); not retrying those offsets", len(offsets))
 
 
+def metadata_request_init(self: Any, topics: Optional[list[str]] = None,
+                          allow_auto_topic_creation: Optional[bool] = None) -> None:
+    """A metadata request that never asks the broker to create the topics it names.
+
+    aiokafka asks for auto-creation by default, so the first metadata request
+    for a topic the broker lost (a producer retrying a batch, the consumer
+    refreshing its subscription) re-creates it with the broker's default
+    partition count -- 4 on Tansu -- and co-partitioning is broken before any
+    check can run.  Without it, a lost topic stays missing until the worker
+    creates it with its configured count (qastream.topic_admin); the
+    producer's batches wait for it and then go to the partitions they were
+    meant for.  Faust creates its changelog topics with CreateTopics, not by
+    auto-creation, so nothing else depends on it.
+    """
+    original_metadata_request_init(self, topics, False if allow_auto_topic_creation is None
+                                   else allow_auto_topic_creation)
+
+
 def install() -> None:
-    """Install both fixes on the library versions they were written for."""
+    """Install the fixes on the library versions they were written for."""
     if faust.__version__ != PATCHED_FAUST_VERSION:
         raise RuntimeError(f"qastream.faust_fixes targets faust-streaming {PATCHED_FAUST_VERSION}, "
                            f"found {faust.__version__}: re-check faust-streaming #606 and update the fix")
@@ -100,3 +121,4 @@ def install() -> None:
                            f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
     Consumer._new_offset = new_offset
     GroupCoordinator._do_commit_offsets = do_commit_offsets
+    MetadataRequest.__init__ = metadata_request_init

@@ -116,27 +116,77 @@ async def requeue_stranded(now: float) -> int:
 
 
 def repair_layout() -> dict[str, int]:
-    """Every topic the worker needs with its partition count: the graph's and the tables' changelogs."""
+    """Every topic the worker needs with its partition count: the graph's, the tables' changelogs, and
+    Faust's leader-election topic (one partition, named by Faust's LeaderAssignor)."""
     changelogs = {table.changelog_topic.get_topic_name(): table.partitions for table in app.tables.values()}
-    return {**app.topic_layout, **changelogs}
+    return {**app.topic_layout, **changelogs, f"{app.conf.id}-__assignor-__leader": 1}
 
 
-if settings.check_topics_interval_seconds > 0:
-    @app.timer(settings.check_topics_interval_seconds)
-    async def check_topics() -> None:
-        """Re-create topics the broker lost (it restarted empty) and have reconciliation take over.
+def past_log_end(committed: Optional[int], read: Optional[int], highwater: Optional[int]) -> bool:
+    """True when the consumer's position in a partition lies beyond its log end offset.
 
-        Found lost, every message written before is gone: reconciliation
-        re-enqueues every pending question whose status is older at its next
-        round, instead of waiting out each stage's deadline.
-        """
-        try:
-            lost = await repair_topics(";".join(str(url) for url in app.conf.broker), repair_layout(),
-                                       replace_mismatched=settings.broker_profile == "development")
-        except Exception as exc:  # the broker is down: nothing to repair yet
-            logger.info("topic check failed: %r", exc)
-            return
+    ``committed`` (next offset to read) and ``read`` (last offset read) must
+    be taken before ``highwater``, which only grows, so this cannot happen on
+    a live log.  It happens when the topic was re-created under the consumer
+    (the broker restarted empty) and an old offset was committed on the new
+    topic: Tansu then serves nothing until the log grows past it (Kafka would
+    answer OFFSET_OUT_OF_RANGE and the consumer would reset itself).
+    """
+    if highwater is None:
+        return False
+    return (committed is not None and committed > highwater) or (read is not None and read + 1 > highwater)
+
+
+def cached_highwater(consumer: Any, tp: Any) -> Optional[int]:
+    """The log end offset of ``tp`` from the consumer's last fetch, ``None`` before any."""
+    try:
+        return consumer.highwater(tp)
+    except Exception:
+        return None
+
+
+async def rewind_past_log_end() -> None:
+    """Seek this worker's partitions of the graph's topics that lie past their log end back to the start."""
+    consumer = app.consumer
+    tps = [tp for tp in consumer.assignment() if tp.topic in app.topic_layout]
+    if not tps:
+        return
+    # Faust keeps these on the consumer with no public accessor (as qastream.lag reads them).
+    committed = dict(getattr(consumer, "_committed_offset", {}))
+    read = dict(getattr(consumer, "_read_offset", {}))
+    # The log end the last fetch reported, not a ListOffsets request: that one
+    # queues on the consumer thread behind (and ahead of) the rebalance and
+    # table recovery, and can wait there for minutes on a topic being re-created.
+    highwaters = {tp: cached_highwater(consumer, tp) for tp in tps}
+    for tp in tps:
+        if past_log_end(committed.get(tp), read.get(tp), highwaters.get(tp)):
+            logger.warning("%s[%d]: position %s is past the log end %s (the topic was re-created): reading it "
+                           "from the start", tp.topic, tp.partition, committed.get(tp), highwaters.get(tp))
+            await consumer.seek(tp, 0)
+            # Faust commits only offsets above the one it last committed: forget the stale one.
+            consumer._committed_offset[tp] = None
+
+
+async def check_topics() -> None:
+    """Re-create topics the broker lost (it restarted empty) and have reconciliation take over.
+
+    Found lost, every message written before is gone: reconciliation
+    re-enqueues every pending question whose status is older at its next
+    round, instead of waiting out each stage's deadline.  On the development
+    broker, a position left past the end of a re-created topic is rewound.
+    """
+    try:
+        lost = await repair_topics(";".join(str(url) for url in app.conf.broker), repair_layout(),
+                                   replace_mismatched=settings.broker_profile == "development")
         if lost:
             topic_watch.lost_at = time.time()
             logger.warning("the broker lost %d topic(s): re-created them; pending questions written before "
                            "are re-enqueued at the next reconciliation", len(lost))
+        if settings.broker_profile == "development" and not app.rebalancing and not app.in_recovery:
+            await rewind_past_log_end()
+    except Exception as exc:  # the broker is down: nothing to repair yet
+        logger.info("topic check failed: %r", exc)
+
+
+if settings.check_topics_interval_seconds > 0:
+    app.timer(settings.check_topics_interval_seconds)(check_topics)

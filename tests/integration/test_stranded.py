@@ -160,7 +160,8 @@ def test_broker_restarted_empty_under_a_running_worker(artifacts, tmp_path, star
         url = f"sqlite:///{tmp_path}/restart-empty.db"
         env = {**isolated_env(own, slow, tmp_path / "var"), "QASTREAM_DATABASE_URL": url}
         # A queued deadline far beyond the run: the topic check, not the deadline, must find the lost backlog.
-        worker = start_worker_process(env, llm_concurrency="16", **{**SHORT_DEADLINES, "deadline_queued_seconds": "600"})
+        overrides = {**SHORT_DEADLINES, "deadline_queued_seconds": "600"}
+        worker = start_worker_process(env, llm_concurrency="16", **overrides)
         prefix = env["QASTREAM_TOPIC_PREFIX"]
         token = uuid.uuid4().hex[:8]
         for i in range(160):

@@ -72,3 +72,11 @@ def test_install_patches_the_commit_of_aiokafka():
 
     faust_fixes.install()
     assert GroupCoordinator._do_commit_offsets is faust_fixes.do_commit_offsets
+
+
+def test_metadata_requests_no_longer_ask_the_broker_to_create_topics():
+    from aiokafka.protocol.metadata import MetadataRequest, MetadataRequest_v5
+
+    faust_fixes.install()
+    assert MetadataRequest(["questions-pending"]).build(MetadataRequest_v5).allow_auto_topic_creation is False
+    assert MetadataRequest(["t"], True).build(MetadataRequest_v5).allow_auto_topic_creation is True

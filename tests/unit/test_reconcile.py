@@ -2,7 +2,7 @@
 
 import pytest
 
-from qastream.agents.reconcile import UNKNOWN, stranded
+from qastream.agents.reconcile import UNKNOWN, past_log_end, stranded
 from qastream.deadlines import Deadlines
 
 LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0, storing=3.0)
@@ -27,3 +27,15 @@ def at(stage: str, age: float) -> dict:
 ])
 def test_stranded(candidates, unknown_ids, line_held, expected):
     assert stranded(candidates, unknown_ids, NOW, LIMITS, line_held) == expected
+
+
+@pytest.mark.parametrize("committed, read, highwater, expected", [
+    (10, 9, 10, False),      # caught up
+    (5, 7, 10, False),       # read ahead of the last commit
+    (None, None, 0, False),  # nothing read yet
+    (61, 60, 12, True),      # an old offset committed on a re-created topic
+    (None, 60, 12, True),    # read before the topic was re-created
+    (61, 60, None, False),   # highwater unknown: do nothing
+])
+def test_past_log_end(committed, read, highwater, expected):
+    assert past_log_end(committed, read, highwater) is expected
