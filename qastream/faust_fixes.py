@@ -14,6 +14,10 @@ method with :func:`new_offset`, which is Faust 0.15.3's own code plus that
 one step; :func:`install` refuses to patch any other Faust version, so an
 upgrade is a conscious decision.  Redelivery stays harmless either way
 (every stage is idempotent), this only keeps it rare and cheap.
+
+The two others (:func:`do_commit_offsets`, :func:`metadata_request_init`)
+patch aiokafka, guarded by its version the same way; their docstrings say
+what the development broker restarting empty did without them (issue 11).
 """
 
 from __future__ import annotations
