@@ -243,6 +243,30 @@ async def test_a_failure_is_parked_not_slept_on(sent):
     assert sent.stages() == ["waiting_retry"]
 
 
+async def test_retry_survives_a_send_that_raises(sent, monkeypatch):
+    async def send(*, key=None, value=None, **kwargs):
+        raise RuntimeError("KafkaTimeoutError")
+
+    monkeypatch.setattr(topics.permanent, "send", send)
+    async with retry.retry_overload.test_context() as agent:
+        # Out of retries: the dead-letter send raises; the agent goes on to the next failure.
+        await agent.put(job(question_id="00000000000000aa", error_class="overload", overload_retries=3),
+                        key="00000000000000aa")
+        await agent.put(job(question_id="00000000000000bb", error_class="overload"), key="00000000000000bb")
+    assert "00000000000000bb" in overload_parking
+
+
+async def test_regenerate_survives_a_send_that_raises(sent, monkeypatch):
+    async def send(*, key=None, value=None, **kwargs):
+        raise RuntimeError("KafkaTimeoutError")
+
+    monkeypatch.setattr(topics.pending, "send", send)
+    async with regenerate.regenerate.test_context() as agent:
+        await agent.put(job(question_id="00000000000000aa", score=0.1), key="00000000000000aa")
+        await agent.put(job(question_id="00000000000000bb", score=0.1), key="00000000000000bb")
+    assert sent.stages() == ["regenerating", "regenerating"]
+
+
 async def test_a_release_unparks_and_requeues_once(sent):
     async with retry.retry_overload.test_context() as agent:
         await agent.put(job(error_class="overload", error_code=503), key=QID)
