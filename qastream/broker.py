@@ -21,6 +21,12 @@ from qastream.settings import Settings
 #: Tansu answers ListOffsets with the last batch's first offset + 1, so a batch
 #: of several records makes changelog recovery under-read: one record per batch.
 TANSU_PRODUCER_MAX_BATCH_SIZE = 16
+#: Seconds a produce batch is retried before it expires (Faust's default is 20 minutes).  When
+#: the memory-only broker restarts empty, a batch appended before the restart could hold the
+#: producer flush Faust runs before every commit -- and so the rebalance and every stage -- for
+#: minutes (issue 11).  Expired, its message is lost like the rest of the broker's content, and
+#: reconciliation re-enqueues its question (qastream.deadlines).
+TANSU_PRODUCER_REQUEST_TIMEOUT = 30.0
 
 
 def faust_options(settings: Settings) -> dict[str, Any]:
@@ -48,6 +54,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_profile == "development":
         options.update(
             producer_max_batch_size=TANSU_PRODUCER_MAX_BATCH_SIZE,
+            producer_request_timeout=TANSU_PRODUCER_REQUEST_TIMEOUT,
             # Tansu holds JoinGroup for session/2: a short session makes restarts take seconds.
             broker_session_timeout=2.0,
             broker_heartbeat_interval=0.5,

@@ -9,6 +9,9 @@ The class of an error decides its route through the topic graph:
   or the server's ``Retry-After``.
 * ``permanent`` -- retrying cannot help (400, 404 model not found, other 4xx,
   anything unrecognised).  Dead-lettered.
+
+``scoring`` is not an LLM failure: the scorer raised for an answer even when
+scoring it alone (qastream.agents.validate).  Dead-lettered with the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ PERMANENT = "permanent"
 ERROR_CLASSES = (OVERLOAD, QUOTA, PERMANENT)
 #: Dead-letter class of a question whose row the database refused to store (not an LLM class).
 REJECTED = "rejected"
+#: Dead-letter class of an answer the scorer failed on, alone (not an LLM class).
+SCORING = "scoring"
 
 #: ``ResponseError.status_code`` the ollama client uses for an error that
 #: arrives inside a streamed 200 answer.

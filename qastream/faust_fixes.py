@@ -1,5 +1,6 @@
-"""Fixes for Faust: the commit stall after a restart with a backlog (faust-streaming #606), and
-the table and router views' 5xx for a table name that does not exist.
+"""Fixes for Faust and aiokafka: the commit stall after a restart with a backlog (faust-streaming
+#606); the table and router views' 5xx for a table name that does not exist; and, for a broker
+that lost its topics, aiokafka's endless commit retry on them and their auto-creation.
 
 ``Consumer._new_offset`` merges offset gaps (records the broker skipped)
 into the list of acked offsets.  When a gap overlaps offsets that were
@@ -19,14 +20,23 @@ Faust's ``/table/{name}/{key}/``, ``/router/{name}/`` and
 ``/router/{name}/{key}/`` look the name up in the partition assignor, whose
 ``KeyError`` they turn into a 503 (or let through as a 500): a client's typo
 looked like an outage worth retrying.  :func:`known_table` answers 404 first.
+
+The two others (:func:`do_commit_offsets`, :func:`metadata_request_init`)
+patch aiokafka, guarded by its version the same way; their docstrings say
+what the development broker restarting empty did without them (issue 11).
 """
 
 from __future__ import annotations
 
+import logging
 from functools import wraps
 from typing import Any, Awaitable, Callable, List, Optional
 
+import aiokafka
 import faust
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.protocol.metadata import MetadataRequest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -34,10 +44,17 @@ from faust.web.apps import router as router_views
 from faust.web.apps import tables as table_views
 from faust.web.exceptions import NotFound
 
+logger = logging.getLogger(__name__)
+
 PATCHED_FAUST_VERSION = "0.15.3"
+PATCHED_AIOKAFKA_VERSION = "0.14.0"
 
 #: Faust's own method, kept so tests can show the stall it causes.
 original_new_offset = Consumer._new_offset
+#: aiokafka's own method, wrapped by :func:`do_commit_offsets`.
+original_do_commit_offsets = GroupCoordinator._do_commit_offsets
+#: aiokafka's own constructor, wrapped by :func:`metadata_request_init`.
+original_metadata_request_init = MetadataRequest.__init__
 
 
 def new_offset(self: Any, tp: TP) -> Optional[int]:
@@ -89,12 +106,56 @@ def known_table(get: ViewGet) -> ViewGet:
     return checked
 
 
+
+async def do_commit_offsets(self: Any, assignment: Any, offsets: Any) -> None:
+    """aiokafka's offset commit, except that a partition the broker does not know is given up.
+
+    ``UnknownTopicOrPartitionError`` is retriable for aiokafka, and
+    ``GroupCoordinator.commit_offsets`` retries it every 100 ms with no end.
+    When the memory-only development broker restarts empty, the commit Faust
+    makes on revoking partitions hits exactly that: 17,460 failed commits
+    over 5 minutes, with the rebalance (and so every stage) blocked behind
+    them.  Offsets of a topic the broker lost mean nothing any more (a
+    re-created topic starts at 0); a transient error on Kafka costs at most
+    one skipped commit, redelivery being harmless (every stage is idempotent).
+    The other partitions of the request were committed or failed on their own.
+    """
+    try:
+        await original_do_commit_offsets(self, assignment, offsets)
+    except UnknownTopicOrPartitionError:
+        logger.warning("offset commit: the broker does not know some of %d partition(s) (did it lose its "
+                       "topics?); not retrying those offsets", len(offsets))
+
+
+def metadata_request_init(self: Any, topics: Optional[list[str]] = None,
+                          allow_auto_topic_creation: Optional[bool] = None) -> None:
+    """A metadata request that never asks the broker to create the topics it names.
+
+    aiokafka asks for auto-creation by default, so the first metadata request
+    for a topic the broker lost (a producer retrying a batch, the consumer
+    refreshing its subscription) re-creates it with the broker's default
+    partition count -- 4 on Tansu -- and co-partitioning is broken before any
+    check can run.  Without it, a lost topic stays missing until the worker
+    creates it with its configured count (qastream.topic_admin); the
+    producer's batches wait for it and then go to the partitions they were
+    meant for.  Faust creates its changelog topics with CreateTopics, not by
+    auto-creation, so nothing else depends on it.
+    """
+    original_metadata_request_init(self, topics, False if allow_auto_topic_creation is None
+                                   else allow_auto_topic_creation)
+
+
 def install() -> None:
-    """Apply the fixes above, on the Faust version they were written for (once)."""
+    """Install the fixes on the library versions they were written for (idempotent)."""
     if faust.__version__ != PATCHED_FAUST_VERSION:
         raise RuntimeError(f"qastream.faust_fixes targets faust-streaming {PATCHED_FAUST_VERSION}, "
                            f"found {faust.__version__}: re-check faust-streaming #606 and update the fix")
+    if aiokafka.__version__ != PATCHED_AIOKAFKA_VERSION:
+        raise RuntimeError(f"qastream.faust_fixes targets aiokafka {PATCHED_AIOKAFKA_VERSION}, found "
+                           f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
     Consumer._new_offset = new_offset
+    GroupCoordinator._do_commit_offsets = do_commit_offsets
+    MetadataRequest.__init__ = metadata_request_init
     for view in NAMED_TABLE_VIEWS:
         if not getattr(view.get, "checks_table_name", False):
             view.get = known_table(view.get)

@@ -123,6 +123,15 @@ class Settings:
         30.0, "A pending question with no status this long after acceptance is re-enqueued.", minimum=1.0)
     reconcile_interval_seconds: float = _setting(30.0, "How often a worker reconciles its pending questions.",
                                                  minimum=1.0)
+    deadline_margin_seconds: float = _setting(
+        30.0, "Slack added to every stage deadline (broker hand-off, batching, a rebalance); a question whose status "
+              "has not moved past its stage's deadline is re-enqueued in a new epoch.", minimum=0.0)
+    deadline_queued_seconds: float = _setting(
+        0.0, "Longest wait in questions-pending for a generation slot before a question counts as lost; 0 derives "
+             "it (LLM time-out + margin). Set it above the longest backlog you expect.", minimum=0.0)
+    check_topics_interval_seconds: float = _setting(
+        10.0, "How often a worker checks that its topics exist with their configured partition counts and "
+              "re-creates them if the broker lost them (0 turns the check off).", minimum=0.0)
 
     # -- web -----------------------------------------------------------------------
     web_host: str = _setting("127.0.0.1", "Address the HTTP API binds to and advertises to other workers.")

@@ -28,6 +28,8 @@ dead_letters: Counter[str] = Counter()
 retries: Counter[str] = Counter()
 #: Questions dead-lettered because their retry budget ran out, by error class.
 retries_exhausted: Counter[str] = Counter()
+#: Stranded questions reconciliation re-enqueued in a new epoch, by the stage they were stuck in.
+stalled_requeued: Counter[str] = Counter()
 
 
 def record_completed(total_ms: float, score: Optional[float], low_quality: bool) -> None:
@@ -56,10 +58,16 @@ def record_exhausted(error_class: str) -> None:
     retries_exhausted[error_class] += 1
 
 
+def record_stalled(stage: str) -> None:
+    """Reconciliation re-enqueued a question stranded in ``stage`` (``unknown``: no status at all)."""
+    stalled_requeued[stage] += 1
+
+
 def snapshot() -> dict:
     """The counters as JSON."""
     return {
         "outcomes": dict(outcomes), "dead_letters_by_class": dict(dead_letters),
         "retries_by_class": dict(retries), "retries_exhausted_by_class": dict(retries_exhausted),
+        "stalled_requeued_by_stage": dict(stalled_requeued),
         "question_latency_ms": question_ms.percentiles(),
     }

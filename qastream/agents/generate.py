@@ -51,4 +51,12 @@ async def generate_one(job: Job) -> None:
 async def generate(jobs: faust.StreamT[Job]) -> None:
     """Generate answers, ``llm_concurrency`` calls at a time per worker."""
     async for job in jobs:
-        await generate_one(job)
+        try:
+            await generate_one(job)
+        except Exception as exc:
+            # A send that raised (the broker is unreachable): raising here would
+            # restart the agent and skip the message anyway.  The question keeps
+            # its last status and reconciliation re-enqueues it after that
+            # stage's deadline (qastream.deadlines).
+            logger.error("%s attempt %d: generation stage failed (%r); left to its stage deadline",
+                         job.question_id, job.attempt, exc)

@@ -23,5 +23,9 @@ def next_attempt(job: Job) -> Job:
 async def regenerate(jobs: faust.StreamT[Job]) -> None:
     """Send low-scoring questions back for another generation."""
     async for job in jobs:
-        await report(job, "regenerating", detail=f"score {job.score} below threshold")
-        await topics.pending.send(key=job.question_id, value=next_attempt(job))
+        try:
+            await report(job, "regenerating", detail=f"score {job.score} below threshold")
+            await topics.pending.send(key=job.question_id, value=next_attempt(job))
+        except Exception as exc:  # the broker is unreachable: the regenerating deadline takes over
+            logger.error("%s attempt %d: sending the next attempt failed (%r); left to its stage deadline",
+                         job.question_id, job.attempt, exc)

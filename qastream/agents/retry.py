@@ -77,18 +77,30 @@ async def handle(event: faust.EventT, parking: faust.Table) -> None:
     await report(parked, "waiting_retry", detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")
 
 
+async def handle_guarded(event: faust.EventT, parking: faust.Table) -> None:
+    """:func:`handle`, with a send that raises (the broker is unreachable) logged, not crashing the agent.
+
+    The question keeps its last status; reconciliation re-enqueues it after
+    the ``waiting_retry`` deadline (qastream.deadlines).
+    """
+    try:
+        await handle(event, parking)
+    except Exception as exc:
+        logger.error("%s: retry stage failed (%r); left to its stage deadline", event.value.question_id, exc)
+
+
 @app.agent(topics.overload)
 async def retry_overload(jobs: faust.StreamT[Job]) -> None:
     """Retry transient failures with exponential back-off."""
     async for event in jobs.events():
-        await handle(event, overload_parking)
+        await handle_guarded(event, overload_parking)
 
 
 @app.agent(topics.quota)
 async def retry_quota(jobs: faust.StreamT[Job]) -> None:
     """Retry quota failures after a fixed delay or the server's Retry-After."""
     async for event in jobs.events():
-        await handle(event, quota_parking)
+        await handle_guarded(event, quota_parking)
 
 
 #: (table name, question id) -> due time of a release already sent and not yet unparked.

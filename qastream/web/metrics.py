@@ -62,6 +62,8 @@ async def snapshot() -> dict[str, Any]:
                        "error_retries_of_completed": body["error_retries_of_completed"]}
     body["worker_counts"] = {"outcomes": counts["outcomes"], "dead_letters_by_class": counts["dead_letters_by_class"],
                              "question_latency_ms": counts["question_latency_ms"]}
+    body["stalled_requeued"] = {"total": sum(counts["stalled_requeued_by_stage"].values()),
+                                "by_stage": counts["stalled_requeued_by_stage"]}
     body["consumer_lag"] = await consumer_lag(app.consumer, topics.layout())
     body["worker"] = {"uptime_seconds": round(now - _started, 1), "canonical_url": str(app.conf.canonical_url)}
     body["generated_at"] = round(now, 3)

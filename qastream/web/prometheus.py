@@ -103,6 +103,8 @@ def families(m: Mapping[str, Any], histograms: Mapping[str, Mapping[str, Distrib
                    (((c,), n) for c, n in m["retries"]["by_class"].items()))
     yield _counter("qastream_retries_exhausted", "Questions dead-lettered after their last retry.", ("error_class",),
                    (((c,), n) for c, n in m["retries"]["exhausted_by_class"].items()))
+    yield _counter("qastream_stalled_requeued", "Stranded questions re-enqueued by reconciliation, by last stage.",
+                   ("stage",), (((s,), n) for s, n in m["stalled_requeued"]["by_stage"].items()))
     yield _counter("qastream_poison_messages", "Undecodable messages by topic.", ("topic",),
                    (((t,), n) for t, n in m["poison_messages"].items()))
     yield _counter("qastream_outcomes", "Terminal outcomes this worker stored.", ("outcome",),

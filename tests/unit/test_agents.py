@@ -171,6 +171,64 @@ async def test_validate_applies_the_quality_gate(sent, monkeypatch, score, attem
     assert "scoring" in sent.stages()
 
 
+def scorer_failing_on(bad_answers: set[str]):
+    """A scorer that raises for any batch holding one of ``bad_answers`` and scores the rest 0.9."""
+    async def score(candidates, references):
+        if bad_answers & set(candidates):
+            raise RuntimeError("CUDA out of memory")
+        return [0.9] * len(candidates)
+    return AsyncMock(side_effect=score)
+
+
+async def test_validate_scores_each_answer_alone_when_the_batch_fails(sent, monkeypatch):
+    """One answer the scorer chokes on is dead-lettered with the reason; the others of its batch go on."""
+    monkeypatch.setattr(scorer, "score", scorer_failing_on({"poisoned"}))
+    jobs = [job(question_id=f"{i:016x}", answer="poisoned" if i == 1 else f"fine {i}") for i in range(3)]
+    await validate.validate_batch(jobs)
+    assert [j.question_id for j in sent.to(topics.validated)] == [f"{0:016x}", f"{2:016x}"]
+    (dead,) = sent.to(topics.permanent)
+    assert dead.question_id == f"{1:016x}" and dead.error_class == "scoring"
+    assert "CUDA out of memory" in dead.error_message
+
+
+async def test_validate_dead_letters_a_whole_batch_the_scorer_always_fails(sent, monkeypatch):
+    monkeypatch.setattr(scorer, "score", AsyncMock(side_effect=RuntimeError("model gone")))
+    async with validate.validate.test_context() as agent:
+        for i in range(3):
+            await agent.put(job(question_id=f"{i:016x}", answer=f"a{i}"), key=f"{i:016x}")
+        await sent.until(lambda: len(sent.to(topics.permanent)) == 3)
+    assert not sent.to(topics.validated) and not sent.to(topics.low_quality)
+    assert {d.error_class for d in sent.to(topics.permanent)} == {"scoring"}
+
+
+async def test_validate_keeps_going_when_a_send_raises(sent, monkeypatch):
+    """A send that fails for one answer neither drops the others nor stops the agent."""
+    monkeypatch.setattr(scorer, "score", AsyncMock(side_effect=lambda c, r: [0.9] * len(c)))
+    original = topics.validated.send
+
+    async def send(*, key=None, value=None, **kwargs):
+        if key == f"{1:016x}":
+            raise RuntimeError("KafkaTimeoutError")
+        await original(key=key, value=value, **kwargs)
+
+    monkeypatch.setattr(topics.validated, "send", send)
+    await validate.validate_batch([job(question_id=f"{i:016x}", answer=f"a{i}") for i in range(3)])
+    assert [j.question_id for j in sent.to(topics.validated)] == [f"{0:016x}", f"{2:016x}"]
+
+
+async def test_generate_survives_a_send_that_raises(sent, monkeypatch):
+    monkeypatch.setattr(llm, "generate", AsyncMock(return_value=Generation("An answer.", "smollm2", 1.0, 3)))
+
+    async def send(*, key=None, value=None, **kwargs):
+        raise RuntimeError("KafkaTimeoutError")
+
+    monkeypatch.setattr(topics.success, "send", send)
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(question_id="00000000000000aa"), key="00000000000000aa")
+        await agent.put(job(question_id="00000000000000bb"), key="00000000000000bb")
+    assert sent.stages() == ["generating", "generating"]  # both reached the LLM: the agent kept running
+
+
 # -- regenerate ---------------------------------------------------------------------------
 
 async def test_regenerate_sends_the_next_attempt(sent):
@@ -195,6 +253,30 @@ async def test_a_failure_is_parked_not_slept_on(sent):
     assert before + settings.overload_delays()[1] <= parked["due_at"] <= time.time() + settings.overload_delays()[1]
     assert sent.to(topics.pending) == []  # nothing waits inside the agent
     assert sent.stages() == ["waiting_retry"]
+
+
+async def test_retry_survives_a_send_that_raises(sent, monkeypatch):
+    async def send(*, key=None, value=None, **kwargs):
+        raise RuntimeError("KafkaTimeoutError")
+
+    monkeypatch.setattr(topics.permanent, "send", send)
+    async with retry.retry_overload.test_context() as agent:
+        # Out of retries: the dead-letter send raises; the agent goes on to the next failure.
+        await agent.put(job(question_id="00000000000000aa", error_class="overload", overload_retries=3),
+                        key="00000000000000aa")
+        await agent.put(job(question_id="00000000000000bb", error_class="overload"), key="00000000000000bb")
+    assert "00000000000000bb" in overload_parking
+
+
+async def test_regenerate_survives_a_send_that_raises(sent, monkeypatch):
+    async def send(*, key=None, value=None, **kwargs):
+        raise RuntimeError("KafkaTimeoutError")
+
+    monkeypatch.setattr(topics.pending, "send", send)
+    async with regenerate.regenerate.test_context() as agent:
+        await agent.put(job(question_id="00000000000000aa", score=0.1), key="00000000000000aa")
+        await agent.put(job(question_id="00000000000000bb", score=0.1), key="00000000000000bb")
+    assert sent.stages() == ["regenerating", "regenerating"]
 
 
 async def test_a_release_unparks_and_requeues_once(sent):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from types import SimpleNamespace
 
+import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -38,3 +39,44 @@ def test_the_unpatched_method_stalls_on_the_same_bookkeeping():
 def test_install_patches_the_consumer():
     faust_fixes.install()
     assert Consumer._new_offset is faust_fixes.new_offset
+
+
+async def test_a_commit_for_a_topic_the_broker_lost_is_given_up_not_retried(monkeypatch):
+    """aiokafka retries UnknownTopicOrPartitionError forever; the fix returns so the rebalance goes on."""
+    from aiokafka.errors import UnknownTopicOrPartitionError
+
+    calls = []
+
+    async def lost(self, assignment, offsets):
+        calls.append(offsets)
+        raise UnknownTopicOrPartitionError()
+
+    monkeypatch.setattr(faust_fixes, "original_do_commit_offsets", lost)
+    assert await faust_fixes.do_commit_offsets(None, set(), {TP0: 10}) is None
+    assert calls == [{TP0: 10}]
+
+
+async def test_other_commit_errors_still_reach_aiokafka_retry_loop(monkeypatch):
+    from aiokafka.errors import RequestTimedOutError
+
+    async def timed_out(self, assignment, offsets):
+        raise RequestTimedOutError()
+
+    monkeypatch.setattr(faust_fixes, "original_do_commit_offsets", timed_out)
+    with pytest.raises(RequestTimedOutError):
+        await faust_fixes.do_commit_offsets(None, set(), {TP0: 10})
+
+
+def test_install_patches_the_commit_of_aiokafka():
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    faust_fixes.install()
+    assert GroupCoordinator._do_commit_offsets is faust_fixes.do_commit_offsets
+
+
+def test_metadata_requests_no_longer_ask_the_broker_to_create_topics():
+    from aiokafka.protocol.metadata import MetadataRequest, MetadataRequest_v5
+
+    faust_fixes.install()
+    assert MetadataRequest(["questions-pending"]).build(MetadataRequest_v5).allow_auto_topic_creation is False
+    assert MetadataRequest(["t"], True).build(MetadataRequest_v5).allow_auto_topic_creation is True
