@@ -29,7 +29,7 @@ from loadgen import run_loadgen  # noqa: E402
 from runner import median_of, run_benchmark  # noqa: E402
 from stack import Stack, get_json, post_json, wait_stored  # noqa: E402
 
-from qastream.embedded import host_port, port_open  # noqa: E402
+from qastream.devtools.embedded import host_port, port_open  # noqa: E402
 
 
 def texts_for(token: str, count: int) -> list[str]:

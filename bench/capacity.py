@@ -34,7 +34,7 @@ from measure import steady_rate  # noqa: E402
 from runner import median_of, run_benchmark  # noqa: E402
 from stack import PYTHON, Stack, completion_times, get_json, sqlite_scalar, wait_stored, wait_until  # noqa: E402
 
-from qastream.ids import question_id  # noqa: E402
+from qastream.policy.ids import question_id  # noqa: E402
 
 BASELINE_TOPIC, BASELINE_RESULTS = "baseline-questions", "baseline-results"
 

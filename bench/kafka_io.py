@@ -91,7 +91,7 @@ def create_topics(bootstrap: str, layout: dict[str, int]) -> None:
 
 def faust_producer_settings() -> dict[str, Any]:
     """The aiokafka producer settings a qastream worker's Faust producer uses in the development profile."""
-    from qastream.broker import faust_options
+    from qastream.streaming.broker import faust_options
     from qastream.settings import Settings
 
     options = faust_options(Settings())

@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from stack import PYTHON, ROOT
 
-from qastream.stats import percentile  # importable: stack put the repository on sys.path
+from qastream.telemetry.stats import percentile  # importable: stack put the repository on sys.path
 
 
 def query_body(text: str, reference: Optional[str]) -> bytes:

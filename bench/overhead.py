@@ -46,8 +46,8 @@ from profiling import print_profile, profiling, top_entries  # noqa: E402
 from runner import median_of, run_benchmark  # noqa: E402
 from stack import PYTHON, Stack, wait_stored, wait_until  # noqa: E402
 
-from qastream.embedded import free_port  # noqa: E402
-from qastream.ids import question_id  # noqa: E402
+from qastream.devtools.embedded import free_port  # noqa: E402
+from qastream.policy.ids import question_id  # noqa: E402
 from qastream.models import Job  # noqa: E402
 from qastream.settings import Settings  # noqa: E402
 

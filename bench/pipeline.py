@@ -27,7 +27,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qastream.embedded import free_port, log_file, start_llm_server, start_tansu, start_worker, stop  # noqa: E402
+from qastream.devtools.embedded import free_port, log_file, start_llm_server, start_tansu, start_worker, stop  # noqa: E402
 
 
 async def submit(session: aiohttp.ClientSession, url: str, questions: list[str], concurrency: int) -> float:

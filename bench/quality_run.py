@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qastream.embedded import free_port, http_ok  # noqa: E402
+from qastream.devtools.embedded import free_port, http_ok  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 forwards each record unchanged to the next topic, and a sink on the last.
 Records are qastream's own :class:`~qastream.models.Job` (same JSON, same
 size), topics have qastream's partition count and keys are raw, and the app
-takes its options from :func:`qastream.broker.faust_options`, so the broker
+takes its options from :func:`qastream.streaming.broker.faust_options`, so the broker
 profile (one record per producer batch, session and heartbeat) is the
 worker's.  No tables, no database, no HTTP calls: what is left is Faust.
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import faust  # noqa: E402
 
-from qastream.broker import faust_options  # noqa: E402
+from qastream.streaming.broker import faust_options  # noqa: E402
 from qastream.models import Job  # noqa: E402
 from qastream.settings import Settings  # noqa: E402
 

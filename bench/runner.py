@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 import stack  # noqa: F401  (importing it puts the repository on sys.path, for qastream)
 from measure import print_machine
 
-from qastream.stats import median
+from qastream.telemetry.stats import median
 
 Run = dict[str, Any]
 #: ``(key of a run's result, label, digits)``: one line of the summary.

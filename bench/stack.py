@@ -1,6 +1,6 @@
 """The stack a benchmark measures: Tansu, the embedded LLM server and workers on free ports.
 
-:class:`Stack` starts them with :mod:`qastream.embedded` (the same code
+:class:`Stack` starts them with :mod:`qastream.devtools.embedded` (the same code
 ``qastream dev`` and the test fixtures use) in a throw-away data directory,
 so a benchmark never touches a developer's broker or database.  The HTTP and
 SQLite helpers below read what the worker did: SQLite in WAL mode, so reading
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from qastream.embedded import (free_port, http_ok, log_file, start_llm_server, start_tansu,  # noqa: E402
+from qastream.devtools.embedded import (free_port, http_ok, log_file, start_llm_server, start_tansu,  # noqa: E402
                                start_worker, stop, wait_for)
 
 PYTHON = sys.executable

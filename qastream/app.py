@@ -14,19 +14,19 @@ from typing import Any, Iterable
 import faust
 from mode import ServiceT
 
-from qastream import faust_fixes
-from qastream.breaker import CircuitBreaker
-from qastream.broker import faust_options
-from qastream.poison import QAStreamTopic
+from qastream.streaming import faust_fixes
+from qastream.policy.breaker import CircuitBreaker
+from qastream.streaming.broker import faust_options
+from qastream.streaming.poison import QAStreamTopic
 from qastream.services.cache import make_cache
 from qastream.services.health import DependencyProbe
 from qastream.services.llm import LLMClient
 from qastream.services.scorer import Scorer
 from qastream.services.storage import Storage
 from qastream.settings import Settings
-from qastream.topic_admin import ensure_topics
+from qastream.streaming.topic_admin import ensure_topics
 from qastream.topics import Topics
-from qastream.worker import QAStreamWorker
+from qastream.streaming.worker import QAStreamWorker
 
 
 class QAStreamApp(faust.App):
@@ -43,7 +43,7 @@ class QAStreamApp(faust.App):
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
         self.idle_timeout = idle_timeout
-        #: ``QASTREAM_LOG_LEVEL``: the level :class:`~qastream.worker.QAStreamWorker` uses when ``-l`` is not given.
+        #: ``QASTREAM_LOG_LEVEL``: the level :class:`~qastream.streaming.worker.QAStreamWorker` uses when ``-l`` is not given.
         self.log_level: str | None = None
 
     def _new_web(self) -> Any:

@@ -48,7 +48,7 @@ class Job(faust.Record, serializer="json", include_metadata=False):
 
 
 class StatusEvent(faust.Record, serializer="json", include_metadata=False):
-    """A stage's report of where a question is (see :mod:`qastream.lifecycle`)."""
+    """A stage's report of where a question is (see :mod:`qastream.policy.lifecycle`)."""
 
     question_id: str
     stage: str

@@ -1,4 +1,19 @@
-"""Every topic of the graph in one place (DESIGN §2).
+"""Every topic of the graph in one place (DESIGN §2), and the graph itself.
+
+::
+
+    POST /query ─► pending ─► [generate] ─► success ─► [validate] ─► validated ─► [store] ─► database + cache
+                     ▲            ├─► overload ─► [retry_overload] ─┐      └─► low_quality ─► [regenerate] ─┐
+                     │            ├─► quota ────► [retry_quota] ────┤                                       │
+                     │            └─► permanent ─► [dead_letters]   │                                       │
+                     └──────────── retries and regenerations ───────┴───────────────────────────────────────┘
+    every stage ─► events ─► [track] ─► status and attempts tables
+
+:data:`GRAPH` says the same as data, one :class:`Edge` per agent, and a unit
+test checks it against the agents the app really has.  Besides the edges,
+every stage reports progress to ``events`` and any stage may dead-letter to
+``permanent``; reconciliation (a timer, not an agent) re-enqueues to
+``pending``.
 
 All topics are keyed by ``question_id`` with the raw key serializer, the same
 encoding the tables use, so a key hashes to the same partition number in a
@@ -7,10 +22,34 @@ topic, in a table changelog and in ``table_route`` (DESIGN §4, item 4).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import faust
 
 from qastream.models import Job, StatusEvent
 from qastream.settings import Settings
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One agent: the :class:`Topics` attribute it consumes and the ones it produces to."""
+
+    agent: str
+    consumes: str
+    produces: tuple[str, ...]
+
+
+#: The graph, stage by stage (the agents in qastream/agents/, by function name).
+GRAPH: tuple[Edge, ...] = (
+    Edge("generate", "pending", ("success", "overload", "quota", "permanent")),
+    Edge("validate", "success", ("validated", "low_quality", "permanent")),
+    Edge("regenerate", "low_quality", ("pending",)),
+    Edge("retry_overload", "overload", ("pending", "permanent")),
+    Edge("retry_quota", "quota", ("pending", "permanent")),
+    Edge("store", "validated", ()),
+    Edge("dead_letters", "permanent", ()),
+    Edge("track", "events", ()),
+)
 
 
 class Topics:
@@ -35,7 +74,7 @@ class Topics:
         self.events = topic(s.topic_events, s.partitions_events, StatusEvent)
 
     def layout(self) -> dict[str, int]:
-        """Topic name -> partition count, for :func:`qastream.topic_admin.ensure_topics`."""
+        """Topic name -> partition count, for :func:`qastream.streaming.topic_admin.ensure_topics`."""
         return {t.get_topic_name(): t.partitions for t in (
             self.pending, self.success, self.overload, self.quota, self.permanent, self.validated,
             self.low_quality, self.events)}

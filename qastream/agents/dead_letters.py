@@ -15,11 +15,11 @@ from typing import Sequence
 
 import faust
 
-from qastream import telemetry
+from qastream.telemetry import counters as telemetry
 from qastream.app import app, settings, storage, topics
 from qastream.db.queries import Failure
 from qastream.models import Job
-from qastream.poison import POISON
+from qastream.streaming.poison import POISON
 from qastream.services.storage import storable, until_written, write_isolated
 from qastream.tables.status import report
 

@@ -9,8 +9,8 @@ import faust
 
 from qastream.app import app, breaker, llm, settings, topics
 from qastream.errors import LLMCallError, signals_outage
-from qastream.ids import generation_seed
-from qastream.lifecycle import is_stale
+from qastream.policy.ids import generation_seed
+from qastream.policy.lifecycle import is_stale
 from qastream.models import Job
 from qastream.tables.status import report, status_table
 
@@ -57,6 +57,6 @@ async def generate(jobs: faust.StreamT[Job]) -> None:
             # A send that raised (the broker is unreachable): raising here would
             # restart the agent and skip the message anyway.  The question keeps
             # its last status and reconciliation re-enqueues it after that
-            # stage's deadline (qastream.deadlines).
+            # stage's deadline (qastream.policy.deadlines).
             logger.error("%s attempt %d: generation stage failed (%r); left to its stage deadline",
                          job.question_id, job.attempt, exc)

@@ -10,7 +10,7 @@ re-enqueues, in a new epoch, those that are stranded:
   after its acceptance: its first messages were lost (the broker restarted
   empty, or the status table was rebuilt from a changelog that was lost);
 * its status has not moved past its stage's deadline
-  (:func:`qastream.deadlines.overdue`): the message it waits on was lost
+  (:func:`qastream.policy.deadlines.overdue`): the message it waits on was lost
   after its status event was written;
 * its status predates the moment this worker found that the broker had lost
   its topics (:func:`check_topics`): every message written before is gone.
@@ -25,15 +25,15 @@ import logging
 import time
 from typing import Any, Mapping, Optional
 
-from qastream import telemetry
+from qastream.telemetry import counters as telemetry
 from qastream.app import app, breaker, settings, storage, topics
-from qastream.breaker import CLOSED
-from qastream.deadlines import Deadlines, overdue, stage_deadlines
-from qastream.requeue import enqueue
-from qastream.routing import partition_of
+from qastream.policy.breaker import CLOSED
+from qastream.policy.deadlines import Deadlines, overdue, stage_deadlines
+from qastream.streaming.requeue import enqueue
+from qastream.streaming.routing import partition_of
 from qastream.tables.status import status_table
-from qastream.timers import survives_failures
-from qastream.topic_admin import repair_topics
+from qastream.streaming.timers import survives_failures
+from qastream.streaming.topic_admin import repair_topics
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ async def rewind_past_log_end() -> None:
     tps = [tp for tp in consumer.assignment() if tp.topic in app.topic_layout]
     if not tps:
         return
-    # Faust keeps these on the consumer with no public accessor (as qastream.lag reads them).
+    # Faust keeps these on the consumer with no public accessor (as qastream.telemetry.lag reads them).
     committed = dict(getattr(consumer, "_committed_offset", {}))
     read = dict(getattr(consumer, "_read_offset", {}))
     # The log end the last fetch reported, not a ListOffsets request: that one

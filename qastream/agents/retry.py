@@ -16,9 +16,9 @@ from typing import Optional
 
 import faust
 
-from qastream import telemetry
+from qastream.telemetry import counters as telemetry
 from qastream.app import app, breaker, settings, topics
-from qastream.backoff import RetryPolicy, retry_delay
+from qastream.policy.backoff import RetryPolicy, plan_retry
 from qastream.errors import OVERLOAD, QUOTA
 from qastream.models import Job
 from qastream.tables.parking import overload_parking, quota_parking
@@ -28,22 +28,6 @@ logger = logging.getLogger(__name__)
 
 policy = RetryPolicy(overload_delays=settings.overload_delays(), quota_delay=settings.retry_quota_delay_seconds,
                      quota_max=settings.retry_quota_max)
-
-
-def plan_retry(job: Job, now: float, outage_delay: float) -> Optional[Job]:
-    """The parked job with its due time, or ``None`` when the question should be dead-lettered.
-
-    ``retries`` counts every error retry of the epoch; the per-class counts
-    are the budget, which an outage failure does not use.
-    """
-    if job.outage:
-        return job.derive(retries=job.retries + 1, due_at=now + outage_delay, outage=False)
-    delay = retry_delay(policy, job.error_class or "", job.overload_retries, job.quota_retries, job.retry_after)
-    if delay is None:
-        return None
-    return job.derive(retries=job.retries + 1, due_at=now + delay,
-                      overload_retries=job.overload_retries + (job.error_class == OVERLOAD),
-                      quota_retries=job.quota_retries + (job.error_class == QUOTA))
 
 
 def same_retry(parked: dict, release: Job) -> bool:
@@ -63,7 +47,7 @@ async def handle(event: faust.EventT, parking: faust.Table) -> None:
         del parking[qid]
         await topics.pending.send(key=qid, value=job.derive(due_at=None))
         return
-    parked = plan_retry(job, time.time(), max(breaker.wait_time(), settings.breaker_cooldown_seconds))
+    parked = plan_retry(policy, job, time.time(), max(breaker.wait_time(), settings.breaker_cooldown_seconds))
     if parked is None:
         budget = job.overload_retries if job.error_class == OVERLOAD else job.quota_retries
         logger.warning("%s: dead-lettering after %d %s retries: %s", qid, budget, job.error_class, job.error_message)
@@ -81,7 +65,7 @@ async def handle_guarded(event: faust.EventT, parking: faust.Table) -> None:
     """:func:`handle`, with a send that raises (the broker is unreachable) logged, not crashing the agent.
 
     The question keeps its last status; reconciliation re-enqueues it after
-    the ``waiting_retry`` deadline (qastream.deadlines).
+    the ``waiting_retry`` deadline (qastream.policy.deadlines).
     """
     try:
         await handle(event, parking)

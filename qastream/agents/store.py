@@ -13,7 +13,7 @@ from typing import Sequence
 
 import faust
 
-from qastream import telemetry
+from qastream.telemetry import counters as telemetry
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import StoredAnswer
 from qastream.errors import REJECTED

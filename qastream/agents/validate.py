@@ -12,7 +12,7 @@ status stuck at ``scoring``.  Nothing may escape the loop:
   (``qastream dlq replay``).
 * a send raises (the broker is unreachable): the question is logged and left
   at ``scoring``; reconciliation re-enqueues it once the scoring deadline
-  passes (qastream.deadlines).
+  passes (qastream.policy.deadlines).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import faust
 from qastream.app import app, scorer, settings, topics
 from qastream.errors import SCORING
 from qastream.models import Job
-from qastream.quality import Verdict, after_scoring
+from qastream.policy.quality import Verdict, after_scoring
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)

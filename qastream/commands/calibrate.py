@@ -3,7 +3,7 @@
 Generates real answers with the embedded SmolLM2 server (or any Ollama
 server) for a random sample of FOLDOC and Jargon File entries, scores them
 with the configured BERTScore model, and recommends a threshold by the
-criterion of :mod:`qastream.calibration`.  Four distributions are measured,
+criterion of :mod:`qastream.devtools.calibration`.  Four distributions are measured,
 each pair scored as (candidate, reference):
 
 * ``llm_own`` -- the LLM's answer against its own question's reference: the
@@ -38,11 +38,11 @@ import click
 from faust.cli import option
 from tqdm import tqdm
 
-from qastream import calibration
+from qastream.devtools import calibration
 from qastream.app import app, settings
 from qastream.datasets import BadRows, Record, open_datasets
 from qastream.datasets.records import sample
-from qastream.embedded import free_port, log_file, start_llm_server, stop
+from qastream.devtools.embedded import free_port, log_file, start_llm_server, stop
 from qastream.errors import LLMCallError
 from qastream.services.llm import LLMClient
 

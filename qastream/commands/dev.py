@@ -16,7 +16,7 @@ import click
 from faust.cli import option
 
 from qastream.app import app, settings
-from qastream.embedded import host_port, log_file, start_llm_server, start_tansu, start_worker, stop
+from qastream.devtools.embedded import host_port, log_file, start_llm_server, start_tansu, start_worker, stop
 
 
 @app.command(

@@ -18,8 +18,8 @@ from qastream.app import app
 from qastream.app import settings as current
 from qastream.db import queries
 from qastream.db.migrate import upgrade
-from qastream.lifecycle import FAILED, PENDING
-from qastream.requeue import enqueue
+from qastream.policy.lifecycle import FAILED, PENDING
+from qastream.streaming.requeue import enqueue
 from qastream.services.storage import make_engine
 
 

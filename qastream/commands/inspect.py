@@ -23,7 +23,7 @@ from faust.cli import argument, option
 
 from qastream.app import app, settings
 from qastream.db import queries
-from qastream.ids import is_question_id
+from qastream.policy.ids import is_question_id
 from qastream.services.cache import cache_key
 from qastream.services.storage import make_engine
 

@@ -9,9 +9,9 @@ import click
 from faust.cli import option
 
 from qastream.app import app, settings
-from qastream.embedded import host_port
-from qastream.llmserver.backends import make_backend
-from qastream.llmserver.server import Faults, OllamaCompatibleServer, serve
+from qastream.devtools.embedded import host_port
+from qastream.devtools.llmserver.backends import make_backend
+from qastream.devtools.llmserver.server import Faults, OllamaCompatibleServer, serve
 
 _host, _port = host_port(settings.ollama_url, 11434)
 

@@ -6,7 +6,7 @@ it writes the question to the database first (the store of record, so the
 question is never on the topic without a row), then produces a
 :class:`~qastream.models.Job` keyed by ``question_id`` to the pending topic
 and a ``queued`` status event.  Both honour ``--rate`` and ``--arrival``
-(:mod:`qastream.arrivals`) with at most ``--concurrency`` requests in
+(:mod:`qastream.devtools.arrivals`) with at most ``--concurrency`` requests in
 flight, show a progress bar, and end with a summary: accepted, cache hits,
 rejected by reason, and acceptance latency percentiles.
 """
@@ -26,14 +26,14 @@ from faust.cli import argument, option
 from tqdm import tqdm
 
 from qastream.app import app, cache, settings, storage, topics
-from qastream.arrivals import ARRIVALS, arrival_offsets
+from qastream.devtools.arrivals import ARRIVALS, arrival_offsets
 from qastream.datasets import FORMATS, BadRows, Record, open_datasets
 from qastream.datasets.records import sample, take
 from qastream.db.queries import CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Submission
 from qastream.errors import RequestError
-from qastream.ids import question_id
+from qastream.policy.ids import question_id
 from qastream.models import Job, event_for
-from qastream.stats import percentile
+from qastream.telemetry.stats import percentile
 from qastream.web.requests import parse_query
 
 #: Outcomes of one submission, as counted in the summary.
@@ -74,7 +74,7 @@ class Tally:
 
 
 def percentiles(values: list[float], points: Iterable[int] = (50, 90, 99)) -> dict[str, Optional[float]]:
-    """Nearest-rank percentiles (:func:`qastream.stats.percentile`), plus the maximum, to 0.1 ms."""
+    """Nearest-rank percentiles (:func:`qastream.telemetry.stats.percentile`), plus the maximum, to 0.1 ms."""
     ordered = sorted(values)
     out: dict[str, Optional[float]] = {}
     for p in points:
@@ -201,7 +201,7 @@ async def wait_done(ids: list[str], timeout: float) -> Counter:
     from sqlalchemy import select
 
     from qastream.db.queries import Q
-    from qastream.lifecycle import TERMINAL
+    from qastream.policy.lifecycle import TERMINAL
     from qastream.services.storage import make_engine
 
     engine = make_engine(settings.resolved_database_url())
@@ -281,7 +281,7 @@ async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optiona
     else:
         self.say(f"writing to {settings.resolved_database_url().split('://')[0]} and topic "
                  f"{topics.pending.get_topic_name()} on {settings.broker_url}")
-        from qastream.topic_admin import ensure_topics
+        from qastream.streaming.topic_admin import ensure_topics
 
         await ensure_topics(settings.broker_url, app.topic_layout)
         await storage.start()

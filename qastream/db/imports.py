@@ -26,8 +26,8 @@ from sqlalchemy import Connection, Engine
 from qastream.datasets.jsonfile import first_of
 from qastream.datasets.records import BadRows
 from qastream.db.queries import JOINED, Q, R, insert_for, result_from_row, to_datetime
-from qastream.ids import normalise, question_id
-from qastream.lifecycle import COMPLETED
+from qastream.policy.ids import normalise, question_id
+from qastream.policy.lifecycle import COMPLETED
 
 QUESTION_FIELDS = ("question_text", "question")
 REFERENCE_FIELDS = ("original_answer", "reference_answer")

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from qastream.db.schema import QuestionRow, ResponseRow
-from qastream.lifecycle import COMPLETED, FAILED, PENDING
-from qastream.stats import nearest_rank_index
+from qastream.policy.lifecycle import COMPLETED, FAILED, PENDING
+from qastream.telemetry.stats import nearest_rank_index
 
 Q = QuestionRow.__table__
 R = ResponseRow.__table__
@@ -369,7 +369,7 @@ def _bucket_labels() -> list[str]:
 
 
 def _percentiles(connection: Connection, count: int) -> dict[str, Optional[float]]:
-    """p50/p95/p99 of acceptance-to-completion time (nearest rank, :mod:`qastream.stats`, in SQL)."""
+    """p50/p95/p99 of acceptance-to-completion time (nearest rank, :mod:`qastream.telemetry.stats`, in SQL)."""
     out: dict[str, Optional[float]] = {}
     for p in (50, 95, 99):
         if count == 0:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, and_, func, select
 
 from qastream.db.queries import Q, R, to_datetime, to_seconds
-from qastream.lifecycle import FAILED
+from qastream.policy.lifecycle import FAILED
 
 #: Throughput windows, in minutes.
 WINDOWS = (1, 5)

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import Connection, and_, case, func, select
 
 from qastream.db.queries import Q, R
-from qastream.stats import nearest_rank_index
+from qastream.telemetry.stats import nearest_rank_index
 
 BUCKETS = 10
 BUCKET_WIDTH = 1 / BUCKETS
@@ -34,7 +34,7 @@ def _share(part: int, whole: int) -> Optional[float]:
 
 
 def _percentile(connection: Connection, column: Any, count: int, p: int) -> Optional[float]:
-    """Nearest-rank percentile of a non-null column (the definition of :mod:`qastream.stats`, in SQL)."""
+    """Nearest-rank percentile of a non-null column (the definition of :mod:`qastream.telemetry.stats`, in SQL)."""
     if count == 0:
         return None
     rank = nearest_rank_index(count, p)

@@ -23,7 +23,7 @@ from mode import Service
 
 from qastream.services.cache import Cache
 from qastream.services.storage import Storage
-from qastream.topic_admin import bootstrap_servers
+from qastream.streaming.topic_admin import bootstrap_servers
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import httpx
 import ollama
 from mode import Service
 
-from qastream.distribution import Distribution
+from qastream.telemetry.distribution import Distribution
 from qastream.errors import NO_RESPONSE, PERMANENT, LLMCallError, classify, parse_retry_after
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from mode import Service
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from qastream.batcher import GroupCommitter
+from qastream.db.batcher import GroupCommitter
 from qastream.db import queries, recent
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission

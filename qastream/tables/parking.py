@@ -14,7 +14,7 @@ time and is dropped.
 from __future__ import annotations
 
 from qastream.app import app, settings
-from qastream.broker import table_options
+from qastream.streaming.broker import table_options
 
 overload_parking = app.Table("overload-parking", **table_options(settings, settings.partitions_overload),
                              help="question_id -> overload retry waiting for its due time")

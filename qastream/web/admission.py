@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from faust.web import Request, Response, View
 
-from qastream.admission import Gate
+from qastream.policy.admission import Gate
 from qastream.app import settings
 from qastream.errors import Unavailable
 from qastream.web.requests import Handler

@@ -13,10 +13,10 @@ from typing import Any
 
 from faust import web
 
-from qastream import telemetry
+from qastream.telemetry import counters as telemetry
 from qastream.app import app, breaker, cache, llm, scorer, settings, storage, topics
-from qastream.lag import consumer_lag
-from qastream.poison import poison_counts
+from qastream.telemetry.lag import consumer_lag
+from qastream.streaming.poison import poison_counts
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.web.query import query_counts
 from qastream.web.admission import bounded

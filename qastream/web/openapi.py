@@ -14,7 +14,7 @@ from faust import web
 import qastream
 from qastream.app import app, settings
 from qastream.db.recent import MAX_LATEST
-from qastream.lifecycle import STAGE_STATE, STATES
+from qastream.policy.lifecycle import STAGE_STATE, STATES
 
 NUMBER_OR_NULL = {"type": ["number", "null"]}
 OBJECT = {"type": "object"}

@@ -23,10 +23,10 @@ from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from qastream import telemetry
+from qastream.telemetry import counters as telemetry
 from qastream.app import app, llm
-from qastream.breaker import CLOSED, HALF_OPEN, OPEN
-from qastream.distribution import Distribution
+from qastream.policy.breaker import CLOSED, HALF_OPEN, OPEN
+from qastream.telemetry.distribution import Distribution
 from qastream.web.metrics import snapshot
 from qastream.web.requests import guarded
 

@@ -16,10 +16,10 @@ from typing import Any, Awaitable, Callable, Optional
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
-from qastream.admission import retry_after_header
+from qastream.policy.admission import retry_after_header
 from qastream.app import settings
 from qastream.errors import RequestError, Unavailable
-from qastream.ids import is_question_id, normalise
+from qastream.policy.ids import is_question_id, normalise
 
 logger = logging.getLogger(__name__)
 

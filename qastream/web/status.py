@@ -7,8 +7,8 @@ from typing import Any, Mapping
 from faust import web
 
 from qastream.app import app, settings, storage
-from qastream.lifecycle import COMPLETED, FAILED
-from qastream.routing import ensure_metadata
+from qastream.policy.lifecycle import COMPLETED, FAILED
+from qastream.streaming.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_question_id

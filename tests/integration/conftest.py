@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from qastream.embedded import free_port, log_file, start_tansu, stop
+from qastream.devtools.embedded import free_port, log_file, start_tansu, stop
 from stackutil import (ARTIFACTS, POSTGRES_URL, REDIS_URL, Broker, LLMServer, Worker, isolated_env, launch_llm,
                        launch_worker, require_service)
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from qastream.embedded import (free_port, http_ok, log_file, start_llm_server, start_tansu, start_worker, stop,
+from qastream.devtools.embedded import (free_port, http_ok, log_file, start_llm_server, start_tansu, start_worker, stop,
                                wait_for)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

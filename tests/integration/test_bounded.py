@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 import pytest
 from sqlalchemy import create_engine, text
 
-from qastream.embedded import free_port, log_file, start_tansu, stop, wait_for
+from qastream.devtools.embedded import free_port, log_file, start_tansu, stop, wait_for
 from stackutil import Broker, Worker, isolated_env, wait_until
 
 pytestmark = pytest.mark.integration

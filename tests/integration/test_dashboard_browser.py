@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qastream.ids import question_id
+from qastream.policy.ids import question_id
 from qastream.settings import Settings
 
 from stackutil import Worker, missing, wait_until

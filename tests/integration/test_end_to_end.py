@@ -15,7 +15,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from qastream.ids import question_id
+from qastream.policy.ids import question_id
 from qastream.settings import Settings
 
 from stackutil import Worker, isolated_env, launch_worker, wait_until

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
-from qastream.embedded import free_port, log_file, start_llm_server, start_tansu, stop
+from qastream.devtools.embedded import free_port, log_file, start_llm_server, start_tansu, stop
 from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
 

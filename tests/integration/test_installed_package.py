@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from qastream.embedded import free_port, http_ok, log_file, stop, wait_for
+from qastream.devtools.embedded import free_port, http_ok, log_file, stop, wait_for
 from stackutil import ARTIFACTS, Broker, LLMServer, Worker, isolated_env, wait_until
 
 # The first test builds the wheel and installs it with its dependencies (minutes): the global bound.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qastream.ids import question_id
+from qastream.policy.ids import question_id
 
 from stackutil import Worker
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from qastream.embedded import free_port, http_ok, log_file, wait_for
+from qastream.devtools.embedded import free_port, http_ok, log_file, wait_for
 from stackutil import ARTIFACTS, Worker, wait_until
 
 

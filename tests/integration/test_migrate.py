@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from qastream.ids import question_id
+from qastream.policy.ids import question_id
 from qastream.services.cache import cache_key
 
 

@@ -91,7 +91,7 @@ def test_two_workers_share_partitions_and_answer_status_for_every_key_alike(
 @pytest.mark.timeout(600)
 def test_failover_after_kill_9_every_question_completes(broker, artifacts, tmp_path, postgres_url):
     from stackutil import launch_llm
-    from qastream.embedded import stop
+    from qastream.devtools.embedded import stop
 
     slow = launch_llm(artifacts, "llm-failover", "--parallel", "8", "--latency", "0.1")
     try:

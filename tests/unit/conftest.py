@@ -4,8 +4,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from qastream.db.migrate import upgrade
-from qastream.llmserver.backends import EchoBackend
-from qastream.llmserver.server import Faults, OllamaCompatibleServer, build_app
+from qastream.devtools.llmserver.backends import EchoBackend
+from qastream.devtools.llmserver.server import Faults, OllamaCompatibleServer, build_app
 from qastream.services.storage import make_engine
 
 

@@ -17,13 +17,15 @@ import pytest
 from qastream.agents import dead_letters, generate, regenerate, retry, store, validate
 from qastream.app import app, cache, llm, scorer, settings, storage, topics
 from qastream.errors import LLMCallError
-from qastream.ids import generation_seed
-from qastream.lifecycle import version
+from qastream.policy.backoff import plan_retry
+from qastream.policy.ids import generation_seed
+from qastream.policy.lifecycle import version
 from qastream.models import Job, StatusEvent
 from qastream.services.llm import Generation
 from qastream.services.storage import until_written
 from qastream.tables.parking import overload_parking, quota_parking
-from qastream.tables.status import attempts_table, status_table, track
+from qastream.agents.track import track
+from qastream.tables.status import attempts_table, status_table
 
 
 @pytest.fixture(autouse=True)
@@ -309,9 +311,9 @@ async def test_retry_dead_letters_when_the_schedule_is_spent(sent):
 
 
 def test_an_outage_failure_does_not_use_the_retry_budget():
-    parked = retry.plan_retry(job(error_class="overload", overload_retries=3, outage=True), 100.0, 8.0)
+    parked = plan_retry(retry.policy, job(error_class="overload", overload_retries=3, outage=True), 100.0, 8.0)
     assert (parked.overload_retries, parked.retries, parked.due_at, parked.outage) == (3, 1, 108.0, False)
-    assert retry.plan_retry(job(error_class="overload", overload_retries=3), 100.0, 8.0) is None
+    assert plan_retry(retry.policy, job(error_class="overload", overload_retries=3), 100.0, 8.0) is None
 
 
 def test_due_entries_only_from_active_partitions_and_once():

@@ -4,7 +4,7 @@ from itertools import islice
 
 import pytest
 
-from qastream.arrivals import arrival_offsets
+from qastream.devtools.arrivals import arrival_offsets
 
 
 def first(n, *args, **kwargs):

@@ -1,8 +1,8 @@
-"""qastream.backoff: the retry schedule as a table."""
+"""qastream.policy.backoff: the retry schedule as a table."""
 
 import pytest
 
-from qastream.backoff import RetryPolicy, retry_delay
+from qastream.policy.backoff import RetryPolicy, retry_delay
 from qastream.errors import OVERLOAD, PERMANENT, QUOTA
 
 DEFAULT = RetryPolicy()

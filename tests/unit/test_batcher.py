@@ -1,10 +1,10 @@
-"""qastream.batcher: group commit of concurrent submits."""
+"""qastream.db.batcher: group commit of concurrent submits."""
 
 import asyncio
 
 import pytest
 
-from qastream.batcher import GroupCommitter
+from qastream.db.batcher import GroupCommitter
 
 
 class Recorder:

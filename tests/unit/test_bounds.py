@@ -10,7 +10,7 @@ from unittest.mock import AsyncMock
 
 import pytest
 
-from qastream.admission import Gate, retry_after_header
+from qastream.policy.admission import Gate, retry_after_header
 from qastream.db.queries import CREATED, Acceptance, Submission
 from qastream.errors import RequestError, Unavailable
 from qastream.models import Job
@@ -200,7 +200,7 @@ def test_postgres_options_without_statement_timeout_for_commands():
 
 
 async def test_forwarded_requests_have_the_forward_timeout():
-    from qastream.broker import faust_options
+    from qastream.streaming.broker import faust_options
     from qastream.settings import Settings
 
     session = faust_options(Settings(forward_timeout_seconds=1.5))["HttpClient"]()
@@ -211,7 +211,7 @@ async def test_forwarded_requests_have_the_forward_timeout():
 
 
 async def test_a_timer_tick_that_fails_is_logged_not_raised(caplog):
-    from qastream.timers import survives_failures
+    from qastream.streaming.timers import survives_failures
 
     @survives_failures
     async def tick():

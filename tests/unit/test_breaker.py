@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qastream.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from qastream.policy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

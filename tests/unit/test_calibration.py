@@ -2,9 +2,9 @@
 
 import pytest
 
-from qastream import calibration
-from qastream.calibration import auc, best_threshold, histogram, operating_point, recommend, summarise
-from qastream.stats import interpolated_quantile as quantile
+from qastream.devtools import calibration
+from qastream.devtools.calibration import auc, best_threshold, histogram, operating_point, recommend, summarise
+from qastream.telemetry.stats import interpolated_quantile as quantile
 from qastream.datasets.records import sample
 
 

@@ -1,11 +1,11 @@
-"""qastream.deadlines: every stage's deadline from the settings, and when a question is overdue."""
+"""qastream.policy.deadlines: every stage's deadline from the settings, and when a question is overdue."""
 
 from dataclasses import asdict
 
 import pytest
 
-from qastream.deadlines import Deadlines, overdue, stage_deadlines
-from qastream.lifecycle import STAGE_STATE
+from qastream.policy.deadlines import Deadlines, overdue, stage_deadlines
+from qastream.policy.lifecycle import STAGE_STATE
 from qastream.settings import Settings
 
 DEFAULTS = stage_deadlines(Settings())

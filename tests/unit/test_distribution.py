@@ -1,11 +1,11 @@
-"""qastream.distribution: bounded percentiles and Prometheus buckets."""
+"""qastream.telemetry.distribution: bounded percentiles and Prometheus buckets."""
 
 import math
 
 import pytest
 
-from qastream.distribution import Distribution
-from qastream.stats import percentile
+from qastream.telemetry.distribution import Distribution
+from qastream.telemetry.stats import percentile
 
 
 @pytest.mark.parametrize("values, p, expected", [

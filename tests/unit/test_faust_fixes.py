@@ -10,7 +10,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from qastream import faust_fixes
+from qastream.streaming import faust_fixes
 
 TP0 = TP("questions-pending", 0)
 

@@ -1,8 +1,8 @@
-"""qastream.ids: the question id is the key of everything, so its shape and stability are pinned here."""
+"""qastream.policy.ids: the question id is the key of everything, so its shape and stability are pinned here."""
 
 import pytest
 
-from qastream.ids import ID_LENGTH, is_question_id, normalise, question_id
+from qastream.policy.ids import ID_LENGTH, is_question_id, normalise, question_id
 
 #: sha256("What is Kafka?")[:16], computed once outside qastream.
 KAFKA_ID = "9b6c9181605e0b26"
@@ -76,7 +76,7 @@ def test_is_question_id_rejects_a_trailing_newline():
 
 
 def test_generation_seed_is_stable_per_attempt_and_differs_between_attempts():
-    from qastream.ids import generation_seed
+    from qastream.policy.ids import generation_seed
 
     assert generation_seed("0123456789abcdef", 1, 1) == generation_seed("0123456789abcdef", 1, 1)
     seeds = {generation_seed("0123456789abcdef", epoch, attempt) for epoch in (1, 2) for attempt in (1, 2, 3)}

@@ -11,7 +11,7 @@ from qastream.db import queries
 from qastream.db.imports import (Historical, InvalidRecord, import_batches, insert_absent, parse_historical,
                                  parse_timestamp, results_for, validated)
 from qastream.db.queries import Q, R, Submission
-from qastream.ids import question_id
+from qastream.policy.ids import question_id
 
 NOW = 1_700_000_000.0
 

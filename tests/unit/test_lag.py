@@ -1,10 +1,10 @@
-"""qastream.lag: consumer lag per topic and partition from a Faust consumer."""
+"""qastream.telemetry.lag: consumer lag per topic and partition from a Faust consumer."""
 
 import pytest
 
 from faust.types import TP
 
-from qastream.lag import consumer_lag, fold_lag, partition_lag
+from qastream.telemetry.lag import consumer_lag, fold_lag, partition_lag
 
 
 @pytest.mark.parametrize("highwater, committed, read, lag", [

@@ -1,8 +1,8 @@
-"""qastream.lifecycle: the idempotent fold of status events into the status and attempts tables."""
+"""qastream.policy.lifecycle: the idempotent fold of status events into the status and attempts tables."""
 
 import pytest
 
-from qastream.lifecycle import (COMPLETED, FAILED, PENDING, PROCESSING, RETRYING, STAGE_RANK, fold_attempts,
+from qastream.policy.lifecycle import (COMPLETED, FAILED, PENDING, PROCESSING, RETRYING, STAGE_RANK, fold_attempts,
                                 fold_status, is_stale, version)
 
 QID = "0123456789abcdef"

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from qastream.errors import OVERLOAD, PERMANENT, QUOTA, LLMCallError
-from qastream.llmserver.server import Faults
+from qastream.devtools.llmserver.server import Faults
 from qastream.services.llm import Generation, LLMClient
 
 

@@ -1,9 +1,9 @@
-"""qastream.quality: the quality gate and the best-answer bookkeeping across attempts."""
+"""qastream.policy.quality: the quality gate and the best-answer bookkeeping across attempts."""
 
 import pytest
 
 from qastream.models import Job
-from qastream.quality import Verdict, after_scoring, better, judge
+from qastream.policy.quality import Verdict, after_scoring, better, judge
 
 THRESHOLD = 0.6
 MAX_ATTEMPTS = 3

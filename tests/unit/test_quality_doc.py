@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from qastream import calibration
+from qastream.devtools import calibration
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

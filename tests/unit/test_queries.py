@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from qastream.db import queries
 from qastream.db.queries import (CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Failure, StoredAnswer, Submission)
 from qastream.db.schema import QuestionRow, ResponseRow
-from qastream.lifecycle import COMPLETED, FAILED, PENDING
+from qastream.policy.lifecycle import COMPLETED, FAILED, PENDING
 
 Q = QuestionRow.__table__
 R = ResponseRow.__table__

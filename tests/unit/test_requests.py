@@ -111,7 +111,7 @@ def test_parse_query_accepts(payload, expected):
 
 
 def test_inner_whitespace_of_question_is_kept():
-    # Collapsing is the id's business (qastream.ids), not the stored text's.
+    # Collapsing is the id's business (qastream.policy.ids), not the stored text's.
     assert parse_query({"question_text": "What  is Kafka?"}, MAX).question_text == "What  is Kafka?"
 
 

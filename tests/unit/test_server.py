@@ -1,4 +1,4 @@
-"""qastream.llmserver.server with the echo backend: the Ollama HTTP API and its fault knobs."""
+"""qastream.devtools.llmserver.server with the echo backend: the Ollama HTTP API and its fault knobs."""
 
 import asyncio
 import json
@@ -6,7 +6,7 @@ import json
 import aiohttp
 import pytest
 
-from qastream.llmserver.server import VERSION, Faults
+from qastream.devtools.llmserver.server import VERSION, Faults
 
 QUESTION = "What is Kafka?"
 

@@ -1,4 +1,4 @@
-"""qastream.stats: the one nearest-rank percentile, including where the old copies disagreed.
+"""qastream.telemetry.stats: the one nearest-rank percentile, including where the old copies disagreed.
 
 Before this module there were four: ``distribution.nearest_rank`` and
 ``commands.load.percentiles`` took ``ceil(p * n / 100)``; bench/common.py took
@@ -10,7 +10,7 @@ qastream/db compute the same rank as :func:`nearest_rank_index`.
 
 import pytest
 
-from qastream.stats import interpolated_quantile, median, nearest_rank_index, percentile
+from qastream.telemetry.stats import interpolated_quantile, median, nearest_rank_index, percentile
 
 ONE_TO_100 = [float(i) for i in range(1, 101)]
 

@@ -1,4 +1,4 @@
-"""qastream.worker: QASTREAM_LOG_LEVEL is a worker's log level unless ``-l`` says otherwise."""
+"""qastream.streaming.worker: QASTREAM_LOG_LEVEL is a worker's log level unless ``-l`` says otherwise."""
 
 import sys
 from typing import Any
@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from faust.cli.faust import cli
 
 from qastream import app as app_module
-from qastream.worker import QAStreamWorker, resolve_loglevel
+from qastream.streaming.worker import QAStreamWorker, resolve_loglevel
 
 
 @pytest.mark.parametrize("cli_level, given, setting, expected", [

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import faust
 from faust.types import Message
 
-from qastream.ids import is_question_id
+from qastream.policy.ids import is_question_id
 from qastream.models import Job
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
-from qastream.stats import interpolated_quantile
+from qastream.telemetry.stats import interpolated_quantile
 
 GRID_STEP = 0.01
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)

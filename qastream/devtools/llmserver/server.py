@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from aiohttp import web
 
-from qastream.llmserver.backends import Backend, Completion
+from qastream.devtools.llmserver.backends import Backend, Completion
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from qastream.lifecycle import STAGE_STATE, TERMINAL
+from qastream.policy.lifecycle import STAGE_STATE, TERMINAL
 from qastream.settings import Settings
 
 #: Scoring time budgeted per answer.  BERTScore on the packaged model scores

@@ -15,7 +15,7 @@ import math
 from collections import deque
 from typing import Iterable, Optional
 
-from qastream.stats import percentile
+from qastream.telemetry.stats import percentile
 
 #: Bucket upper bounds for latencies in milliseconds: LLM calls range from
 #: milliseconds (echo backend) to minutes (a loaded model on a CPU).

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from qastream.errors import OVERLOAD, QUOTA
+from qastream.models import Job
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,19 @@ def retry_delay(policy: RetryPolicy, error_class: str, overload_retries: int, qu
             return retry_after if retry_after is not None else policy.quota_delay
         return None
     return None
+
+
+def plan_retry(policy: RetryPolicy, job: Job, now: float, outage_delay: float) -> Optional[Job]:
+    """The parked job with its due time, or ``None`` when the question should be dead-lettered.
+
+    ``retries`` counts every error retry of the epoch; the per-class counts
+    are the budget, which an outage failure does not use.
+    """
+    if job.outage:
+        return job.derive(retries=job.retries + 1, due_at=now + outage_delay, outage=False)
+    delay = retry_delay(policy, job.error_class or "", job.overload_retries, job.quota_retries, job.retry_after)
+    if delay is None:
+        return None
+    return job.derive(retries=job.retries + 1, due_at=now + delay,
+                      overload_retries=job.overload_retries + (job.error_class == OVERLOAD),
+                      quota_retries=job.quota_retries + (job.error_class == QUOTA))

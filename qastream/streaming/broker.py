@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from aiohttp import ClientSession, ClientTimeout
 
-from qastream.poison import QAStreamTopic
+from qastream.streaming.poison import QAStreamTopic
 from qastream.settings import Settings
 
 #: Tansu answers ListOffsets with the last batch's first offset + 1, so a batch
@@ -25,7 +25,7 @@ TANSU_PRODUCER_MAX_BATCH_SIZE = 16
 #: the memory-only broker restarts empty, a batch appended before the restart could hold the
 #: producer flush Faust runs before every commit -- and so the rebalance and every stage -- for
 #: minutes (issue 11).  Expired, its message is lost like the rest of the broker's content, and
-#: reconciliation re-enqueues its question (qastream.deadlines).
+#: reconciliation re-enqueues its question (qastream.policy.deadlines).
 TANSU_PRODUCER_REQUEST_TIMEOUT = 30.0
 
 

@@ -136,7 +136,7 @@ def metadata_request_init(self: Any, topics: Optional[list[str]] = None,
     refreshing its subscription) re-creates it with the broker's default
     partition count -- 4 on Tansu -- and co-partitioning is broken before any
     check can run.  Without it, a lost topic stays missing until the worker
-    creates it with its configured count (qastream.topic_admin); the
+    creates it with its configured count (qastream.streaming.topic_admin); the
     producer's batches wait for it and then go to the partitions they were
     meant for.  Faust creates its changelog topics with CreateTopics, not by
     auto-creation, so nothing else depends on it.
@@ -148,10 +148,10 @@ def metadata_request_init(self: Any, topics: Optional[list[str]] = None,
 def install() -> None:
     """Install the fixes on the library versions they were written for (idempotent)."""
     if faust.__version__ != PATCHED_FAUST_VERSION:
-        raise RuntimeError(f"qastream.faust_fixes targets faust-streaming {PATCHED_FAUST_VERSION}, "
+        raise RuntimeError(f"qastream.streaming.faust_fixes targets faust-streaming {PATCHED_FAUST_VERSION}, "
                            f"found {faust.__version__}: re-check faust-streaming #606 and update the fix")
     if aiokafka.__version__ != PATCHED_AIOKAFKA_VERSION:
-        raise RuntimeError(f"qastream.faust_fixes targets aiokafka {PATCHED_AIOKAFKA_VERSION}, found "
+        raise RuntimeError(f"qastream.streaming.faust_fixes targets aiokafka {PATCHED_AIOKAFKA_VERSION}, found "
                            f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
     Consumer._new_offset = new_offset
     GroupCoordinator._do_commit_offsets = do_commit_offsets

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Optional
 
 from qastream.db.queries import SCORE_BUCKETS
-from qastream.distribution import Distribution
+from qastream.telemetry.distribution import Distribution
 
 #: Acceptance-to-storage time of the answers this worker stored, in ms.
 question_ms = Distribution()

@@ -1,0 +1,36 @@
+"""question-events -> the status and attempts tables: ``track``, their only writer.
+
+``track`` consumes the events topic, whose partition count equals the
+tables', and folds each event with the pure functions of
+:mod:`qastream.policy.lifecycle`.  Because every event carries its version,
+replaying the topic after a crash rebuilds exactly the same tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from qastream.app import app, topics
+from qastream.models import StatusEvent
+from qastream.policy.lifecycle import fold_attempts, fold_status
+from qastream.tables.status import attempts_table, status_table
+
+
+def apply(event: dict[str, Any]) -> None:
+    """Fold one event into both tables (called inside ``track``'s stream)."""
+    qid = event["question_id"]
+    status = fold_status(status_table.get(qid), event)
+    if status is not None:
+        status_table[qid] = status
+    attempts = fold_attempts(attempts_table.get(qid), event)
+    if attempts is not None:
+        attempts_table[qid] = attempts
+
+
+@app.agent(topics.events)
+async def track(events: faust.StreamT[StatusEvent]) -> None:
+    """Fold status events into the status and attempts tables."""
+    async for event in events:
+        apply(event.asdict())
