@@ -45,9 +45,9 @@ from profiling import print_profile, profiling, top_entries  # noqa: E402
 from runner import median_of, run_benchmark  # noqa: E402
 from stack import Stack, sqlite_scalar, wait_until  # noqa: E402
 
+from qastream.models import Job, event_for  # noqa: E402
 from qastream.policy.ids import question_id  # noqa: E402
 from qastream.policy.lifecycle import fold_attempts, fold_status  # noqa: E402
-from qastream.models import Job, event_for  # noqa: E402
 from qastream.settings import Settings  # noqa: E402
 
 P99_TARGET_MS = 20.0

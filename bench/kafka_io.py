@@ -91,8 +91,8 @@ def create_topics(bootstrap: str, layout: dict[str, int]) -> None:
 
 def faust_producer_settings() -> dict[str, Any]:
     """The aiokafka producer settings a qastream worker's Faust producer uses in the development profile."""
-    from qastream.streaming.broker import faust_options
     from qastream.settings import Settings
+    from qastream.streaming.broker import faust_options
 
     options = faust_options(Settings())
     # Faust's defaults for what faust_options leaves alone: acks=-1, linger 0, no compression.

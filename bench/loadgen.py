@@ -249,7 +249,7 @@ def run_wrk(url: str, *, connections: int, seconds: int, token: str, threads: in
                               capture_output=True, text=True, timeout=seconds + 60)
     finally:
         os.unlink(script.name)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("WRKJSON ")), None)
+    line = next((text for text in done.stdout.splitlines() if text.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{done.stdout}\n{done.stderr}")
     raw = json.loads(line[len("WRKJSON "):])

@@ -47,8 +47,8 @@ from runner import median_of, run_benchmark  # noqa: E402
 from stack import PYTHON, Stack, wait_stored, wait_until  # noqa: E402
 
 from qastream.devtools.embedded import free_port  # noqa: E402
-from qastream.policy.ids import question_id  # noqa: E402
 from qastream.models import Job  # noqa: E402
+from qastream.policy.ids import question_id  # noqa: E402
 from qastream.settings import Settings  # noqa: E402
 
 

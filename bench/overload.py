@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     limits = [args.limit] + ([] if args.no_unbounded else [UNBOUNDED])
     for limit in limits:
-        run_benchmark(f"overload-limit-{limit}", args.runs, lambda index: one_run(args, limit, index), FIELDS,
+        run_benchmark(f"overload-limit-{limit}", args.runs, lambda index, limit=limit: one_run(args, limit, index), FIELDS,
                       conclude, title=f"overload at {args.rate:g} req/s, limit {limit}")
 
 

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import faust  # noqa: E402
 
-from qastream.streaming.broker import faust_options  # noqa: E402
 from qastream.models import Job  # noqa: E402
 from qastream.settings import Settings  # noqa: E402
+from qastream.streaming.broker import faust_options  # noqa: E402
 
 HOPS = int(os.environ.get("RELAY_HOPS", "7"))
 PREFIX = os.environ.get("RELAY_PREFIX", "relay")

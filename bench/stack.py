@@ -27,8 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from qastream.devtools.embedded import (free_port, http_ok, log_file, start_llm_server, start_tansu,  # noqa: E402
-                               start_worker, stop, wait_for)
+from qastream.devtools.embedded import (  # noqa: E402
+    free_port,
+    http_ok,
+    log_file,
+    start_llm_server,
+    start_tansu,
+    start_worker,
+    stop,
+    wait_for,
+)
 
 PYTHON = sys.executable
 

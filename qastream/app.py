@@ -14,19 +14,19 @@ from typing import Any, Iterable
 import faust
 from mode import ServiceT
 
-from qastream.streaming import faust_fixes
 from qastream.policy.breaker import CircuitBreaker
-from qastream.streaming.broker import faust_options
-from qastream.streaming.poison import QAStreamTopic
 from qastream.services.cache import make_cache
 from qastream.services.health import DependencyProbe
 from qastream.services.llm import LLMClient
 from qastream.services.scorer import Scorer
 from qastream.services.storage import Storage
 from qastream.settings import Settings
+from qastream.streaming import faust_fixes
+from qastream.streaming.broker import faust_options
+from qastream.streaming.poison import QAStreamTopic
 from qastream.streaming.topic_admin import ensure_topics
-from qastream.topics import Topics
 from qastream.streaming.worker import QAStreamWorker
+from qastream.topics import Topics
 
 
 class QAStreamApp(faust.App):

@@ -15,13 +15,13 @@ from typing import Sequence
 
 import faust
 
-from qastream.telemetry import counters as telemetry
 from qastream.app import app, settings, storage, topics
 from qastream.db.queries import Failure
 from qastream.models import Job
-from qastream.streaming.poison import POISON
 from qastream.services.storage import storable, until_written, write_isolated
+from qastream.streaming.poison import POISON
 from qastream.tables.status import report
+from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import faust
 
 from qastream.app import app, breaker, llm, settings, topics
 from qastream.errors import LLMCallError, signals_outage
+from qastream.models import Job
 from qastream.policy.ids import generation_seed
 from qastream.policy.lifecycle import is_stale
-from qastream.models import Job
 from qastream.tables.status import report, status_table
 
 logger = logging.getLogger(__name__)

@@ -25,15 +25,15 @@ import logging
 import time
 from typing import Any, Mapping, Optional
 
-from qastream.telemetry import counters as telemetry
 from qastream.app import app, breaker, settings, storage, topics
 from qastream.policy.breaker import CLOSED
 from qastream.policy.deadlines import Deadlines, overdue, stage_deadlines
 from qastream.streaming.requeue import enqueue
 from qastream.streaming.routing import partition_of
-from qastream.tables.status import status_table
 from qastream.streaming.timers import survives_failures
 from qastream.streaming.topic_admin import repair_topics
+from qastream.tables.status import status_table
+from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
 
 import faust
 
-from qastream.telemetry import counters as telemetry
 from qastream.app import app, breaker, settings, topics
-from qastream.policy.backoff import RetryPolicy, plan_retry
-from qastream.errors import OVERLOAD, QUOTA
+from qastream.errors import OVERLOAD
 from qastream.models import Job
+from qastream.policy.backoff import RetryPolicy, plan_retry
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.tables.status import report
+from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 

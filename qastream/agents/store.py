@@ -13,13 +13,13 @@ from typing import Sequence
 
 import faust
 
-from qastream.telemetry import counters as telemetry
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import StoredAnswer
 from qastream.errors import REJECTED
 from qastream.models import Job, result_of
 from qastream.services.storage import until_written, write_isolated
 from qastream.tables.status import report
+from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 

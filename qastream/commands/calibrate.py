@@ -38,10 +38,10 @@ import click
 from faust.cli import option
 from tqdm import tqdm
 
-from qastream.devtools import calibration
 from qastream.app import app, settings
 from qastream.datasets import BadRows, Record, open_datasets
 from qastream.datasets.records import sample
+from qastream.devtools import calibration
 from qastream.devtools.embedded import free_port, log_file, start_llm_server, stop
 from qastream.errors import LLMCallError
 from qastream.services.llm import LLMClient
@@ -177,7 +177,7 @@ async def calibrate(self, datasets: tuple[str, ...], sample_size: int, seed: int
     except (FileNotFoundError, ValueError) as exc:
         # A message and exit code 2, not the traceback an exception inside a Faust command prints.
         self.say(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     if len(records) < 2:
         raise click.ClickException(f"need at least 2 questions, the data set gave {len(records)}")
     self.say(f"sampled {len(records)} questions from {', '.join(datasets)} (seed {seed})")

@@ -19,8 +19,8 @@ from qastream.app import settings as current
 from qastream.db import queries
 from qastream.db.migrate import upgrade
 from qastream.policy.lifecycle import FAILED, PENDING
-from qastream.streaming.requeue import enqueue
 from qastream.services.storage import make_engine
+from qastream.streaming.requeue import enqueue
 
 
 def in_database(fn: Callable[..., Any], *args: Any, write: bool = False, **kwargs: Any) -> Any:

@@ -26,13 +26,13 @@ from faust.cli import argument, option
 from tqdm import tqdm
 
 from qastream.app import app, cache, settings, storage, topics
-from qastream.devtools.arrivals import ARRIVALS, arrival_offsets
 from qastream.datasets import FORMATS, BadRows, Record, open_datasets
 from qastream.datasets.records import sample, take
 from qastream.db.queries import CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Submission
+from qastream.devtools.arrivals import ARRIVALS, arrival_offsets
 from qastream.errors import RequestError
-from qastream.policy.ids import question_id
 from qastream.models import Job, event_for
+from qastream.policy.ids import question_id
 from qastream.telemetry.stats import percentile
 from qastream.web.requests import parse_query
 
@@ -268,7 +268,7 @@ async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optiona
     except (FileNotFoundError, ValueError) as exc:
         # A message and exit code 2, not the traceback an exception inside a Faust command prints.
         self.say(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     started = time.perf_counter()
     pacing = dict(rate=rate, arrival=arrival, burst_size=burst_size, concurrency=concurrency, seed=seed, total=total)
     if via == "http":

@@ -21,8 +21,8 @@ import httpx
 import ollama
 from mode import Service
 
-from qastream.telemetry.distribution import Distribution
 from qastream.errors import NO_RESPONSE, PERMANENT, LLMCallError, classify, parse_retry_after
+from qastream.telemetry.distribution import Distribution
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from mode import Service
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from qastream.db.batcher import GroupCommitter
 from qastream.db import queries, recent
+from qastream.db.batcher import GroupCommitter
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
 from qastream.errors import RowRejected

@@ -15,8 +15,8 @@ from typing import Any
 import faust
 from aiohttp import ClientSession, ClientTimeout
 
-from qastream.streaming.poison import QAStreamTopic
 from qastream.settings import Settings
+from qastream.streaming.poison import QAStreamTopic
 
 #: Tansu answers ListOffsets with the last batch's first offset + 1, so a batch
 #: of several records makes changelog recovery under-read: one record per batch.

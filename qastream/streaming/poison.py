@@ -17,8 +17,8 @@ from typing import Any, Optional
 import faust
 from faust.types import Message
 
-from qastream.policy.ids import is_question_id
 from qastream.models import Job
+from qastream.policy.ids import is_question_id
 
 logger = logging.getLogger(__name__)
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-import faust
-
 from qastream.app import app, settings, topics
+from qastream.models import Job, event_for
 from qastream.streaming.broker import table_options
-from qastream.policy.lifecycle import fold_attempts, fold_status
-from qastream.models import Job, StatusEvent, event_for
 
 logger = logging.getLogger(__name__)
 

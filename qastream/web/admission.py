@@ -14,9 +14,9 @@ from typing import Any, AsyncIterator
 
 from faust.web import Request, Response, View
 
-from qastream.policy.admission import Gate
 from qastream.app import settings
 from qastream.errors import Unavailable
+from qastream.policy.admission import Gate
 from qastream.web.requests import Handler
 
 gate = Gate(settings.max_requests_in_flight)

@@ -13,13 +13,13 @@ from typing import Any
 
 from faust import web
 
-from qastream.telemetry import counters as telemetry
 from qastream.app import app, breaker, cache, llm, scorer, settings, storage, topics
-from qastream.telemetry.lag import consumer_lag
 from qastream.streaming.poison import poison_counts
 from qastream.tables.parking import overload_parking, quota_parking
-from qastream.web.query import query_counts
+from qastream.telemetry import counters as telemetry
+from qastream.telemetry.lag import consumer_lag
 from qastream.web.admission import bounded
+from qastream.web.query import query_counts
 from qastream.web.requests import guarded
 
 _started = time.time()

@@ -23,9 +23,9 @@ from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from qastream.telemetry import counters as telemetry
 from qastream.app import app, llm
 from qastream.policy.breaker import CLOSED, HALF_OPEN, OPEN
+from qastream.telemetry import counters as telemetry
 from qastream.telemetry.distribution import Distribution
 from qastream.web.metrics import snapshot
 from qastream.web.requests import guarded

@@ -13,9 +13,9 @@ from faust import web
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import FOUND, IN_FLIGHT, Acceptance, Submission
 from qastream.errors import RequestError, RowRejected, Unavailable
+from qastream.models import Job
 from qastream.policy.ids import question_id
 from qastream.policy.lifecycle import PENDING
-from qastream.models import Job
 from qastream.tables.status import report, status_table
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_query, read_json

@@ -16,9 +16,9 @@ from typing import Any, Awaitable, Callable, Optional
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
-from qastream.policy.admission import retry_after_header
 from qastream.app import settings
 from qastream.errors import RequestError, Unavailable
+from qastream.policy.admission import retry_after_header
 from qastream.policy.ids import is_question_id, normalise
 
 logger = logging.getLogger(__name__)

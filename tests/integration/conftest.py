@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from stackutil import (
+    ARTIFACTS,
+    POSTGRES_URL,
+    REDIS_URL,
+    Broker,
+    LLMServer,
+    Worker,
+    isolated_env,
+    launch_llm,
+    launch_worker,
+    require_service,
+)
 
 from qastream.devtools.embedded import free_port, log_file, start_tansu, stop
-from stackutil import (ARTIFACTS, POSTGRES_URL, REDIS_URL, Broker, LLMServer, Worker, isolated_env, launch_llm,
-                       launch_worker, require_service)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,16 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from qastream.devtools.embedded import (free_port, http_ok, log_file, start_llm_server, start_tansu, start_worker, stop,
-                               wait_for)
+from qastream.devtools.embedded import (
+    free_port,
+    http_ok,
+    log_file,
+    start_llm_server,
+    start_tansu,
+    start_worker,
+    stop,
+    wait_for,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 POSTGRES_URL = os.environ.get("QASTREAM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")

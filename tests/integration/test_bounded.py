@@ -8,8 +8,8 @@ import json
 import signal
 import socket
 import subprocess
-import threading
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,9 +21,9 @@ from typing import Any, Iterator, Optional
 
 import pytest
 from sqlalchemy import create_engine, text
+from stackutil import Broker, Worker, isolated_env, wait_until
 
 from qastream.devtools.embedded import free_port, log_file, start_tansu, stop, wait_for
-from stackutil import Broker, Worker, isolated_env, wait_until
 
 pytestmark = pytest.mark.integration
 

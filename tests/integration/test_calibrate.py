@@ -18,7 +18,6 @@ import pytest
 
 from qastream.datasets.dictd import B64
 
-
 TOPICS = ["compiler", "kernel", "packet", "sorting", "cache", "thread"]
 
 

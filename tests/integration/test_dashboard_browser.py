@@ -11,12 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from stackutil import Worker, missing, wait_until
 
 from qastream.policy.ids import question_id
 from qastream.settings import Settings
-
-from stackutil import Worker, missing, wait_until
-
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright's own browser download does not work here: it drives Debian's Chromium.

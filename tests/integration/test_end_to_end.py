@@ -14,12 +14,10 @@ from typing import Any, Iterator
 import pytest
 import redis
 from sqlalchemy import create_engine, text
+from stackutil import Worker, isolated_env, launch_worker, wait_until
 
 from qastream.policy.ids import question_id
 from qastream.settings import Settings
-
-from stackutil import Worker, isolated_env, launch_worker, wait_until
-
 
 UNRELATED = "Photosynthesis converts light energy into chemical energy stored in glucose molecules."
 THRESHOLD = Settings().scorer_threshold

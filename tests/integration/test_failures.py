@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
-
-from qastream.devtools.embedded import free_port, log_file, start_llm_server, start_tansu, stop
 from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
+from qastream.devtools.embedded import free_port, log_file, start_llm_server, start_tansu, stop
 
 UNRELATED = "Glaciers carve valleys as compacted snow flows slowly downhill under its own weight."
 

@@ -15,11 +15,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
-
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from stackutil import Worker
-
 
 #: Examples per operation and generation mode.  Schemathesis stops early for operations with few
 #: distinct inputs: about 400 requests in all, some 20 s with the worker's start.

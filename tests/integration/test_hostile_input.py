@@ -17,12 +17,11 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
+from stackutil import Worker, wait_until
 
 from qastream.db.queries import CREATED, Submission
 from qastream.errors import RowRejected
 from qastream.services.storage import Storage
-from stackutil import Worker, wait_until
-
 
 #: (body, fragment of the 400's message): each row was a 503 (or, for NUL on PostgreSQL, a failed batch).
 BAD_BODIES = [

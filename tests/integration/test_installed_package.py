@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from stackutil import ARTIFACTS, Broker, LLMServer, Worker, isolated_env, wait_until
 
 from qastream.devtools.embedded import free_port, http_ok, log_file, stop, wait_for
-from stackutil import ARTIFACTS, Broker, LLMServer, Worker, isolated_env, wait_until
 
 # The first test builds the wheel and installs it with its dependencies (minutes): the global bound.
 pytestmark = pytest.mark.timeout(600)

@@ -15,9 +15,7 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
-
 from stackutil import missing
-
 
 TANSU_FLAGS = ["-X", "api.version.request=false", "-X", "broker.version.fallback=0.9.0"]
 

@@ -15,11 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from qastream.policy.ids import question_id
-
 from stackutil import Worker
 
+from qastream.policy.ids import question_id
 
 MAX_CHARS = "200"
 

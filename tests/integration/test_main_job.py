@@ -19,10 +19,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from qastream.devtools.embedded import free_port, http_ok, log_file, wait_for
 from stackutil import ARTIFACTS, Worker, wait_until
 
+from qastream.devtools.embedded import free_port, http_ok, log_file, wait_for
 
 QUESTION = "What is a compiler?"
 REFERENCE = ("A compiler is a program that translates source code written in a high-level programming "

@@ -9,7 +9,6 @@ import urllib.request
 import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
-
 from stackutil import wait_until
 
 

@@ -8,10 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from qastream.policy.ids import question_id
 from stackutil import Worker, wait_until
 
+from qastream.policy.ids import question_id
 
 UNRELATED = "Tectonic plates drift slowly across the mantle of the planet."
 

@@ -8,9 +8,9 @@ import uuid
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import create_engine, text
+from stackutil import Worker, isolated_env, launch_worker, wait_until
 
 from qastream.settings import Settings
-from stackutil import Worker, isolated_env, launch_worker, wait_until
 
 
 def owned_partitions(worker: Worker, app_id: str) -> dict[str, list[int]]:
@@ -69,7 +69,7 @@ def test_two_workers_share_partitions_and_answer_status_for_every_key_alike(
             ids.append(body["question_id"])
         wait_until(lambda: count_responses(postgres_url, ids) == 200, 180, "200 answers stored")
         for qid in ids:
-            wait_until(lambda: first.status(qid)[1].get("status") == "completed", 30, f"{qid} completed")
+            wait_until(lambda qid=qid: first.status(qid)[1].get("status") == "completed", 30, f"{qid} completed")
             code_1, on_first = first.status(qid)
             code_2, on_second = second.status(qid)
             assert code_1 == code_2 == 200
@@ -91,6 +91,7 @@ def test_two_workers_share_partitions_and_answer_status_for_every_key_alike(
 @pytest.mark.timeout(600)
 def test_failover_after_kill_9_every_question_completes(broker, artifacts, tmp_path, postgres_url):
     from stackutil import launch_llm
+
     from qastream.devtools.embedded import stop
 
     slow = launch_llm(artifacts, "llm-failover", "--parallel", "8", "--latency", "0.1")
@@ -121,7 +122,7 @@ def test_failover_after_kill_9_every_question_completes(broker, artifacts, tmp_p
         print(f"failover: progress on the killed worker's partitions resumed {resumed_after:.1f} s after kill -9")
         assert resumed_after < 60
         for qid in victims:
-            wait_until(lambda: first.status(qid)[1].get("status") == "completed", 30, f"{qid} completed")
+            wait_until(lambda qid=qid: first.status(qid)[1].get("status") == "completed", 30, f"{qid} completed")
         statuses = [first.status(qid)[1] for qid in ids]
         assert {s["status"] for s in statuses} == {"completed"}
         assert {s["result"]["processing_attempts"] for s in statuses} == {1}

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
 from qastream.db import queries
 from qastream.devtools.embedded import free_port, http_ok, log_file, start_tansu, stop, wait_for
 from qastream.policy.ids import question_id
 from qastream.services.storage import make_engine
 from qastream.streaming.topic_admin import repair_topics
-from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
 
 pytestmark = pytest.mark.integration
 

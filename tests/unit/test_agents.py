@@ -15,16 +15,16 @@ from unittest.mock import AsyncMock
 import pytest
 
 from qastream.agents import dead_letters, generate, regenerate, retry, store, validate
+from qastream.agents.track import track
 from qastream.app import app, cache, llm, scorer, settings, storage, topics
 from qastream.errors import LLMCallError
+from qastream.models import Job, StatusEvent
 from qastream.policy.backoff import plan_retry
 from qastream.policy.ids import generation_seed
 from qastream.policy.lifecycle import version
-from qastream.models import Job, StatusEvent
 from qastream.services.llm import Generation
 from qastream.services.storage import until_written
 from qastream.tables.parking import overload_parking, quota_parking
-from qastream.agents.track import track
 from qastream.tables.status import attempts_table, status_table
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from qastream.policy.backoff import RetryPolicy, retry_delay
 from qastream.errors import OVERLOAD, PERMANENT, QUOTA
+from qastream.policy.backoff import RetryPolicy, retry_delay
 
 DEFAULT = RetryPolicy()
 

@@ -10,10 +10,10 @@ from unittest.mock import AsyncMock
 
 import pytest
 
-from qastream.policy.admission import Gate, retry_after_header
 from qastream.db.queries import CREATED, Acceptance, Submission
 from qastream.errors import RequestError, Unavailable
 from qastream.models import Job
+from qastream.policy.admission import Gate, retry_after_header
 from qastream.services.health import OK, Probe, dependency_states, describe_failure
 from qastream.services.storage import postgres_connect_args
 from qastream.web import admission, query
@@ -200,8 +200,8 @@ def test_postgres_options_without_statement_timeout_for_commands():
 
 
 async def test_forwarded_requests_have_the_forward_timeout():
-    from qastream.streaming.broker import faust_options
     from qastream.settings import Settings
+    from qastream.streaming.broker import faust_options
 
     session = faust_options(Settings(forward_timeout_seconds=1.5))["HttpClient"]()
     try:

@@ -2,10 +2,10 @@
 
 import pytest
 
+from qastream.datasets.records import sample
 from qastream.devtools import calibration
 from qastream.devtools.calibration import auc, best_threshold, histogram, operating_point, recommend, summarise
 from qastream.telemetry.stats import interpolated_quantile as quantile
-from qastream.datasets.records import sample
 
 
 @pytest.mark.parametrize("positives, negatives, threshold, tpr, fpr", [

@@ -2,8 +2,18 @@
 
 import pytest
 
-from qastream.errors import (MID_STREAM, NO_RESPONSE, OVERLOAD, PERMANENT, QUOTA, LLMCallError, QAStreamError,
-                             RequestError, classify, parse_retry_after)
+from qastream.errors import (
+    MID_STREAM,
+    NO_RESPONSE,
+    OVERLOAD,
+    PERMANENT,
+    QUOTA,
+    LLMCallError,
+    QAStreamError,
+    RequestError,
+    classify,
+    parse_retry_after,
+)
 
 
 @pytest.mark.parametrize("status, error_class", [

@@ -8,8 +8,16 @@ from sqlalchemy import func, select
 from qastream.datasets.jsonfile import read_objects
 from qastream.datasets.records import BadRows
 from qastream.db import queries
-from qastream.db.imports import (Historical, InvalidRecord, import_batches, insert_absent, parse_historical,
-                                 parse_timestamp, results_for, validated)
+from qastream.db.imports import (
+    Historical,
+    InvalidRecord,
+    import_batches,
+    insert_absent,
+    parse_historical,
+    parse_timestamp,
+    results_for,
+    validated,
+)
 from qastream.db.queries import Q, R, Submission
 from qastream.policy.ids import question_id
 

@@ -1,7 +1,6 @@
 """qastream.telemetry.lag: consumer lag per topic and partition from a Faust consumer."""
 
 import pytest
-
 from faust.types import TP
 
 from qastream.telemetry.lag import consumer_lag, fold_lag, partition_lag

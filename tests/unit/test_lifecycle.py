@@ -2,8 +2,18 @@
 
 import pytest
 
-from qastream.policy.lifecycle import (COMPLETED, FAILED, PENDING, PROCESSING, RETRYING, STAGE_RANK, fold_attempts,
-                                fold_status, is_stale, version)
+from qastream.policy.lifecycle import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    PROCESSING,
+    RETRYING,
+    STAGE_RANK,
+    fold_attempts,
+    fold_status,
+    is_stale,
+    version,
+)
 
 QID = "0123456789abcdef"
 

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from qastream.errors import OVERLOAD, PERMANENT, QUOTA, LLMCallError
 from qastream.devtools.llmserver.server import Faults
+from qastream.errors import OVERLOAD, PERMANENT, QUOTA, LLMCallError
 from qastream.services.llm import Generation, LLMClient
 
 

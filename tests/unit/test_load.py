@@ -5,8 +5,18 @@ import time
 
 import pytest
 
-from qastream.commands.load import (ACCEPTED, CACHE_HIT, DATABASE_HIT, IN_FLIGHT_OUTCOME, REJECTED, Outcome,
-                                    http_outcome, percentiles, run_load, summary_lines)
+from qastream.commands.load import (
+    ACCEPTED,
+    CACHE_HIT,
+    DATABASE_HIT,
+    IN_FLIGHT_OUTCOME,
+    REJECTED,
+    Outcome,
+    http_outcome,
+    percentiles,
+    run_load,
+    summary_lines,
+)
 from qastream.datasets import BadRows, Record
 
 

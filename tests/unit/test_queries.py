@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from qastream.db import queries
-from qastream.db.queries import (CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Failure, StoredAnswer, Submission)
+from qastream.db.queries import CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Failure, StoredAnswer, Submission
 from qastream.db.schema import QuestionRow, ResponseRow
 from qastream.policy.lifecycle import COMPLETED, FAILED, PENDING
 

@@ -3,8 +3,14 @@
 import pytest
 
 from qastream.errors import RequestError
-from qastream.web.requests import (QueryInput, check_content_type, decode_json, parse_query, parse_question_id,
-                                   unstorable)
+from qastream.web.requests import (
+    QueryInput,
+    check_content_type,
+    decode_json,
+    parse_query,
+    parse_question_id,
+    unstorable,
+)
 
 MAX = 20
 

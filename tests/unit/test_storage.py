@@ -6,12 +6,20 @@ import asyncio
 import time
 
 import pytest
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, StatementError
 
 from qastream.db.queries import CREATED, StoredAnswer, Submission
 from qastream.errors import RowRejected
-from qastream.services.storage import (MAX_REASON_CHARS, Rejection, Storage, rejection_reason, rejects_row,
-                                       storable, until_written, write_isolated)
+from qastream.services.storage import (
+    MAX_REASON_CHARS,
+    Rejection,
+    Storage,
+    rejection_reason,
+    rejects_row,
+    storable,
+    until_written,
+    write_isolated,
+)
 
 NUL_ERROR = ValueError("A string literal cannot contain NUL (0x00) characters.")  # psycopg2's own
 SURROGATE_ERROR = UnicodeEncodeError("utf-8", "a\ud800", 1, 2, "surrogates not allowed")  # sqlite3 and psycopg2
