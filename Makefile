@@ -20,7 +20,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_TOOLS := /usr/bin/chromium /usr/bin/kcat
 APT_EXTRA_chromium := fonts-dejavu-core
 
-.PHONY: install run test test-unit bench clean
+.PHONY: install run lint test test-unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,11 @@ install: $(STAMP) $(DICTIONARIES) $(APT_TOOLS)
 run: install
 	$(BIN)/qastream dev
 
-test: install
+# Lint first: a violation fails the suite before any test runs.
+lint: $(STAMP)
+	$(BIN)/ruff check qastream tests bench
+
+test: install lint
 	$(BIN)/python -m pytest
 
 # The unit tests alone: no broker, database or LLM server (about a minute).
