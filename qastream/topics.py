@@ -75,7 +75,7 @@ class Topics:
 
     def layout(self) -> dict[str, int]:
         """Topic name -> partition count, for :func:`qastream.streaming.topic_admin.ensure_topics`."""
-        return {t.get_topic_name(): t.partitions for t in (
+        return {t.get_topic_name(): t.partitions or 1 for t in (
             self.pending, self.success, self.overload, self.quota, self.permanent, self.validated,
             self.low_quality, self.events)}
 

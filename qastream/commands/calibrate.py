@@ -195,17 +195,17 @@ async def calibrate(self, datasets: tuple[str, ...], sample_size: int, seed: int
     started = time.perf_counter()
     try:
         await client.start()
-        answers = await generate_all(client, records, concurrency=2)
+        generated = await generate_all(client, records, concurrency=2)
     finally:
         await client.stop()
         if server is not None:
             stop(server, "LLM server")
     generation_seconds = time.perf_counter() - started
-    kept = [(r, a) for r, a in zip(records, answers) if a and a.strip()]
+    kept = [(r, a) for r, a in zip(records, generated) if a and a.strip()]
     if len(kept) < 2:
         raise click.ClickException(f"only {len(kept)} answers were generated; see the LLM server's log")
     sampled = len(records)
-    records, answers = [r for r, _ in kept], [a for _, a in kept]
+    records, answers = [r for r, _ in kept], [a for _, a in kept if a]
     refs = [r.answer for r in records]
     other = derangement(len(records), seed)
     self.say("loading the scorer")

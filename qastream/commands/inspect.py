@@ -73,9 +73,9 @@ def side_by_side(panels: list[tuple[str, Any]], total_width: int) -> str:
 
 def agreement(status_entry: Optional[dict], row: Optional[dict]) -> str:
     """One line on whether the status table and the database tell the same story."""
-    if status_entry is None and row is None:
-        return "unknown question: neither the status table nor the database has it"
     if status_entry is None:
+        if row is None:
+            return "unknown question: neither the status table nor the database has it"
         return f"database only ({row['status']}): the status table does not know it (lost topics, or not yet)"
     if row is None:
         return f"status table only ({status_entry.get('state')}): no database row"

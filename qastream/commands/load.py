@@ -270,7 +270,8 @@ async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optiona
         self.say(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     started = time.perf_counter()
-    pacing = dict(rate=rate, arrival=arrival, burst_size=burst_size, concurrency=concurrency, seed=seed, total=total)
+    pacing: dict[str, Any] = dict(rate=rate, arrival=arrival, burst_size=burst_size, concurrency=concurrency,
+                                  seed=seed, total=total)
     if via == "http":
         target = (url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
         self.say(f"posting to {target}/query")

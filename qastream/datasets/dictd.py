@@ -71,7 +71,7 @@ def read_data(path: Path) -> bytes:
 
 def clean_definition(body: str) -> str:
     """Definition text without markup: cross-reference braces, URLs, domain tags, dates, citations."""
-    paragraphs = []
+    paragraphs: list[str] = []
     for paragraph in re.split(r"\n\s*\n", body):
         text = _WHITESPACE.sub(" ", paragraph).strip()
         if not text or _BRACKETED.match(text):

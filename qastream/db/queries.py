@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import Connection, and_, bindparam, case, func, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from qastream.db.schema import QuestionRow, ResponseRow
 from qastream.policy.lifecycle import COMPLETED, FAILED, PENDING
 from qastream.telemetry.stats import nearest_rank_index
 
-Q = QuestionRow.__table__
-R = ResponseRow.__table__
+Q: Table = QuestionRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
+R: Table = ResponseRow.__table__  # type: ignore[assignment]
 
 CREATED = "created"
 RESUBMITTED = "resubmitted"

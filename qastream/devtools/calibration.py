@@ -66,9 +66,9 @@ def summarise(values: Sequence[float]) -> Summary:
     """Size, mean and the :data:`QUANTILES` of ``values``."""
     ordered = sorted(values)
     mean = sum(ordered) / len(ordered) if ordered else None
+    quantiles = {f"p{round(q * 100)}": interpolated_quantile(ordered, q) for q in QUANTILES}
     return Summary(len(ordered), None if mean is None else round(mean, 4),
-                   {f"p{round(q * 100)}": None if interpolated_quantile(ordered, q) is None else round(interpolated_quantile(ordered, q), 4)
-                    for q in QUANTILES})
+                   {name: None if value is None else round(value, 4) for name, value in quantiles.items()})
 
 
 def histogram(values: Sequence[float], width: float = 0.05, low: float = 0.0,
@@ -152,6 +152,6 @@ def recommend(positives: Sequence[float], negatives: Sequence[float], *, bootstr
             best_threshold([rng.choice(positives) for _ in positives],
                            [rng.choice(negatives) for _ in negatives], step).threshold
             for _ in range(bootstrap_rounds))
-        low, high = round(interpolated_quantile(picks, 0.05), 4), round(interpolated_quantile(picks, 0.95), 4)
+        low, high = (round(interpolated_quantile(picks, q) or 0.0, 4) for q in (0.05, 0.95))
     return Recommendation("max Youden's J = TPR - FPR (= max balanced accuracy), grid 0.01, ties to the higher",
                           best, auc(positives, negatives), low, high, bootstrap_rounds)

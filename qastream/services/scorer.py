@@ -97,7 +97,7 @@ class Scorer(Service):
         if not index:
             return scores
         values = await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._score_now, [candidates[i] for i in index], [references[i] for i in index])
+            self._thread, self._score_now, [candidates[i] for i in index], [references[i] or "" for i in index])
         for i, value in zip(index, values):
             scores[i] = round(value, 4)
         return scores

@@ -114,7 +114,8 @@ def postgres_connect_args(url: str, connect_timeout: int, statement_timeout: Opt
     ``options`` already in the URL (a search_path) are kept.
     """
     limit = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}" if statement_timeout else ""
-    options = " ".join(filter(None, [make_url(url).query.get("options", ""), limit]))
+    given = make_url(url).query.get("options", "")
+    options = " ".join(filter(None, [given if isinstance(given, str) else " ".join(given), limit]))
     return {"connect_timeout": connect_timeout, "options": options, "keepalives": 1,
             "keepalives_idle": connect_timeout, "keepalives_interval": 1, "keepalives_count": 3,
             "tcp_user_timeout": connect_timeout * 1000}

@@ -69,5 +69,5 @@ def table_options(settings: Settings, partitions: int) -> dict[str, Any]:
     # Standbys apply changelog records in blocks of this size; a small block
     # keeps a standby (and so a failover) close to the active copy.
     standby = 1 if settings.broker_profile == "development" else 100
-    schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     return {"schema": schema, "partitions": partitions, "standby_buffer_size": standby}

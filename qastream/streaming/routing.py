@@ -14,7 +14,7 @@ from qastream.app import app
 
 async def ensure_metadata(topic_name: str) -> None:
     """Load ``topic_name``'s partition count into the producer's metadata."""
-    await app.producer._ensure_producer().partitions_for(topic_name)
+    await app.producer._ensure_producer().partitions_for(topic_name)  # type: ignore[attr-defined]
 
 
 async def partition_of(topic_name: str, key: str) -> int:

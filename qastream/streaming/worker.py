@@ -47,5 +47,6 @@ class QAStreamWorker(faust.Worker):
 
     def __init__(self, *services: ServiceT, loglevel: Union[str, int, None] = None, **kwargs: Any) -> None:
         setting = getattr(services[0], "log_level", None) if services else None
-        super().__init__(*services, loglevel=resolve_loglevel(loglevel, loglevel_given_on_command_line(), setting),
-                         **kwargs)
+        level = resolve_loglevel(loglevel, loglevel_given_on_command_line(), setting)
+        # Faust's annotation says the first service is an AppT; the CLI passes the app there.
+        super().__init__(*services, loglevel=level, **kwargs)  # type: ignore[arg-type]

@@ -11,8 +11,9 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, cast
 
+from aiohttp.web import BaseRequest
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
@@ -113,14 +114,20 @@ def parse_question_id(raw: str) -> str:
     return raw
 
 
+def http(request: Request) -> BaseRequest:
+    """The aiohttp request under Faust's ``Request`` type, which declares only what every driver has."""
+    return cast(BaseRequest, request)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or 413 as soon as it passes ``limit`` bytes."""
-    declared = request.content_length
+    raw = http(request)
+    declared = raw.content_length
     if declared is not None and declared > limit:
         raise RequestError(413, f"body of {declared} bytes is over the limit of {limit} bytes")
     body = bytearray()
     while True:
-        chunk = await request.content.read(_CHUNK)
+        chunk = await raw.content.read(_CHUNK)
         if not chunk:
             return bytes(body)
         body += chunk
@@ -134,7 +141,7 @@ async def read_json(request: Request, limit: int, timeout: Optional[float] = Non
     A client that trickles its body (or declares one and never sends it)
     would otherwise hold its admission slot for as long as it likes.
     """
-    check_content_type(request.content_type)
+    check_content_type(http(request).content_type)
     try:
         async with asyncio.timeout(timeout):
             body = await read_body(request, limit)
@@ -171,7 +178,7 @@ def guarded(handler: Handler) -> Handler:
         except WebError:
             raise  # Faust renders its own errors (e.g. 503 while partitions are unassigned)
         except Exception as exc:
-            logger.exception("%s %s failed", request.method, request.path)
+            logger.exception("%s %s failed", request.method, http(request).path)
             return unavailable(view, f"temporarily unavailable: {type(exc).__name__}")
 
     return wrapper

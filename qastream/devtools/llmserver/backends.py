@@ -102,12 +102,14 @@ class SmolLM2Backend:
             slot = self._free.pop()
         try:
             out = self._models[slot].create_chat_completion(
-                messages=list(messages), max_tokens=int(options.get("num_predict", 160)),
+                messages=list(messages),  # type: ignore[arg-type]  # role/content dicts are llama.cpp's message type
+                max_tokens=int(options.get("num_predict", 160)),
                 temperature=float(options.get("temperature", 0.3)), seed=int(options.get("seed", 42)),
             )
         finally:
             with self._lock:
                 self._free.append(slot)
+        assert isinstance(out, dict)  # stream=False: one response, not an iterator of chunks
         usage = out.get("usage", {})
         return Completion(text=out["choices"][0]["message"]["content"] or "",
                           prompt_tokens=usage.get("prompt_tokens", 0), tokens=usage.get("completion_tokens", 0))
