@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine
 
 from qastream.datasets.jsonfile import first_of
 from qastream.datasets.records import BadRows
-from qastream.db.queries import JOINED, Q, R, insert_for, result_from_row, to_datetime
+from qastream.db.queries import JOINED, Answer, Q, R, insert_for, response_values, result_from_row, to_datetime
 from qastream.policy.ids import normalise, question_id
 from qastream.policy.lifecycle import COMPLETED
 
@@ -46,22 +46,8 @@ class InvalidRecord(ValueError):
 
 
 @dataclass(frozen=True)
-class Historical:
-    """A validated historical response."""
-
-    question_id: str
-    question_text: str
-    original_answer: Optional[str]
-    answer: str
-    score: Optional[float]
-    first_score: Optional[float]
-    processing_attempts: int
-    error_retries: int
-    total_processing_time_ms: float
-    llm_time_ms: float
-    low_quality: bool
-    model: Optional[str]
-    at: float                     # when it completed, epoch seconds
+class Historical(Answer):
+    """A validated historical response: an answer with no acceptance of this system behind it."""
 
 
 @dataclass(frozen=True)
@@ -196,12 +182,8 @@ def insert_absent(connection: Connection, records: Sequence[Historical]) -> Batc
         questions)}
     fresh = [r for qid, r in unique.items() if qid in inserted]
     if fresh:
-        connection.execute(insert_for(connection, R).on_conflict_do_nothing(index_elements=["question_id"]), [{
-            "question_id": r.question_id, "answer": r.answer, "bert_score": r.score, "first_score": r.first_score,
-            "processing_attempts": r.processing_attempts, "error_retries": r.error_retries,
-            "total_processing_time_ms": r.total_processing_time_ms, "llm_time_ms": r.llm_time_ms,
-            "low_quality": r.low_quality, "model": r.model, "created_at": to_datetime(r.at), "updated_at": to_datetime(r.at),
-        } for r in fresh])
+        connection.execute(insert_for(connection, R).on_conflict_do_nothing(index_elements=["question_id"]),
+                           [response_values(r) for r in fresh])
     imported = [r.question_id for r in fresh]
     return BatchResult(imported, len(records) - len(imported), len(records))
 

@@ -63,14 +63,12 @@ class Acceptance:
 
 
 @dataclass(frozen=True)
-class StoredAnswer:
-    """A completed question's answer, as the store stage writes it."""
+class Answer:
+    """A completed question's answer and how it was reached: what a ``responses`` row holds."""
 
     question_id: str
     question_text: str
     original_answer: Optional[str]
-    accepted_at: float
-    epoch: int
     answer: str
     score: Optional[float]
     first_score: Optional[float]
@@ -80,7 +78,26 @@ class StoredAnswer:
     llm_time_ms: float
     low_quality: bool
     model: Optional[str]
-    at: float
+    at: float                     # when it completed, epoch seconds
+
+
+@dataclass(frozen=True)
+class StoredAnswer(Answer):
+    """An answer the store stage writes, with the acceptance it answers."""
+
+    accepted_at: float
+    epoch: int
+
+
+def response_values(a: Answer) -> dict[str, Any]:
+    """The ``responses`` row of an answer, for the store stage and for imports alike."""
+    return {
+        "question_id": a.question_id, "answer": a.answer, "bert_score": a.score, "first_score": a.first_score,
+        "processing_attempts": a.processing_attempts, "error_retries": a.error_retries,
+        "total_processing_time_ms": a.total_processing_time_ms, "llm_time_ms": a.llm_time_ms,
+        "low_quality": a.low_quality, "model": a.model, "created_at": to_datetime(a.at),
+        "updated_at": to_datetime(a.at),
+    }
 
 
 @dataclass(frozen=True)
@@ -228,12 +245,7 @@ def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> l
     fresh = [a for a in answers if a.epoch >= current.get(a.question_id, (0, ""))[0]]
     if not fresh:
         return []
-    rows = [{
-        "question_id": a.question_id, "answer": a.answer, "bert_score": a.score, "first_score": a.first_score,
-        "processing_attempts": a.processing_attempts, "error_retries": a.error_retries,
-        "total_processing_time_ms": a.total_processing_time_ms, "llm_time_ms": a.llm_time_ms,
-        "low_quality": a.low_quality, "model": a.model, "created_at": to_datetime(a.at), "updated_at": to_datetime(a.at),
-    } for a in fresh]
+    rows = [response_values(a) for a in fresh]
     statement = insert_for(connection, R)
     updatable = {c: statement.excluded[c] for c in rows[0] if c not in ("question_id", "created_at")}
     connection.execute(statement.on_conflict_do_update(index_elements=["question_id"], set_=updatable), rows)

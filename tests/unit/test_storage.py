@@ -141,7 +141,9 @@ async def test_save_completed_isolated_on_a_real_database(sqlite_storage):
     now = time.time()
 
     def answer(qid: str, text: str) -> StoredAnswer:
-        return StoredAnswer(qid, "q " + qid, None, now, 1, text, 0.5, 0.5, 1, 0, 1.0, 1.0, False, "m", now)
+        return StoredAnswer(question_id=qid, question_text="q " + qid, original_answer=None, accepted_at=now, epoch=1,
+                            answer=text, score=0.5, first_score=0.5, processing_attempts=1, error_retries=0,
+                            total_processing_time_ms=1.0, llm_time_ms=1.0, low_quality=False, model="m", at=now)
 
     rows = [answer("000000000000000a", "fine"), answer("000000000000000b", "bad \udc80"),
             answer("000000000000000c", "fine too")]
