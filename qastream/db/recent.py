@@ -46,7 +46,9 @@ def latest_answers(connection: Connection, limit: int = 20) -> list[dict[str, An
         select(Q.c.question_id, Q.c.question_text, R.c.answer, R.c.bert_score, R.c.low_quality,
                R.c.processing_attempts, R.c.error_retries, R.c.total_processing_time_ms, R.c.model, R.c.updated_at)
         .select_from(R.join(Q, Q.c.question_id == R.c.question_id))
-        .order_by(R.c.updated_at.desc(), Q.c.question_id).limit(limit))
+        # Both keys descending and both on responses: the plan reads the end of
+        # ix_responses_updated_at_question_id backwards instead of sorting the table.
+        .order_by(R.c.updated_at.desc(), R.c.question_id.desc()).limit(limit))
     return [{"question_id": r.question_id, "question_text": r.question_text, "answer": r.answer,
              "score": r.bert_score, "low_quality": bool(r.low_quality), "processing_attempts": r.processing_attempts,
              "error_retries": r.error_retries, "total_processing_time_ms": r.total_processing_time_ms,

@@ -4,6 +4,10 @@
 ``responses`` holds the kept answer of each completed question.  Both are
 keyed by ``question_id``, so every write is an upsert and a redelivered event
 can never add a second row.
+
+The indexes are the ones a request or a timer needs (migration 0002 adds them
+to a database made by 0001); each names the query it serves.  ``db/report.py``
+has none of its own: a report may scan.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -23,11 +27,20 @@ class QuestionRow(Base):
     """An accepted question and its lifecycle state."""
 
     __tablename__ = "questions"
+    __table_args__ = (
+        # Reconciliation's pending_before and resubmit (status = ?, oldest accepted_at first, LIMIT);
+        # its prefix serves /metrics' GROUP BY status, so no index on status alone.
+        Index("ix_questions_status_accepted_at", "status", "accepted_at"),
+        # /dlq's failed() (status = failed, newest updated_at first) and the failed-per-minute window.
+        Index("ix_questions_status_updated_at", "status", "updated_at"),
+        # The accepted-per-minute window: accepted_at >= now - window, any status.
+        Index("ix_questions_accepted_at", "accepted_at"),
+    )
 
     question_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     question_text: Mapped[str] = mapped_column(Text)
     original_answer: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     epoch: Mapped[int] = mapped_column(Integer, default=1)
     accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -39,6 +52,14 @@ class ResponseRow(Base):
     """The answer kept for a question."""
 
     __tablename__ = "responses"
+    __table_args__ = (
+        # /answers/latest: newest updated_at first, question_id breaking ties, LIMIT n read from the index end.
+        Index("ix_responses_updated_at_question_id", "updated_at", "question_id"),
+        # The completed-per-minute window: created_at >= now - window.
+        Index("ix_responses_created_at", "created_at"),
+        # /metrics' percentiles: ORDER BY total_processing_time_ms OFFSET rank walks the index, no sort.
+        Index("ix_responses_total_processing_time_ms", "total_processing_time_ms"),
+    )
 
     question_id: Mapped[str] = mapped_column(String(16), ForeignKey("questions.question_id"), primary_key=True)
     answer: Mapped[str] = mapped_column(Text)

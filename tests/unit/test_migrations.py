@@ -1,0 +1,131 @@
+"""The Alembic migrations on SQLite: 0002 upgrades a populated 0001 database, and the model agrees with them."""
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+
+from qastream.db import queries, recent
+from qastream.db.migrate import upgrade
+from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
+from qastream.db.schema import Base
+from qastream.policy.lifecycle import PENDING
+from qastream.services.storage import make_engine
+
+NOW = 1_700_000_000.0
+NEW_INDEXES = {
+    "questions": {"ix_questions_status_accepted_at": ["status", "accepted_at"],
+                  "ix_questions_status_updated_at": ["status", "updated_at"],
+                  "ix_questions_accepted_at": ["accepted_at"]},
+    "responses": {"ix_responses_updated_at_question_id": ["updated_at", "question_id"],
+                  "ix_responses_created_at": ["created_at"],
+                  "ix_responses_total_processing_time_ms": ["total_processing_time_ms"]},
+}
+
+
+def qid(n):
+    return f"{n:016x}"
+
+
+def answer(n, at):
+    return StoredAnswer(question_id=qid(n), question_text=f"question {n}", original_answer="ref", accepted_at=at - 2,
+                        epoch=1, answer=f"answer {n}", score=0.5, first_score=0.5, processing_attempts=1,
+                        error_retries=0, total_processing_time_ms=float(n), llm_time_ms=1.0, low_quality=False,
+                        model="m", at=at)
+
+
+def populate(connection, n=300):
+    """n questions: a third completed, one failed, the rest pending; written by the stage code itself."""
+    queries.accept(connection, [Submission(qid(i), f"question {i}", None, NOW - 1000 + i) for i in range(n)])
+    queries.save_completed(connection, [answer(i, NOW - 500 + i) for i in range(0, n, 3)])
+    queries.save_failed(connection, [Failure(qid(1), "question 1", None, NOW - 999, 1, "permanent", "404", NOW - 10)])
+
+
+def snapshot(connection):
+    return (connection.execute(select(Q).order_by(Q.c.question_id)).all(),
+            connection.execute(select(R).order_by(R.c.question_id)).all())
+
+
+def plan(connection, statement) -> str:
+    compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
+    return "\n".join(row[-1] for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
+
+
+class Recorder:
+    """A stand-in connection that keeps the first statement a query function runs, then stops it."""
+
+    dialect = type("Dialect", (), {"name": "sqlite"})()
+
+    def __init__(self):
+        self.statement = None
+
+    def execute(self, statement, *args):
+        self.statement = statement
+        raise LookupError
+
+
+def statement_of(call):
+    recorder = Recorder()
+    with pytest.raises(LookupError):
+        call(recorder)
+    return recorder.statement
+
+
+def main_queries():
+    """The request and timer queries whose plans must use an index, as the code builds them."""
+    return {"latest": statement_of(lambda c: recent.latest_answers(c, 20)),
+            "pending": statement_of(lambda c: queries.pending_before(c, NOW, 1000)),
+            "failed": statement_of(lambda c: queries.failed(c, 100))}
+
+
+@pytest.fixture
+def engine_at_0001(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    upgrade(engine, "0001")
+    yield engine
+    engine.dispose()
+
+
+def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
+    with engine_at_0001.begin() as connection:
+        populate(connection)
+        before = snapshot(connection)
+    upgrade(engine_at_0001)
+    with engine_at_0001.begin() as connection:
+        assert snapshot(connection) == before
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+    inspector = inspect(engine_at_0001)
+    for table, wanted in NEW_INDEXES.items():
+        found = {i["name"]: i["column_names"] for i in inspector.get_indexes(table)}
+        assert found == wanted  # ix_questions_status is gone: the (status, accepted_at) prefix serves it
+    with engine_at_0001.begin() as connection:
+        assert [a["question_id"] for a in recent.latest_answers(connection, 3)] == [qid(297), qid(294), qid(291)]
+        assert queries.pending_before(connection, NOW - 995, 2) == [qid(2), qid(4)]  # 0 completed, 1 failed
+
+
+def test_main_queries_use_an_index_and_never_sort_the_table(engine_at_0001):
+    with engine_at_0001.begin() as connection:
+        populate(connection)
+    upgrade(engine_at_0001)
+    statements = main_queries()
+    with engine_at_0001.begin() as connection:
+        for name, index in (("latest", "ix_responses_updated_at_question_id"),
+                            ("pending", "ix_questions_status_accepted_at"),
+                            ("failed", "ix_questions_status_updated_at")):
+            text_plan = plan(connection, statements[name])
+            assert f"USING INDEX {index}" in text_plan or f"USING COVERING INDEX {index}" in text_plan, text_plan
+            assert "TEMP B-TREE" not in text_plan, text_plan
+
+
+def test_pending_query_reads_only_pending_rows(engine_at_0001):
+    upgrade(engine_at_0001)
+    with engine_at_0001.begin() as connection:
+        text_plan = plan(connection, select(Q.c.question_id).where(Q.c.status == PENDING)
+                         .order_by(Q.c.accepted_at).limit(5))
+    assert "SEARCH questions USING" in text_plan and "(status=?)" in text_plan, text_plan
+
+
+def test_the_model_and_the_migrations_agree(engine):
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
