@@ -3,10 +3,13 @@
 A worker with the echo LLM serves the page; the test asks a question with the
 form, waits until the page shows the answer and its score, checks that every
 chart drew data, and leaves a screenshot in test-artifacts/dashboard.png.
+Then it holds and fails /metrics to check the page's polling: one request in
+flight, waits that double on errors and recover, nothing from a hidden tab.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -110,3 +113,63 @@ def test_dashboard_answers_a_question_in_the_browser(stack_env, start_worker_pro
     page.wait_for_timeout(2500)  # one more metrics poll, so the line charts have a few points
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
     assert page.errors == []
+
+    check_polling(page)
+
+
+def check_polling(page) -> None:
+    """The pollers never stack requests, back off on errors, recover, and rest in a hidden tab.
+
+    /metrics is held or failed by Playwright's router, so the timings are the page's own (base 2 s).
+    """
+    # A /metrics that does not answer for 7 s: setInterval would have sent three more; the chain waits.
+    held = []
+
+    def hold(route):
+        held.append(route)
+
+    page.route("**/metrics", hold)
+    page.wait_for_timeout(7000)
+    assert len(held) == 1
+    held[0].continue_()  # before unroute, which would hand the held request on itself
+    page.unroute("**/metrics")
+
+    # Two errors, then the worker answers again: the waits double (the slow answer above made it 4 s
+    # already: 8, 16 would follow); wait for one quick success first so the table starts from 2 s.
+    with page.expect_response("**/metrics", timeout=15_000):
+        pass
+    with page.expect_response("**/metrics", timeout=15_000):
+        pass
+    times = []
+
+    def fail_twice(route):
+        times.append(time.monotonic())
+        if len(times) <= 2:
+            route.fulfill(status=503, content_type="application/json", body='{"error": "overloaded"}')
+        else:
+            route.continue_()
+
+    page.route("**/metrics", fail_twice)
+    deadline = time.monotonic() + 30
+    while len(times) < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    page.unroute("**/metrics")
+    gaps = [round(b - a, 1) for a, b in zip(times, times[1:])]
+    assert len(gaps) == 3, gaps
+    assert 3.5 <= gaps[0] < 7 and 7 <= gaps[1] < 12 and gaps[2] < 4, gaps  # 4 s, 8 s, then back to 2 s
+
+    # A hidden tab sends nothing; shown again, it refreshes at once.
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "/metrics" in r.url or "/answers/" in r.url else None)
+    visibility = """hidden => {
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }"""
+    page.evaluate(visibility, True)
+    page.wait_for_timeout(500)
+    sent.clear()  # a request already on its way when the tab hid may still finish
+    page.wait_for_timeout(7000)
+    assert sent == []
+    page.evaluate(visibility, False)
+    page.wait_for_timeout(1000)
+    assert any("/metrics" in url for url in sent) and any("/answers/" in url for url in sent), sent

@@ -9,6 +9,9 @@ const STATUS_COLORS = { pending: "#9ca3af", processing: "#2563eb", retrying: "#d
 const METRICS_EVERY_MS = 2000;
 const ANSWERS_EVERY_MS = 3000;
 const STATUS_EVERY_MS = 500;
+// A refresh that fails, or takes longer than its interval, doubles the wait before the next one, up to
+// BACKOFF_CAP_MS: a loaded worker (or a /metrics that has a year of rows to count) is asked less, not more.
+const BACKOFF_CAP_MS = 30000;
 const HISTORY = 150; // samples kept for the line charts: 5 minutes at one every 2 s
 
 const history = [];
@@ -202,6 +205,7 @@ function renderCharts(m) {
   { empty: "no partitions assigned", color: "#d97706" });
 }
 
+// Resolves true when the refresh worked, false when the worker answered with an error or not at all.
 async function pollMetrics() {
   try {
     const response = await fetch("/metrics", { cache: "no-store" });
@@ -222,8 +226,10 @@ async function pollMetrics() {
     renderTiles(m);
     renderCharts(m);
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
+    return true;
   } catch (err) {
     document.getElementById("updated").textContent = `metrics unavailable (${err.message})`;
+    return false;
   }
 }
 
@@ -240,13 +246,13 @@ function cell(row, text, cls, title) {
 async function pollAnswers() {
   try {
     const response = await fetch("/answers/latest?limit=12", { cache: "no-store" });
-    if (!response.ok) return;
+    if (!response.ok) return false;
     const { answers } = await response.json();
     const body = document.querySelector("#answers tbody");
     body.replaceChildren();
     if (!answers.length) {
       cell(body.insertRow(), "no answers yet", "muted").colSpan = 6;
-      return;
+      return true;
     }
     for (const a of answers) {
       const row = body.insertRow();
@@ -259,9 +265,54 @@ async function pollAnswers() {
       cell(row, String(a.processing_attempts), "num");
       cell(row, fmt(a.total_processing_time_ms, 0), "num");
     }
+    return true;
   } catch (err) {
-    // the metrics line already says when the worker is unreachable
+    return false; // the metrics line already says when the worker is unreachable
   }
+}
+
+// -- polling -------------------------------------------------------------------
+
+// The wait before the next refresh: the normal interval after a quick success, otherwise twice the last wait.
+function nextDelay(lastDelayMs, everyMs, ok, tookMs) {
+  if (ok && tookMs <= everyMs) return everyMs;
+  return Math.min(Math.max(lastDelayMs, everyMs) * 2, BACKOFF_CAP_MS);
+}
+
+// Runs refresh() every everyMs, one at a time: the next is scheduled only when the previous has finished
+// (a setTimeout chain, not setInterval, so a slow worker never collects a pile of requests from one tab).
+// A hidden tab does not poll at all; it refreshes at once when it is shown again.
+function poll(refresh, everyMs) {
+  let delay = everyMs;
+  let timer = null;
+  let running = false;
+  const schedule = (ms) => {
+    if (timer === null && !running && !document.hidden) timer = setTimeout(tick, ms);
+  };
+  async function tick() {
+    timer = null;
+    if (document.hidden) return;
+    running = true;
+    const started = performance.now();
+    let ok = false;
+    try {
+      ok = await refresh();
+    } catch (err) {
+      ok = false; // a bug in drawing must not end the chain
+    }
+    running = false;
+    delay = nextDelay(delay, everyMs, ok, performance.now() - started);
+    schedule(delay);
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      clearTimeout(timer);
+      timer = null;
+    } else {
+      schedule(0);
+    }
+  });
+  schedule(0);
 }
 
 // -- asking --------------------------------------------------------------------
@@ -339,7 +390,5 @@ async function ask(event) {
 
 document.getElementById("ask-form").addEventListener("submit", ask);
 window.addEventListener("resize", () => { if (lastMetrics) renderCharts(lastMetrics); });
-pollMetrics();
-pollAnswers();
-setInterval(pollMetrics, METRICS_EVERY_MS);
-setInterval(pollAnswers, ANSWERS_EVERY_MS);
+poll(pollMetrics, METRICS_EVERY_MS);
+poll(pollAnswers, ANSWERS_EVERY_MS);
