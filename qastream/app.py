@@ -39,6 +39,9 @@ class QAStreamApp(faust.App):
 
     def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), idle_timeout: float = 75.0,
                  **kwargs: Any) -> None:
+        # The fixes must be in place before Faust creates a consumer or a web view, and nothing that
+        # merely imports a qastream module should patch the library: creating the app installs them.
+        faust_fixes.install()
         super().__init__(*args, **kwargs)
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
@@ -87,7 +90,6 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-faust_fixes.install()
 settings = Settings.from_env()
 
 storage = Storage(settings.resolved_database_url(), connect_timeout=settings.db_connect_timeout_seconds,
