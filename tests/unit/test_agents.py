@@ -317,13 +317,12 @@ def test_an_outage_failure_does_not_use_the_retry_budget():
 
 
 def test_due_entries_only_from_active_partitions_and_once():
-    retry._released.clear()
     overload_parking.data["a" * 16] = {"job": job(question_id="a" * 16, due_at=10.0).asdict(), "partition": 0}
     overload_parking.data["b" * 16] = {"job": job(question_id="b" * 16, due_at=10.0).asdict(), "partition": 1}
     overload_parking.data["c" * 16] = {"job": job(question_id="c" * 16, due_at=99.0).asdict(), "partition": 0}
     due = retry.due_entries(overload_parking, {0}, now=20.0)
     assert [j.question_id for j in due] == ["a" * 16]
-    retry._released[(overload_parking.name, "a" * 16)] = 10.0
+    app.runtime.released[(overload_parking.name, "a" * 16)] = 10.0
     assert retry.due_entries(overload_parking, {0}, now=20.0) == []
 
 
