@@ -8,7 +8,7 @@ import logging
 import faust
 
 from qastream.app import app, llm, settings, topics
-from qastream.errors import LLMCallError, signals_outage
+from qastream.errors import LLM_CALL_ERRORS, signals_outage
 from qastream.models import Job
 from qastream.policy.ids import generation_seed
 from qastream.policy.lifecycle import is_stale
@@ -30,7 +30,7 @@ async def generate_one(job: Job) -> None:
     await report(job, "generating")
     try:
         generation = await llm.generate(job.question_text, generation_seed(job.question_id, job.epoch, job.attempt))
-    except LLMCallError as err:
+    except LLM_CALL_ERRORS as err:
         if signals_outage(err.status_code):
             outage = breaker.record_failure()
         else:
