@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import faust
 from mode import ServiceT
 
-from qastream.policy.breaker import CircuitBreaker
+from qastream.runtime import Runtime
 from qastream.services.cache import make_cache
 from qastream.services.health import DependencyProbe
 from qastream.services.llm import LLMClient
@@ -38,8 +38,15 @@ class QAStreamApp(faust.App):
     """
 
     def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), idle_timeout: float = 75.0,
+                 runtime_factory: Callable[[], Runtime] = lambda: Runtime.from_settings(Settings()),
                  **kwargs: Any) -> None:
+        # The fixes must be in place before Faust creates a consumer or a web view, and nothing that
+        # merely imports a qastream module should patch the library: creating the app installs them.
+        faust_fixes.install()
         super().__init__(*args, **kwargs)
+        #: Makes the worker's in-memory state (:class:`~qastream.runtime.Runtime`): with the app, and anew at start.
+        self.runtime_factory = runtime_factory
+        self.runtime = runtime_factory()
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
         self.idle_timeout = idle_timeout
@@ -59,6 +66,7 @@ class QAStreamApp(faust.App):
     async def on_first_start(self) -> None:
         # Faust creates the datadir itself but not its parents (QASTREAM_DATA_DIR).
         Path(self.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
+        self.runtime = self.runtime_factory()  # counters and uptime start with the worker, not the import
         if self.topic_layout:
             await ensure_topics(";".join(str(url) for url in self.conf.broker), self.topic_layout)
         await super().on_first_start()
@@ -87,7 +95,6 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-faust_fixes.install()
 settings = Settings.from_env()
 
 storage = Storage(settings.resolved_database_url(), connect_timeout=settings.db_connect_timeout_seconds,
@@ -105,13 +112,11 @@ scorer = Scorer(
 dependencies = DependencyProbe(settings.broker_url, storage, cache, interval=settings.health_interval_seconds,
                                timeout=settings.health_timeout_seconds)
 
-breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
-                         settings.breaker_max_cooldown_seconds)
-
 app = QAStreamApp(
     settings.app_id,
     first_services=[storage, cache, llm, scorer, dependencies],
     idle_timeout=settings.idle_timeout_seconds,
+    runtime_factory=lambda: Runtime.from_settings(settings),
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
     origin="qastream",
     Worker=QAStreamWorker,

@@ -1,5 +1,10 @@
 """One exception hierarchy, and the classification of LLM failures.
 
+Every exception qastream defines is a :class:`QAStreamError` and exactly one
+of :class:`RetryableError` (the same work can succeed later) or
+:class:`PermanentError` (it cannot until something changes); the exception's
+docstring says when it is raised and is its default message.
+
 The class of an error decides its route through the topic graph:
 
 * ``overload`` -- the server is busy or unreachable for now (503, other 5xx,
@@ -36,22 +41,75 @@ NO_RESPONSE = 0
 
 
 class QAStreamError(Exception):
-    """Base of every error qastream raises on purpose."""
+    """qastream failed on purpose; a subclass says why and whether a retry can help.
+
+    As in procrastinate, the docstring's first line is the default message:
+    ``raise SettingsError()`` says what went wrong even without a detail.
+    Every qastream exception is a :class:`RetryableError` or a
+    :class:`PermanentError`, never both (tests/unit/test_errors.py checks).
+    """
+
+    def __init__(self, message: Optional[str] = None, *args: object) -> None:
+        super().__init__(message or default_message(type(self)), *args)
 
 
-class LLMCallError(QAStreamError):
-    """An LLM call failed; ``error_class`` says whether a retry can help."""
+def default_message(cls: type) -> str:
+    """The first line of the docstring of ``cls``, the message of an error raised without one."""
+    return (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+
+
+class RetryableError(QAStreamError):
+    """qastream failed for now: the same request or message can succeed later, unchanged.
+
+    A busy, unreachable or slow dependency.  Its caller retries (the retry
+    topics, reconciliation) or tells its client to (503 with ``Retry-After``).
+    """
+
+
+class PermanentError(QAStreamError):
+    """qastream cannot do this: it fails again until its input or configuration changes.
+
+    The request gets a 4xx, the question is dead-lettered with the reason, or
+    the process stops and says what to fix; nothing retries it.
+    """
+
+
+class LLMFailure:
+    """What a failed LLM call carries: its error class, status code, message and the server's Retry-After.
+
+    Not an exception itself: mixed into :class:`LLMRetryableError` and
+    :class:`LLMPermanentError`; :func:`llm_call_error` picks between them.
+    """
 
     def __init__(self, error_class: str, status_code: int, message: str,
                  retry_after: Optional[float] = None) -> None:
-        super().__init__(f"{error_class} ({status_code}): {message}")
+        super().__init__(f"{error_class} ({status_code}): {message}")  # type: ignore[call-arg]
         self.error_class = error_class
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after
 
 
-class RowRejected(QAStreamError):
+class LLMRetryableError(LLMFailure, RetryableError):
+    """The LLM server is busy, over quota or unreachable for now (``overload``, ``quota``); retried after a delay."""
+
+
+class LLMPermanentError(LLMFailure, PermanentError):
+    """The LLM server refused a call a retry cannot change (``permanent``: 4xx, unknown model); dead-lettered."""
+
+
+#: Every failed LLM call, for ``except`` and ``pytest.raises``; ``error_class`` says the route.
+LLM_CALL_ERRORS = (LLMRetryableError, LLMPermanentError)
+
+
+def llm_call_error(error_class: str, status_code: int, message: str,
+                   retry_after: Optional[float] = None) -> LLMRetryableError | LLMPermanentError:
+    """The exception for an LLM failure of ``error_class`` (see :func:`classify`)."""
+    kind = LLMPermanentError if error_class == PERMANENT else LLMRetryableError
+    return kind(error_class, status_code, message, retry_after)
+
+
+class RowRejected(PermanentError):
     """The database refused this row (a value it cannot store, a constraint); retrying cannot help.
 
     Its request gets a 400, or its question is dead-lettered with ``reason``:
@@ -64,8 +122,12 @@ class RowRejected(QAStreamError):
         self.reason = reason
 
 
-class RequestError(QAStreamError):
-    """A client sent a request qastream will not accept; carries the HTTP status."""
+class RequestError(PermanentError):
+    """A client sent a request qastream will not accept; carries the HTTP status (4xx).
+
+    Raised by the request parsers and views (:mod:`qastream.web.requests`) and
+    rendered by ``@guarded``: the same request gets the same answer again.
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -73,7 +135,7 @@ class RequestError(QAStreamError):
         self.message = message
 
 
-class Unavailable(QAStreamError):
+class Unavailable(RetryableError):
     """qastream cannot answer this request in time (overloaded, or a dependency does not answer).
 
     The request gets 503 with ``Retry-After``: the failure is ours and worth

@@ -19,11 +19,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from qastream.errors import PermanentError
+
 PREFIX = "QASTREAM_"
 
 
-class SettingsError(ValueError):
-    """A ``QASTREAM_*`` variable holds a value qastream cannot use."""
+class SettingsError(PermanentError, ValueError):
+    """A ``QASTREAM_*`` variable holds a value qastream cannot use.
+
+    Raised by :meth:`Settings.from_env` and the checks it runs, before anything
+    starts: the process stops and names the variable.  Still a ``ValueError``
+    for callers that catch that.
+    """
 
 
 def _setting(default: Any, doc: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,

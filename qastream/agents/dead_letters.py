@@ -21,7 +21,6 @@ from qastream.models import Job
 from qastream.services.storage import storable, until_written, write_isolated
 from qastream.streaming.poison import POISON
 from qastream.tables.status import report
-from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ async def fail_batch(jobs: Sequence[Job]) -> None:
     written = {f.question_id for f in saved}
     for job in jobs:
         if job.question_id in written:
-            telemetry.record_failed(failures[job.question_id].error_class)
+            app.runtime.counts.record_failed(failures[job.question_id].error_class)
             logger.warning("dead letter %s: %s", job.question_id, failures[job.question_id].error_message)
             await report(job, "failed", detail=failures[job.question_id].error_message)
 

@@ -7,8 +7,8 @@ import logging
 
 import faust
 
-from qastream.app import app, breaker, llm, settings, topics
-from qastream.errors import LLMCallError, signals_outage
+from qastream.app import app, llm, settings, topics
+from qastream.errors import LLM_CALL_ERRORS, signals_outage
 from qastream.models import Job
 from qastream.policy.ids import generation_seed
 from qastream.policy.lifecycle import is_stale
@@ -22,6 +22,7 @@ async def generate_one(job: Job) -> None:
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, "generating"):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
+    breaker = app.runtime.breaker
     if not breaker.allow():  # the LLM is down: hold the question instead of failing it
         breaker.held += 1
         while not breaker.allow():
@@ -29,7 +30,7 @@ async def generate_one(job: Job) -> None:
     await report(job, "generating")
     try:
         generation = await llm.generate(job.question_text, generation_seed(job.question_id, job.epoch, job.attempt))
-    except LLMCallError as err:
+    except LLM_CALL_ERRORS as err:
         if signals_outage(err.status_code):
             outage = breaker.record_failure()
         else:

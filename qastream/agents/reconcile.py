@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Any, Mapping, Optional
 
-from qastream.app import app, breaker, settings, storage, topics
+from qastream.app import app, settings, storage, topics
 from qastream.policy.breaker import CLOSED
 from qastream.policy.deadlines import Deadlines, overdue, stage_deadlines
 from qastream.streaming.requeue import enqueue
@@ -33,7 +33,6 @@ from qastream.streaming.routing import partition_of
 from qastream.streaming.timers import survives_failures
 from qastream.streaming.topic_admin import repair_topics
 from qastream.tables.status import status_table
-from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +40,6 @@ deadlines = stage_deadlines(settings)
 
 #: Stage name under which questions the status table never heard of are counted.
 UNKNOWN = "unknown"
-
-
-class TopicWatch:
-    """When this worker last found (and re-created) topics the broker had lost; 0 when never."""
-
-    lost_at: float = 0.0
-
-
-topic_watch = TopicWatch()
 
 
 def stranded(candidates: Mapping[str, Optional[Mapping[str, Any]]], unknown_ids: set[str], now: float,
@@ -96,14 +86,14 @@ async def reconcile() -> None:
 
 async def requeue_stranded(now: float) -> int:
     """One reconciliation round; returns how many questions were re-enqueued."""
-    lost_at = topic_watch.lost_at
+    lost_at = app.runtime.topics_lost_at
     earliest = min(settings.reconcile_after_seconds, deadlines.shortest())
     candidates = await owned(await storage.pending_before(max(now - earliest, lost_at)))
     if not candidates:
         return 0
     unknown_ids = set(await storage.pending_before(max(now - settings.reconcile_after_seconds, lost_at)))
     stages = stranded({qid: status_table.get(qid) for qid in candidates}, unknown_ids, now, deadlines,
-                      line_held=breaker.state != CLOSED, topics_lost_at=lost_at)
+                      line_held=app.runtime.breaker.state != CLOSED, topics_lost_at=lost_at)
     if not stages:
         return 0
     taken = await storage.resubmit(now, statuses=["pending"], question_ids=list(stages))
@@ -112,7 +102,7 @@ async def requeue_stranded(now: float) -> int:
                        stages[acceptance.question_id], acceptance.epoch)
     count = await enqueue(taken)
     for acceptance in taken:
-        telemetry.record_stalled(stages[acceptance.question_id])
+        app.runtime.counts.record_stalled(stages[acceptance.question_id])
     logger.warning("reconciliation re-enqueued %d stranded question(s)", count)
     return count
 
@@ -181,7 +171,7 @@ async def check_topics() -> None:
         lost = await repair_topics(";".join(str(url) for url in app.conf.broker), repair_layout(),
                                    replace_mismatched=settings.broker_profile == "development")
         if lost:
-            topic_watch.lost_at = time.time()
+            app.runtime.topics_lost_at = time.time()
             logger.warning("the broker lost %d topic(s): re-created them; pending questions written before "
                            "are re-enqueued at the next reconciliation", len(lost))
         if settings.broker_profile == "development" and not app.rebalancing and not app.in_recovery:

@@ -15,13 +15,12 @@ import time
 
 import faust
 
-from qastream.app import app, breaker, settings, topics
+from qastream.app import app, settings, topics
 from qastream.errors import OVERLOAD
 from qastream.models import Job
 from qastream.policy.backoff import RetryPolicy, plan_retry
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.tables.status import report
-from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +45,16 @@ async def handle(event: faust.EventT, parking: faust.Table) -> None:
         del parking[qid]
         await topics.pending.send(key=qid, value=job.derive(due_at=None))
         return
-    parked = plan_retry(policy, job, time.time(), max(breaker.wait_time(), settings.breaker_cooldown_seconds))
+    parked = plan_retry(policy, job, time.time(), max(app.runtime.breaker.wait_time(), settings.breaker_cooldown_seconds))
     if parked is None:
         budget = job.overload_retries if job.error_class == OVERLOAD else job.quota_retries
         logger.warning("%s: dead-lettering after %d %s retries: %s", qid, budget, job.error_class, job.error_message)
-        telemetry.record_exhausted(job.error_class or "unknown")
+        app.runtime.counts.record_exhausted(job.error_class or "unknown")
         await topics.permanent.send(key=qid, value=job.derive(
             error_message=f"gave up after {budget} {job.error_class} retries: {job.error_message}"))
         return
     parking[qid] = {"job": parked.asdict(), "partition": event.message.partition}
-    telemetry.record_retry(job.error_class or "unknown", job.outage)
+    app.runtime.counts.record_retry(job.error_class or "unknown", job.outage)
     wait = parked.due_at - time.time()
     await report(parked, "waiting_retry", detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")
 
@@ -86,17 +85,13 @@ async def retry_quota(jobs: faust.StreamT[Job]) -> None:
         await handle_guarded(event, quota_parking)
 
 
-#: (table name, question id) -> due time of a release already sent and not yet unparked.
-_released: dict[tuple[str, str], float] = {}
-
-
 def due_entries(parking: faust.Table, active_partitions: set[int], now: float) -> list[Job]:
     """Parked jobs that are due, in partitions this worker actively owns, not already released."""
     due = []
     for qid, entry in list(parking.items()):
         job = entry["job"]
         if entry["partition"] in active_partitions and job["due_at"] <= now \
-                and _released.get((parking.name, qid)) != job["due_at"]:
+                and app.runtime.released.get((parking.name, qid)) != job["due_at"]:
             due.append(Job(**job))
     return due
 
@@ -106,11 +101,12 @@ async def release_due_retries() -> None:
     """Send due parked retries back to their topic, where their agent re-enqueues them."""
     assignment = app.consumer.assignment()
     now = time.time()
+    released = app.runtime.released
     for parking, topic in ((overload_parking, topics.overload), (quota_parking, topics.quota)):
         active = {tp.partition for tp in assignment if tp.topic == topic.get_topic_name()}
         keys = set(parking.keys())
-        for key in [k for k in _released if k[0] == parking.name and k[1] not in keys]:
-            del _released[key]  # unparked: forget the release
+        for key in [k for k in released if k[0] == parking.name and k[1] not in keys]:
+            del released[key]  # unparked: forget the release
         for job in due_entries(parking, active, now):
-            _released[(parking.name, job.question_id)] = job.due_at
+            released[(parking.name, job.question_id)] = job.due_at
             await topic.send(key=job.question_id, value=job)

@@ -19,7 +19,6 @@ from qastream.errors import REJECTED
 from qastream.models import Job, result_of
 from qastream.services.storage import until_written, write_isolated
 from qastream.tables.status import report
-from qastream.telemetry import counters as telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ async def store_batch(jobs: Sequence[Job]) -> None:
             continue
         result = result_of(job, rows[job.question_id].total_processing_time_ms)
         results.append(result)
-        telemetry.record_completed(rows[job.question_id].total_processing_time_ms, job.score, job.low_quality)
+        app.runtime.counts.record_completed(rows[job.question_id].total_processing_time_ms, job.score, job.low_quality)
         await report(job, "completed", result=result)
     await cache.put_many(results)
 

@@ -43,7 +43,7 @@ from qastream.datasets import BadRows, Record, open_datasets
 from qastream.datasets.records import sample
 from qastream.devtools import calibration
 from qastream.devtools.embedded import free_port, log_file, start_llm_server, stop
-from qastream.errors import LLMCallError
+from qastream.errors import LLM_CALL_ERRORS
 from qastream.services.llm import LLMClient
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ async def generate_all(client: LLMClient, records: list[Record], concurrency: in
             i = queue.get_nowait()
             try:
                 answers[i] = (await client.generate(records[i].question)).text
-            except LLMCallError as err:
+            except LLM_CALL_ERRORS as err:
                 logger.warning("generation for %r failed: %s", records[i].question, err)
             bar.update(1)
 

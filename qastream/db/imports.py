@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine
 from qastream.datasets.jsonfile import first_of
 from qastream.datasets.records import BadRows
 from qastream.db.queries import JOINED, Answer, Q, R, insert_for, response_values, result_from_row, to_datetime
+from qastream.errors import PermanentError
 from qastream.policy.ids import normalise, question_id
 from qastream.policy.lifecycle import COMPLETED
 
@@ -41,8 +42,12 @@ TIMESTAMP_FIELDS = ("timestamp", "created_at", "completed_at", "updated_at")
 BATCH_SIZE = 1000
 
 
-class InvalidRecord(ValueError):
-    """A record that cannot be imported; the message is the reason counted in the summary."""
+class InvalidRecord(PermanentError, ValueError):
+    """A record that cannot be imported; the message is the reason counted in the summary.
+
+    Raised while validating a historical record (``qastream import``): the
+    record is skipped and counted, the import goes on.  Still a ``ValueError``.
+    """
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
+from qastream.errors import PermanentError
+
 logger = logging.getLogger(__name__)
 
 
-class StackError(RuntimeError):
-    """A process of the embedded stack did not start."""
+class StackError(PermanentError, RuntimeError):
+    """A process of the embedded stack did not start.
+
+    Raised by ``qastream dev`` and the test and benchmark stacks when a port is
+    taken, a process exits early or is not ready in time; the stack does not
+    try again, the developer fixes the cause.  Still a ``RuntimeError``.
+    """
 
 
 def tansu_binary() -> str:

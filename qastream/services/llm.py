@@ -3,7 +3,7 @@
 Ollama queues requests server-side and its client waits forever by default,
 so a slow model shows up as hung calls, not errors (DESIGN §4).  This client
 sets a time-out, bounds the calls in flight per worker, and turns every
-failure into an :class:`~qastream.errors.LLMCallError` whose class decides the
+failure into an :class:`~qastream.errors.LLMFailure` whose class decides the
 route through the graph.  ``Retry-After`` is read from the HTTP response by
 an httpx event hook, because ``ollama.ResponseError`` keeps only the body.
 """
@@ -21,7 +21,7 @@ import httpx
 import ollama
 from mode import Service
 
-from qastream.errors import NO_RESPONSE, PERMANENT, LLMCallError, classify, parse_retry_after
+from qastream.errors import NO_RESPONSE, PERMANENT, LLMFailure, classify, llm_call_error, parse_retry_after
 from qastream.telemetry.distribution import Distribution
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class LLMClient(Service):
             await self.client.close()
 
     async def generate(self, question: str, seed: int | None = None) -> Generation:
-        """Answer ``question`` (sampling with ``seed``); raises :class:`LLMCallError` on any failure."""
+        """Answer ``question`` (sampling with ``seed``); raises one of :data:`~qastream.errors.LLM_CALL_ERRORS` on any failure."""
         assert self.client is not None, "LLM client is not started"
         async with self._slots:
             self.in_flight += 1
@@ -120,15 +120,15 @@ class LLMClient(Service):
         )
 
     @staticmethod
-    def _to_error(exc: Exception, headers: dict[str, str]) -> LLMCallError:
+    def _to_error(exc: Exception, headers: dict[str, str]) -> LLMFailure:
         if isinstance(exc, ollama.ResponseError):
             code = exc.status_code
             retry_after = parse_retry_after(headers.get("retry-after") or None)
-            return LLMCallError(classify(code), code, str(exc.error)[:500], retry_after)
+            return llm_call_error(classify(code), code, str(exc.error)[:500], retry_after)
         if isinstance(exc, (ConnectionError, httpx.TransportError, asyncio.TimeoutError)):
-            return LLMCallError(classify(NO_RESPONSE), NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
+            return llm_call_error(classify(NO_RESPONSE), NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
         # Anything else (an answer the client cannot parse, a bug) will not heal by retrying.
-        return LLMCallError(PERMANENT, NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
+        return llm_call_error(PERMANENT, NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
 
     async def info(self) -> dict[str, Any]:
         """Counts for /metrics."""

@@ -11,7 +11,6 @@ so nothing can loop.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Any, Optional
 
 import faust
@@ -24,10 +23,6 @@ logger = logging.getLogger(__name__)
 
 POISON = "poison"
 MAX_PAYLOAD_CHARS = 4000
-
-#: Poison messages seen by this worker, by topic.
-poison_counts: Counter[str] = Counter()
-
 
 def poison_job(message: Message, reason: str) -> Job:
     """The dead letter describing an undecodable ``message``."""
@@ -51,7 +46,7 @@ class QAStreamTopic(faust.Topic):
         await self._dead_letter(exc, message)
 
     async def _dead_letter(self, exc: Exception, message: Message) -> None:
-        poison_counts[message.topic] += 1
+        self.app.runtime.poison_counts[message.topic] += 1
         job = poison_job(message, f"{type(exc).__name__}: {exc}")
         logger.error("poison message: %s", job.error_message)
         target = QAStreamTopic.dead_letter_topic

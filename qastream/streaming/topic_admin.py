@@ -19,11 +19,19 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from yarl import URL
 
+from qastream.errors import PermanentError
+
 logger = logging.getLogger(__name__)
 
 
-class TopicLayoutError(RuntimeError):
-    """An existing topic has a partition count other than the configured one."""
+class TopicLayoutError(PermanentError, RuntimeError):
+    """An existing topic has a partition count other than the configured one.
+
+    Raised when topics are created at worker start (:func:`ensure_topics`):
+    keys would land on other partitions than the tables expect, so the worker
+    does not start until the topics or the ``QASTREAM_PARTITIONS_*`` settings
+    are changed.  Still a ``RuntimeError`` for callers that catch that.
+    """
 
 
 def bootstrap_servers(broker_url: str) -> list[str]:

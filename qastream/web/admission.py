@@ -14,12 +14,9 @@ from typing import Any, AsyncIterator
 
 from faust.web import Request, Response, View
 
-from qastream.app import settings
+from qastream.app import app
 from qastream.errors import Unavailable
-from qastream.policy.admission import Gate
 from qastream.web.requests import Handler
-
-gate = Gate(settings.max_requests_in_flight)
 
 
 def admitted(handler: Handler) -> Handler:
@@ -31,6 +28,7 @@ def admitted(handler: Handler) -> Handler:
 
     @wraps(handler)
     async def wrapper(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        gate = app.runtime.gate  # the same gate for leave(), even if the runtime is renewed meanwhile
         if not gate.try_enter():
             raise Unavailable("overloaded", f"worker is at its limit of {gate.limit} requests in flight; retry later")
         try:

@@ -16,7 +16,6 @@ from faust import web
 
 from qastream.app import app, dependencies
 from qastream.services.health import OK
-from qastream.web.admission import gate
 
 
 def readiness() -> dict[str, bool]:
@@ -39,5 +38,5 @@ class HealthView(web.View):
     """200 when tables are recovered, no rebalance is in progress and every dependency answers, else 503."""
 
     async def get(self, request: web.Request) -> web.Response:
-        body = health_body(readiness(), dependencies.states(), gate.snapshot())
+        body = health_body(readiness(), dependencies.states(), app.runtime.gate.snapshot())
         return self.json(body, status=200 if body["ready"] else 503)

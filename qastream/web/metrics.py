@@ -13,16 +13,11 @@ from typing import Any
 
 from faust import web
 
-from qastream.app import app, breaker, cache, llm, scorer, settings, storage, topics
-from qastream.streaming.poison import poison_counts
+from qastream.app import app, cache, llm, scorer, settings, storage, topics
 from qastream.tables.parking import overload_parking, quota_parking
-from qastream.telemetry import counters as telemetry
 from qastream.telemetry.lag import consumer_lag
 from qastream.web.admission import bounded
-from qastream.web.query import query_counts
 from qastream.web.requests import guarded
-
-_started = time.time()
 
 
 def parked(table, topic) -> int:
@@ -42,20 +37,21 @@ def errors_by_class(llm_failures: dict[str, int], poison: dict[str, int]) -> dic
 async def snapshot() -> dict[str, Any]:
     """Everything ``GET /metrics`` answers (``/metrics/prometheus`` renders the same figures)."""
     now = time.time()
+    runtime = app.runtime
     # Bounded like every database wait at the edge: a database that does not answer is a prompt 503.
     async with bounded("database", settings.db_statement_timeout_seconds):
         body = await storage.metrics()
         body["throughput"] = await storage.throughput(now)
     body["cache_info"] = await cache.info()
-    body["queries"] = dict(query_counts)
+    body["queries"] = dict(runtime.query_counts)
     body["llm"] = await llm.info()
     body["scorer"] = await scorer.info()
-    body["circuit_breaker"] = breaker.snapshot()
+    body["circuit_breaker"] = runtime.breaker.snapshot()
     body["parked_retries"] = {"overload": parked(overload_parking, topics.overload),
                               "quota": parked(quota_parking, topics.quota)}
-    body["poison_messages"] = dict(poison_counts)
+    body["poison_messages"] = dict(runtime.poison_counts)
     body["errors_by_class"] = errors_by_class(body["llm"]["failures_by_class"], body["poison_messages"])
-    counts = telemetry.snapshot()
+    counts = runtime.counts.snapshot()
     body["retries"] = {"by_class": counts["retries_by_class"],
                        "exhausted_by_class": counts["retries_exhausted_by_class"],
                        "parked_now": sum(body["parked_retries"].values()),
@@ -65,7 +61,7 @@ async def snapshot() -> dict[str, Any]:
     body["stalled_requeued"] = {"total": sum(counts["stalled_requeued_by_stage"].values()),
                                 "by_stage": counts["stalled_requeued_by_stage"]}
     body["consumer_lag"] = await consumer_lag(app.consumer, topics.layout())
-    body["worker"] = {"uptime_seconds": round(now - _started, 1), "canonical_url": str(app.conf.canonical_url)}
+    body["worker"] = {"uptime_seconds": round(now - runtime.started, 1), "canonical_url": str(app.conf.canonical_url)}
     body["generated_at"] = round(now, 3)
     return body
 

@@ -25,7 +25,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from qastream.app import app, llm
 from qastream.policy.breaker import CLOSED, HALF_OPEN, OPEN
-from qastream.telemetry import counters as telemetry
 from qastream.telemetry.distribution import Distribution
 from qastream.web.metrics import snapshot
 from qastream.web.requests import guarded
@@ -134,7 +133,8 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         histograms = {"llm": {"ok": llm.latency_ms, "error": llm.error_latency_ms},
-                      "question": {"": telemetry.question_ms}, "score": {"": telemetry.answer_scores}}
+                      "question": {"": app.runtime.counts.question_ms},
+                      "score": {"": app.runtime.counts.answer_scores}}
         return families(self.snapshot, histograms)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 from faust import web
@@ -22,19 +21,6 @@ from qastream.web.requests import guarded, parse_query, read_json
 
 logger = logging.getLogger(__name__)
 
-#: What POST /query did, for /metrics (this worker only).
-query_counts: Counter[str] = Counter()
-
-#: Accepted questions being produced at once by this worker; the rest wait their turn here.
-#: With one record per producer batch (the development profile), aiokafka wakes every send
-#: waiting on a partition each time its batch drains, and only one of them gets in: with
-#: hundreds of requests in flight the worker spent its CPU on those wake-ups and acceptance
-#: fell from ~1,000 to ~300 req/s (bench/acceptance.py, 1,000 req/s offered).  This queue
-#: wakes one waiter per free slot.  With multi-record batches a slot is held for microseconds.
-ENQUEUE_SLOTS = 32
-_enqueue_slots = asyncio.Semaphore(ENQUEUE_SLOTS)
-
-
 def found(source: str, result: dict[str, Any]) -> dict[str, Any]:
     """Body of a 200 answer."""
     return {"status": "found", "source": source, "result": result}
@@ -50,7 +36,7 @@ async def accept(submission: Submission) -> Acceptance:
         async with bounded("database", settings.db_statement_timeout_seconds):
             return await storage.accept(submission)
     except Unavailable:
-        query_counts["database_timeout"] += 1
+        app.runtime.query_counts["database_timeout"] += 1
         logger.warning("accepting %s timed out after %.1f s", submission.question_id,
                        settings.db_statement_timeout_seconds)
         raise
@@ -67,11 +53,11 @@ async def enqueue(job: Job) -> None:
     """
     try:
         async with asyncio.timeout(settings.enqueue_timeout_seconds):
-            async with _enqueue_slots:
+            async with app.runtime.enqueue_slots:
                 await topics.pending.send(key=job.question_id, value=job)
                 await report(job, "queued")
     except TimeoutError:
-        query_counts["enqueue_timeout"] += 1
+        app.runtime.query_counts["enqueue_timeout"] += 1
         logger.warning("enqueueing %s (epoch %d) timed out after %.1f s: left to reconciliation",
                        job.question_id, job.epoch, settings.enqueue_timeout_seconds)
         raise Unavailable("broker", "the broker did not take the question in time; it is stored and will be "
@@ -96,22 +82,22 @@ class QueryView(web.View):
         qid = question_id(query.question_text)
         cached = await cache.get(qid)
         if cached is not None:
-            query_counts["cache"] += 1
+            app.runtime.query_counts["cache"] += 1
             return self.json(found("cache", cached))
         try:
             acceptance = await accept(Submission(qid, query.question_text, query.original_answer, time.time()))
         except RowRejected as exc:  # parse_query should have caught it; the database is the last word
             raise RequestError(400, f"the database cannot store this question: {exc.reason}") from None
         if acceptance.kind == FOUND:
-            query_counts["database"] += 1
+            app.runtime.query_counts["database"] += 1
             await cache.put_many([acceptance.result])
             return self.json(found("database", acceptance.result))
         if acceptance.kind == IN_FLIGHT:
-            query_counts["in_flight"] += 1
+            app.runtime.query_counts["in_flight"] += 1
             return self.json({"message": "question is already being processed", "question_id": qid,
                               "status": live_status(acceptance)}, status=202)
         job = Job(question_id=qid, question_text=query.question_text, original_answer=acceptance.original_answer,
                   accepted_at=acceptance.accepted_at, epoch=acceptance.epoch)
         await enqueue(job)
-        query_counts["accepted"] += 1
+        app.runtime.query_counts["accepted"] += 1
         return self.json({"message": "question accepted", "question_id": qid, "status": PENDING}, status=202)

@@ -9,6 +9,15 @@ from qastream.devtools.llmserver.server import Faults, OllamaCompatibleServer, b
 from qastream.services.storage import make_engine
 
 
+@pytest.fixture(autouse=True)
+def fresh_runtime():
+    """Every test starts with a fresh worker state (counters, breaker, gate), as a worker does."""
+    from qastream.app import app  # here, not at the top: collecting the pure-function tests stays cheap
+
+    app.runtime = app.runtime_factory()
+    yield app.runtime
+
+
 @pytest.fixture
 def engine(tmp_path):
     """A SQLite database in tmp_path with qastream's schema, migrated by Alembic."""

@@ -17,7 +17,7 @@ import pytest
 from qastream.agents import dead_letters, generate, regenerate, retry, store, validate
 from qastream.agents.track import track
 from qastream.app import app, cache, llm, scorer, settings, storage, topics
-from qastream.errors import LLMCallError
+from qastream.errors import llm_call_error
 from qastream.models import Job, StatusEvent
 from qastream.policy.backoff import plan_retry
 from qastream.policy.ids import generation_seed
@@ -131,7 +131,7 @@ async def test_generate_sends_the_answer_on(sent, monkeypatch):
 @pytest.mark.parametrize("error_class, topic_name", [("overload", "overload"), ("quota", "quota"),
                                                      ("permanent", "permanent")])
 async def test_generate_routes_failures_by_class(sent, monkeypatch, error_class, topic_name):
-    error = LLMCallError(error_class, 503, "busy", retry_after=3.0)
+    error = llm_call_error(error_class, 503, "busy", retry_after=3.0)
     monkeypatch.setattr(llm, "generate", AsyncMock(side_effect=error))
     async with generate.generate.test_context() as agent:
         await agent.put(job(), key="0123456789abcdef")
@@ -317,13 +317,12 @@ def test_an_outage_failure_does_not_use_the_retry_budget():
 
 
 def test_due_entries_only_from_active_partitions_and_once():
-    retry._released.clear()
     overload_parking.data["a" * 16] = {"job": job(question_id="a" * 16, due_at=10.0).asdict(), "partition": 0}
     overload_parking.data["b" * 16] = {"job": job(question_id="b" * 16, due_at=10.0).asdict(), "partition": 1}
     overload_parking.data["c" * 16] = {"job": job(question_id="c" * 16, due_at=99.0).asdict(), "partition": 0}
     due = retry.due_entries(overload_parking, {0}, now=20.0)
     assert [j.question_id for j in due] == ["a" * 16]
-    retry._released[(overload_parking.name, "a" * 16)] = 10.0
+    app.runtime.released[(overload_parking.name, "a" * 16)] = 10.0
     assert retry.due_entries(overload_parking, {0}, now=20.0) == []
 
 

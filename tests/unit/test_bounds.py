@@ -10,10 +10,12 @@ from unittest.mock import AsyncMock
 
 import pytest
 
+from qastream.app import app
 from qastream.db.queries import CREATED, Acceptance, Submission
 from qastream.errors import RequestError, Unavailable
 from qastream.models import Job
 from qastream.policy.admission import Gate, retry_after_header
+from qastream.runtime import ENQUEUE_SLOTS
 from qastream.services.health import OK, Probe, dependency_states, describe_failure
 from qastream.services.storage import postgres_connect_args
 from qastream.web import admission, query
@@ -49,7 +51,7 @@ def test_retry_after_is_whole_seconds_and_at_least_one(seconds, header):
 
 
 async def test_a_request_beyond_the_limit_gets_503_with_retry_after_and_its_handler_never_runs(monkeypatch):
-    monkeypatch.setattr(admission, "gate", Gate(limit=1))
+    monkeypatch.setattr(app.runtime, "gate", Gate(limit=1))
     release = asyncio.Event()
     calls = []
 
@@ -67,7 +69,7 @@ async def test_a_request_beyond_the_limit_gets_503_with_retry_after_and_its_hand
     assert calls == ["first"]
     release.set()
     assert (await first)[0] == 200
-    assert admission.gate.in_flight == 0
+    assert app.runtime.gate.in_flight == 0
     assert (await handler(StubView(), "third"))[0] == 200  # the slot was given back
 
 
@@ -118,13 +120,13 @@ async def test_an_enqueue_the_broker_does_not_take_in_time_is_unavailable(monkey
     monkeypatch.setattr(query.topics.pending, "send", hang)
     report = AsyncMock()
     monkeypatch.setattr(query, "report", report)
-    before = query.query_counts["enqueue_timeout"]
+    before = app.runtime.query_counts["enqueue_timeout"]
     with pytest.raises(Unavailable) as info:
         await query.enqueue(job())
     assert (info.value.reason, info.value.question_id) == ("broker", "0123456789abcdef")
-    assert query.query_counts["enqueue_timeout"] == before + 1
+    assert app.runtime.query_counts["enqueue_timeout"] == before + 1
     report.assert_not_called()  # no status: reconciliation sees the question as lost and re-enqueues it
-    assert query._enqueue_slots._value == query.ENQUEUE_SLOTS  # the slot was released
+    assert app.runtime.enqueue_slots._value == ENQUEUE_SLOTS  # the slot was released
 
 
 async def test_an_enqueue_in_time_sends_the_job_then_its_queued_status(monkeypatch, fast_timeouts):

@@ -1,4 +1,4 @@
-"""qastream.errors: status code -> error class, and Retry-After parsing."""
+"""qastream.errors: status code -> error class, Retry-After parsing, and the one exception hierarchy."""
 
 import pytest
 
@@ -8,10 +8,14 @@ from qastream.errors import (
     OVERLOAD,
     PERMANENT,
     QUOTA,
-    LLMCallError,
+    LLMPermanentError,
+    LLMRetryableError,
+    PermanentError,
     QAStreamError,
     RequestError,
+    RetryableError,
     classify,
+    llm_call_error,
     parse_retry_after,
 )
 
@@ -63,7 +67,7 @@ def test_parse_retry_after_rejects_infinity():
 
 
 def test_llm_call_error_carries_its_classification():
-    err = LLMCallError(QUOTA, 429, "slow down", retry_after=7.0)
+    err = llm_call_error(QUOTA, 429, "slow down", retry_after=7.0)
     assert isinstance(err, QAStreamError)
     assert (err.error_class, err.status_code, err.message, err.retry_after) == (QUOTA, 429, "slow down", 7.0)
     assert str(err) == "quota (429): slow down"
@@ -84,3 +88,40 @@ def test_signals_outage(status_code, outage):
     from qastream.errors import signals_outage
 
     assert signals_outage(status_code) is outage
+
+
+@pytest.mark.parametrize("error_class, kind", [
+    (OVERLOAD, LLMRetryableError), (QUOTA, LLMRetryableError), (PERMANENT, LLMPermanentError),
+])
+def test_an_llm_failure_is_retryable_unless_its_class_is_permanent(error_class, kind):
+    assert type(llm_call_error(error_class, 500, "x")) is kind
+
+
+def test_an_error_raised_without_a_message_says_what_its_docstring_says():
+    assert str(RetryableError()) == RetryableError.__doc__.strip().splitlines()[0]
+    assert str(PermanentError("the detail")) == "the detail"
+
+
+def qastream_modules():
+    """Every module of the qastream package, except Alembic's migration scripts (they run inside Alembic)."""
+    import pkgutil
+
+    import qastream
+
+    for info in pkgutil.walk_packages(qastream.__path__, "qastream."):
+        if not info.name.startswith("qastream.db.migrations") and info.name != "qastream.__main__":
+            yield info.name
+
+
+def test_every_qastream_exception_is_either_retryable_or_permanent():
+    import importlib
+    import inspect
+
+    classes = {cls for name in qastream_modules()
+               for _, cls in inspect.getmembers(importlib.import_module(name), inspect.isclass)
+               if issubclass(cls, BaseException) and cls.__module__.startswith("qastream.")}
+    assert len(classes) >= 12  # the walk found the modules, not just this file's imports
+    branches = (RetryableError, PermanentError)
+    wrong = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in classes - {QAStreamError, *branches}
+                   if not issubclass(cls, QAStreamError) or sum(issubclass(cls, b) for b in branches) != 1)
+    assert not wrong, f"not under exactly one of RetryableError / PermanentError: {wrong}"

@@ -10,6 +10,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
+from qastream.app import QAStreamApp
 from qastream.streaming import faust_fixes
 
 TP0 = TP("questions-pending", 0)
@@ -38,6 +39,12 @@ def test_the_unpatched_method_stalls_on_the_same_bookkeeping():
 
 def test_install_patches_the_consumer():
     faust_fixes.install()
+    assert Consumer._new_offset is faust_fixes.new_offset
+
+
+def test_creating_the_app_installs_the_fixes(monkeypatch):
+    monkeypatch.setattr(Consumer, "_new_offset", faust_fixes.original_new_offset)
+    QAStreamApp("qastream-test-fixes")
     assert Consumer._new_offset is faust_fixes.new_offset
 
 

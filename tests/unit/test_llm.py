@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from qastream.devtools.llmserver.server import Faults
-from qastream.errors import OVERLOAD, PERMANENT, QUOTA, LLMCallError
+from qastream.errors import LLM_CALL_ERRORS, OVERLOAD, PERMANENT, QUOTA
 from qastream.services.llm import Generation, LLMClient
 
 
@@ -26,7 +26,7 @@ async def make_client():
 
 
 async def failure(client, question):
-    with pytest.raises(LLMCallError) as info:
+    with pytest.raises(LLM_CALL_ERRORS) as info:
         await client.generate(question)
     return info.value
 

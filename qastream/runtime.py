@@ -1,0 +1,60 @@
+"""What one worker holds in memory while it runs: counters, registries, the breaker, the gate.
+
+Everything a worker counts or remembers about itself lives on one
+:class:`Runtime`, owned by the app (``app.runtime``), created with it and
+renewed when a worker starts; nothing of it is a module global set at import.
+Views, agents, ``/metrics`` and Prometheus read it from ``app.runtime`` at
+the moment they need it, so a fresh runtime (a worker start, a unit test)
+replaces all of it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from qastream.policy.admission import Gate
+from qastream.policy.breaker import CircuitBreaker
+from qastream.settings import Settings
+from qastream.telemetry.counters import WorkerCounts
+
+#: Accepted questions being produced at once by this worker; the rest wait their turn here.
+#: With one record per producer batch (the development profile), aiokafka wakes every send
+#: waiting on a partition each time its batch drains, and only one of them gets in: with
+#: hundreds of requests in flight the worker spent its CPU on those wake-ups and acceptance
+#: fell from ~1,000 to ~300 req/s (bench/acceptance.py, 1,000 req/s offered).  This queue
+#: wakes one waiter per free slot.  With multi-record batches a slot is held for microseconds.
+ENQUEUE_SLOTS = 32
+
+
+@dataclass
+class Runtime:
+    """The in-memory state of one worker since it started."""
+
+    #: The LLM circuit breaker (its ``held`` counts questions that waited for it).
+    breaker: CircuitBreaker
+    #: The admission gate of ``POST /query`` and ``GET /status``.
+    gate: Gate
+    #: When this runtime was created: the worker's start, for ``uptime_seconds``.
+    started: float = field(default_factory=time.time)
+    #: What ``POST /query`` did (cache, database, in_flight, accepted, time-outs).
+    query_counts: Counter[str] = field(default_factory=Counter)
+    #: Undecodable messages seen, by topic.
+    poison_counts: Counter[str] = field(default_factory=Counter)
+    #: What the stages did: outcomes, dead letters, retries, latencies, scores.
+    counts: WorkerCounts = field(default_factory=WorkerCounts)
+    #: (table name, question id) -> due time of a parked retry already released and not yet unparked.
+    released: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: When this worker last found (and re-created) topics the broker had lost; 0 when never.
+    topics_lost_at: float = 0.0
+    #: Slots for producing accepted questions (see :data:`ENQUEUE_SLOTS`).
+    enqueue_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ENQUEUE_SLOTS))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        """A fresh runtime with the breaker and gate ``settings`` configure."""
+        return cls(breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
+                                          settings.breaker_max_cooldown_seconds),
+                   gate=Gate(settings.max_requests_in_flight))
