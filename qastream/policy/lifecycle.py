@@ -11,35 +11,60 @@ same event twice changes nothing.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Mapping, Optional
 
-# What users see (GET /status).
-PENDING = "pending"
-PROCESSING = "processing"
-RETRYING = "retrying"
-COMPLETED = "completed"
-FAILED = "failed"
-STATES = (PENDING, PROCESSING, RETRYING, COMPLETED, FAILED)
-TERMINAL = frozenset({COMPLETED, FAILED})
 
-# Finer detail within an attempt, in the order they happen.  The rank orders
-# events of the same (epoch, attempt, retries).
+class State(StrEnum):
+    """Where a question is, as users see it (``GET /status``, the database's ``status`` column)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Stage(StrEnum):
+    """Finer detail within an attempt, in the order they happen (the ``stage`` of a status event)."""
+
+    QUEUED = "queued"
+    WAITING_RETRY = "waiting_retry"
+    GENERATING = "generating"
+    SCORING = "scoring"
+    REGENERATING = "regenerating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({State.COMPLETED, State.FAILED})
+
 STAGE_STATE = {
-    "queued": PENDING,
-    "waiting_retry": RETRYING,
-    "generating": PROCESSING,
-    "scoring": PROCESSING,
-    "regenerating": PROCESSING,
-    "storing": PROCESSING,
-    "completed": COMPLETED,
-    "failed": FAILED,
+    Stage.QUEUED: State.PENDING,
+    Stage.WAITING_RETRY: State.RETRYING,
+    Stage.GENERATING: State.PROCESSING,
+    Stage.SCORING: State.PROCESSING,
+    Stage.REGENERATING: State.PROCESSING,
+    Stage.COMPLETED: State.COMPLETED,
+    Stage.FAILED: State.FAILED,
 }
-STAGE_RANK = {stage: rank for rank, stage in enumerate(STAGE_STATE)}
+#: Orders events of the same (epoch, attempt, retries).  Explicit because versions are
+#: persisted in the status changelog and compared across an upgrade: 5 belonged to the
+#: removed stage ``storing`` and stays unused, so completed and failed keep 6 and 7.
+STAGE_RANK = {
+    Stage.QUEUED: 0,
+    Stage.WAITING_RETRY: 1,
+    Stage.GENERATING: 2,
+    Stage.SCORING: 3,
+    Stage.REGENERATING: 4,
+    Stage.COMPLETED: 6,
+    Stage.FAILED: 7,
+}
 
 Version = tuple[int, int, int, int]
 
 
-def version(epoch: int, attempt: int, retries: int, stage: str) -> Version:
+def version(epoch: int, attempt: int, retries: int, stage: Stage | str) -> Version:
     """Order of an event in a question's life."""
     return (epoch, attempt, retries, STAGE_RANK[stage])
 
@@ -80,8 +105,8 @@ def fold_attempts(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]
     carries, never incremented, so a redelivered event cannot double them.
     """
     stage = event["stage"]
-    generations = event["attempt"] if STAGE_RANK[stage] >= STAGE_RANK["scoring"] else event["attempt"] - 1
-    if stage == "failed":
+    generations = event["attempt"] if STAGE_RANK[stage] >= STAGE_RANK[Stage.SCORING] else event["attempt"] - 1
+    if stage == Stage.FAILED:
         generations = event["attempt"] - 1
     record = {"epoch": event["epoch"], "generations": generations, "retries": event["retries"]}
     if current is not None:
@@ -91,7 +116,7 @@ def fold_attempts(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]
     return record
 
 
-def is_stale(current: Optional[Mapping[str, Any]], epoch: int, attempt: int, retries: int, stage: str) -> bool:
+def is_stale(current: Optional[Mapping[str, Any]], epoch: int, attempt: int, retries: int, stage: Stage | str) -> bool:
     """True when the question's recorded progress is already past this work.
 
     A stage calls this before doing expensive work (an LLM call) for a

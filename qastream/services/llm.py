@@ -21,7 +21,7 @@ import httpx
 import ollama
 from mode import Service
 
-from qastream.errors import NO_RESPONSE, PERMANENT, LLMCallError, classify, parse_retry_after
+from qastream.errors import NO_RESPONSE, ErrorClass, LLMCallError, classify, parse_retry_after
 from qastream.telemetry.distribution import Distribution
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class LLMClient(Service):
         if isinstance(exc, (ConnectionError, httpx.TransportError, asyncio.TimeoutError)):
             return LLMCallError(classify(NO_RESPONSE), NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
         # Anything else (an answer the client cannot parse, a bug) will not heal by retrying.
-        return LLMCallError(PERMANENT, NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
+        return LLMCallError(ErrorClass.PERMANENT, NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
 
     async def info(self) -> dict[str, Any]:
         """Counts for /metrics."""
