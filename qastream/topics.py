@@ -82,4 +82,5 @@ class Topics:
 
     def for_error(self, error_class: str) -> faust.TopicT:
         """The error topic of an error class."""
-        return {ErrorClass.OVERLOAD: self.overload, ErrorClass.QUOTA: self.quota}.get(error_class, self.permanent)
+        routes: dict[str, faust.TopicT] = {ErrorClass.OVERLOAD: self.overload, ErrorClass.QUOTA: self.quota}
+        return routes.get(error_class, self.permanent)

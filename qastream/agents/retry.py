@@ -20,7 +20,7 @@ from qastream.errors import ErrorClass
 from qastream.models import Job
 from qastream.policy.backoff import RetryPolicy, plan_retry
 from qastream.policy.lifecycle import Stage
-from qastream.tables.parking import overload_parking, quota_parking
+from qastream.tables.parking import Parked, overload_parking, quota_parking
 from qastream.tables.status import report
 from qastream.telemetry import counters as telemetry
 
@@ -55,7 +55,7 @@ async def handle(event: faust.EventT, parking: faust.Table) -> None:
         await topics.permanent.send(key=qid, value=job.derive(
             error_message=f"gave up after {budget} {job.error_class} retries: {job.error_message}"))
         return
-    parking[qid] = {"job": parked.asdict(), "partition": event.message.partition}
+    parking[qid] = Parked(job=parked.asdict(), partition=event.message.partition)
     telemetry.record_retry(job.error_class or "unknown", job.outage)
     wait = parked.due_at - time.time()
     await report(parked, Stage.WAITING_RETRY, detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")

@@ -9,8 +9,11 @@ from qastream.policy.lifecycle import (
     STAGE_RANK,
     STAGE_STATE,
     TERMINAL,
+    AttemptCounts,
     Stage,
     State,
+    StatusEventFields,
+    StatusRecord,
     fold_attempts,
     fold_status,
     is_stale,
@@ -76,6 +79,13 @@ def test_a_status_event_sent_with_a_stage_folds_like_its_string(stage):
     assert type(received.stage) is str  # what a changelog or a topic hands back
     assert fold_status(None, received.asdict()) == fold_status(None, sent.asdict())
     assert json.dumps(fold_status(None, sent.asdict())) == json.dumps(fold_status(None, received.asdict()))
+
+
+def test_the_typed_fields_mirror_the_status_event_and_the_fold():
+    assert set(StatusEventFields.__annotations__) == set(StatusEvent._options.fields)
+    assert set(event("queued")) == set(StatusEventFields.__annotations__)
+    assert set(fold_status(None, event("queued"))) == set(StatusRecord.__annotations__)
+    assert set(fold_attempts(None, event("scoring"))) == set(AttemptCounts.__annotations__)
 
 
 # -- fold_status -------------------------------------------------------------------------------------------
