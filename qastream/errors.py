@@ -22,16 +22,21 @@ scoring it alone (qastream.agents.validate).  Dead-lettered with the reason.
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Optional
 
-OVERLOAD = "overload"
-QUOTA = "quota"
-PERMANENT = "permanent"
-ERROR_CLASSES = (OVERLOAD, QUOTA, PERMANENT)
-#: Dead-letter class of a question whose row the database refused to store (not an LLM class).
-REJECTED = "rejected"
-#: Dead-letter class of an answer the scorer failed on, alone (not an LLM class).
-SCORING = "scoring"
+
+class ErrorClass(StrEnum):
+    """Why a question left the happy path; decides its route (the ``error_class`` of a job and a failure row)."""
+
+    OVERLOAD = "overload"
+    QUOTA = "quota"
+    PERMANENT = "permanent"
+    #: The database refused to store the question's row (not an LLM class).
+    REJECTED = "rejected"
+    #: The scorer failed on the answer, alone (not an LLM class).
+    SCORING = "scoring"
+
 
 #: ``ResponseError.status_code`` the ollama client uses for an error that
 #: arrives inside a streamed 200 answer.
@@ -81,7 +86,7 @@ class LLMFailure:
     :class:`LLMPermanentError`; :func:`llm_call_error` picks between them.
     """
 
-    def __init__(self, error_class: str, status_code: int, message: str,
+    def __init__(self, error_class: ErrorClass, status_code: int, message: str,
                  retry_after: Optional[float] = None) -> None:
         super().__init__(f"{error_class} ({status_code}): {message}")  # type: ignore[call-arg]
         self.error_class = error_class
@@ -105,7 +110,7 @@ LLM_CALL_ERRORS = (LLMRetryableError, LLMPermanentError)
 def llm_call_error(error_class: str, status_code: int, message: str,
                    retry_after: Optional[float] = None) -> LLMRetryableError | LLMPermanentError:
     """The exception for an LLM failure of ``error_class`` (see :func:`classify`)."""
-    kind = LLMPermanentError if error_class == PERMANENT else LLMRetryableError
+    kind = LLMPermanentError if error_class == ErrorClass.PERMANENT else LLMRetryableError
     return kind(error_class, status_code, message, retry_after)
 
 
@@ -150,17 +155,17 @@ class Unavailable(RetryableError):
         self.question_id = question_id
 
 
-def classify(status_code: int) -> str:
+def classify(status_code: int) -> ErrorClass:
     """Error class of an LLM failure with this status code.
 
     ``NO_RESPONSE`` (connection refused or reset, time-out) and
     ``MID_STREAM`` are transient: the server was alive or will be.
     """
     if status_code in (NO_RESPONSE, MID_STREAM) or 500 <= status_code <= 599:
-        return OVERLOAD
+        return ErrorClass.OVERLOAD
     if status_code == 429:
-        return QUOTA
-    return PERMANENT
+        return ErrorClass.QUOTA
+    return ErrorClass.PERMANENT
 
 
 def signals_outage(status_code: int) -> bool:
@@ -171,7 +176,7 @@ def signals_outage(status_code: int) -> bool:
     a time-out, another 5xx or an error in the middle of generation means the
     server itself is in trouble, which is what the circuit breaker is for.
     """
-    return classify(status_code) == OVERLOAD and status_code != 503
+    return classify(status_code) == ErrorClass.OVERLOAD and status_code != 503
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:

@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import faust
 
+from qastream.policy.lifecycle import Stage
+
 
 class Job(faust.Record, serializer="json", include_metadata=False):
     """A question on its way through the pipeline."""
@@ -61,7 +63,7 @@ class StatusEvent(faust.Record, serializer="json", include_metadata=False):
     result: Optional[dict] = None
 
 
-def event_for(job: Job, stage: str, *, detail: Optional[str] = None,
+def event_for(job: Job, stage: Stage, *, detail: Optional[str] = None,
               result: Optional[dict[str, Any]] = None) -> StatusEvent:
     """The status event that says ``job`` reached ``stage``."""
     return StatusEvent(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import faust
 
+from qastream.errors import ErrorClass
 from qastream.models import Job, StatusEvent
 from qastream.settings import Settings
 
@@ -81,4 +82,5 @@ class Topics:
 
     def for_error(self, error_class: str) -> faust.TopicT:
         """The error topic of an error class."""
-        return {"overload": self.overload, "quota": self.quota}.get(error_class, self.permanent)
+        routes: dict[str, faust.TopicT] = {ErrorClass.OVERLOAD: self.overload, ErrorClass.QUOTA: self.quota}
+        return routes.get(error_class, self.permanent)

@@ -17,7 +17,9 @@ import faust
 
 from qastream.app import app, settings, storage, topics
 from qastream.db.queries import Failure
+from qastream.errors import ErrorClass
 from qastream.models import Job
+from qastream.policy.lifecycle import Stage
 from qastream.services.storage import storable, until_written, write_isolated
 from qastream.streaming.poison import POISON
 from qastream.tables.status import report
@@ -32,7 +34,7 @@ def failure_of(job: Job, now: float) -> Failure:
     reason = f"{job.error_class or 'permanent'} ({job.error_code}): {job.error_message or 'unknown error'}"
     return Failure(question_id=job.question_id, question_text=job.question_text,
                    original_answer=job.original_answer, accepted_at=job.accepted_at or now, epoch=job.epoch,
-                   error_class=job.error_class or "permanent", error_message=reason, at=now)
+                   error_class=job.error_class or ErrorClass.PERMANENT, error_message=reason, at=now)
 
 
 def storable_failure(failure: Failure, reason: str) -> Failure:
@@ -76,7 +78,7 @@ async def fail_batch(jobs: Sequence[Job]) -> None:
         if job.question_id in written:
             app.runtime.counts.record_failed(failures[job.question_id].error_class)
             logger.warning("dead letter %s: %s", job.question_id, failures[job.question_id].error_message)
-            await report(job, "failed", detail=failures[job.question_id].error_message)
+            await report(job, Stage.FAILED, detail=failures[job.question_id].error_message)
 
 
 @app.agent(topics.permanent)

@@ -11,7 +11,7 @@ from qastream.app import app, llm, settings, topics
 from qastream.errors import LLM_CALL_ERRORS, signals_outage
 from qastream.models import Job
 from qastream.policy.ids import generation_seed
-from qastream.policy.lifecycle import is_stale
+from qastream.policy.lifecycle import Stage, is_stale
 from qastream.tables.status import report, status_table
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 async def generate_one(job: Job) -> None:
     """Call the LLM for one job and route the outcome."""
-    if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, "generating"):
+    if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
     breaker = app.runtime.breaker
@@ -27,7 +27,7 @@ async def generate_one(job: Job) -> None:
         breaker.held += 1
         while not breaker.allow():
             await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
-    await report(job, "generating")
+    await report(job, Stage.GENERATING)
     try:
         generation = await llm.generate(job.question_text, generation_seed(job.question_id, job.epoch, job.attempt))
     except LLM_CALL_ERRORS as err:

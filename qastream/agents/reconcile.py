@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional
 from qastream.app import app, settings, storage, topics
 from qastream.policy.breaker import CLOSED
 from qastream.policy.deadlines import Deadlines, overdue, stage_deadlines
+from qastream.policy.lifecycle import State
 from qastream.streaming.requeue import enqueue
 from qastream.streaming.routing import partition_of
 from qastream.streaming.timers import survives_failures
@@ -96,7 +97,7 @@ async def requeue_stranded(now: float) -> int:
                       line_held=app.runtime.breaker.state != CLOSED, topics_lost_at=lost_at)
     if not stages:
         return 0
-    taken = await storage.resubmit(now, statuses=["pending"], question_ids=list(stages))
+    taken = await storage.resubmit(now, statuses=[State.PENDING], question_ids=list(stages))
     for acceptance in taken:
         logger.warning("%s: stranded in stage %s; re-enqueued in epoch %d", acceptance.question_id,
                        stages[acceptance.question_id], acceptance.epoch)

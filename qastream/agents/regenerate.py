@@ -8,6 +8,7 @@ import faust
 
 from qastream.app import app, topics
 from qastream.models import Job
+from qastream.policy.lifecycle import Stage
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ async def regenerate(jobs: faust.StreamT[Job]) -> None:
     """Send low-scoring questions back for another generation."""
     async for job in jobs:
         try:
-            await report(job, "regenerating", detail=f"score {job.score} below threshold")
+            await report(job, Stage.REGENERATING, detail=f"score {job.score} below threshold")
             await topics.pending.send(key=job.question_id, value=next_attempt(job))
         except Exception as exc:  # the broker is unreachable: the regenerating deadline takes over
             logger.error("%s attempt %d: sending the next attempt failed (%r); left to its stage deadline",

@@ -16,10 +16,11 @@ import time
 import faust
 
 from qastream.app import app, settings, topics
-from qastream.errors import OVERLOAD
+from qastream.errors import ErrorClass
 from qastream.models import Job
 from qastream.policy.backoff import RetryPolicy, plan_retry
-from qastream.tables.parking import overload_parking, quota_parking
+from qastream.policy.lifecycle import Stage
+from qastream.tables.parking import Parked, overload_parking, quota_parking
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -47,16 +48,16 @@ async def handle(event: faust.EventT, parking: faust.Table) -> None:
         return
     parked = plan_retry(policy, job, time.time(), max(app.runtime.breaker.wait_time(), settings.breaker_cooldown_seconds))
     if parked is None:
-        budget = job.overload_retries if job.error_class == OVERLOAD else job.quota_retries
+        budget = job.overload_retries if job.error_class == ErrorClass.OVERLOAD else job.quota_retries
         logger.warning("%s: dead-lettering after %d %s retries: %s", qid, budget, job.error_class, job.error_message)
         app.runtime.counts.record_exhausted(job.error_class or "unknown")
         await topics.permanent.send(key=qid, value=job.derive(
             error_message=f"gave up after {budget} {job.error_class} retries: {job.error_message}"))
         return
-    parking[qid] = {"job": parked.asdict(), "partition": event.message.partition}
+    parking[qid] = Parked(job=parked.asdict(), partition=event.message.partition)
     app.runtime.counts.record_retry(job.error_class or "unknown", job.outage)
     wait = parked.due_at - time.time()
-    await report(parked, "waiting_retry", detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")
+    await report(parked, Stage.WAITING_RETRY, detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")
 
 
 async def handle_guarded(event: faust.EventT, parking: faust.Table) -> None:

@@ -15,8 +15,9 @@ import faust
 
 from qastream.app import app, cache, settings, storage, topics
 from qastream.db.queries import StoredAnswer
-from qastream.errors import REJECTED
+from qastream.errors import ErrorClass
 from qastream.models import Job, result_of
+from qastream.policy.lifecycle import Stage
 from qastream.services.storage import until_written, write_isolated
 from qastream.tables.status import report
 
@@ -39,7 +40,7 @@ def stored_answer(job: Job, now: float) -> StoredAnswer:
 
 def rejected_job(job: Job, reason: str) -> Job:
     """The dead letter of an answer the database refused to store."""
-    return job.derive(error_class=REJECTED, error_code=0,
+    return job.derive(error_class=ErrorClass.REJECTED, error_code=0,
                       error_message=f"the database refused to store the answer: {reason}")
 
 
@@ -67,7 +68,7 @@ async def store_batch(jobs: Sequence[Job]) -> None:
         result = result_of(job, rows[job.question_id].total_processing_time_ms)
         results.append(result)
         app.runtime.counts.record_completed(rows[job.question_id].total_processing_time_ms, job.score, job.low_quality)
-        await report(job, "completed", result=result)
+        await report(job, Stage.COMPLETED, result=result)
     await cache.put_many(results)
 
 

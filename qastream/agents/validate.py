@@ -23,8 +23,9 @@ from typing import Optional, Sequence, Union
 import faust
 
 from qastream.app import app, scorer, settings, topics
-from qastream.errors import SCORING
+from qastream.errors import ErrorClass
 from qastream.models import Job
+from qastream.policy.lifecycle import Stage
 from qastream.policy.quality import Verdict, after_scoring
 from qastream.tables.status import report
 
@@ -59,7 +60,7 @@ async def route(job: Job, outcome: Outcome) -> None:
         logger.error("%s attempt %d: scoring failed alone too, dead-lettering: %r", job.question_id, job.attempt,
                      outcome)
         await topics.permanent.send(key=job.question_id, value=job.derive(
-            error_class=SCORING, error_code=None, error_message=f"scoring failed: {outcome!r}"))
+            error_class=ErrorClass.SCORING, error_code=None, error_message=f"scoring failed: {outcome!r}"))
         return
     verdict, scored = after_scoring(job, outcome, settings.scorer_threshold, settings.max_attempts)
     if verdict is Verdict.REGENERATE:
@@ -74,7 +75,7 @@ async def validate_batch(jobs: Sequence[Job]) -> None:
     """Score a batch of answers and route each; a failure is confined to its own question."""
     for job in jobs:
         try:
-            await report(job, "scoring")
+            await report(job, Stage.SCORING)
         except Exception as exc:  # the status stays where it was; scoring goes on
             logger.warning("%s: reporting scoring failed: %r", job.question_id, exc)
     outcomes = await score_all(jobs)

@@ -18,7 +18,7 @@ from qastream.app import app
 from qastream.app import settings as current
 from qastream.db import queries
 from qastream.db.migrate import upgrade
-from qastream.policy.lifecycle import FAILED, PENDING
+from qastream.policy.lifecycle import State
 from qastream.services.storage import make_engine
 from qastream.streaming.requeue import enqueue
 
@@ -63,7 +63,7 @@ async def dlq(self, action: str, question_ids: tuple[str, ...], replay_all: bool
         return
     if not question_ids and not replay_all:
         raise click.UsageError("name question ids to replay, or pass --all")
-    taken = in_database(queries.resubmit, time.time(), statuses=[FAILED],
+    taken = in_database(queries.resubmit, time.time(), statuses=[State.FAILED],
                         question_ids=None if replay_all else list(question_ids), write=True)
     missing = set(question_ids) - {a.question_id for a in taken}
     for qid in sorted(missing):
@@ -81,6 +81,6 @@ async def requeue(self, older_than: float) -> None:
     Each starts a new epoch, so a question that was in fact still in flight
     is not answered twice: its old messages are skipped as stale.
     """
-    taken = in_database(queries.resubmit, time.time(), statuses=[PENDING],
+    taken = in_database(queries.resubmit, time.time(), statuses=[State.PENDING],
                         accepted_before=time.time() - older_than, write=True)
     print(f"re-enqueued {await produce(taken)} question(s)")

@@ -24,6 +24,7 @@ from faust.cli import argument, option
 from qastream.app import app, settings
 from qastream.db import queries
 from qastream.policy.ids import is_question_id
+from qastream.policy.lifecycle import State
 from qastream.services.cache import cache_key
 from qastream.services.storage import make_engine
 
@@ -83,7 +84,7 @@ def agreement(status_entry: Optional[dict], row: Optional[dict]) -> str:
     epochs = (status_entry.get("epoch"), row.get("epoch"))
     if state == status and epochs[0] == epochs[1]:
         return f"status table and database agree: {state}, epoch {epochs[0]}"
-    if status == "pending" and state in ("processing", "retrying"):
+    if status == State.PENDING and state in (State.PROCESSING, State.RETRYING):
         return f"in flight: status table {state}, database pending (it is written at the end)"
     return f"they differ: status table {state} (epoch {epochs[0]}), database {status} (epoch {epochs[1]})"
 

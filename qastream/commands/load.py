@@ -33,6 +33,7 @@ from qastream.devtools.arrivals import ARRIVALS, arrival_offsets
 from qastream.errors import RequestError
 from qastream.models import Job, event_for
 from qastream.policy.ids import question_id
+from qastream.policy.lifecycle import TERMINAL, Stage, State
 from qastream.telemetry.stats import percentile
 from qastream.web.requests import parse_query
 
@@ -88,7 +89,7 @@ def http_outcome(status: int, body: Any) -> Outcome:
     """Classify the answer of ``POST /query``."""
     body = body if isinstance(body, dict) else {}
     if status == 202:
-        kind = IN_FLIGHT_OUTCOME if body.get("status") not in (None, "pending") or \
+        kind = IN_FLIGHT_OUTCOME if body.get("status") not in (None, State.PENDING) or \
             "already" in str(body.get("message", "")) else ACCEPTED
         return Outcome(kind, body.get("question_id"))
     if status == 200 and body.get("status") == "found":
@@ -135,7 +136,7 @@ async def enqueue(record: Record) -> Outcome:
     job = Job(question_id=qid, question_text=query.question_text, original_answer=acceptance.original_answer,
               accepted_at=acceptance.accepted_at, epoch=acceptance.epoch)
     sent = await topics.pending.send(key=qid, value=job)
-    await (await topics.events.send(key=qid, value=event_for(job, "queued")))
+    await (await topics.events.send(key=qid, value=event_for(job, Stage.QUEUED)))
     await sent  # delivered: acceptance latency includes the broker's acknowledgement
     return Outcome(ACCEPTED, qid)
 
@@ -201,7 +202,6 @@ async def wait_done(ids: list[str], timeout: float) -> Counter:
     from sqlalchemy import select
 
     from qastream.db.queries import Q
-    from qastream.policy.lifecycle import TERMINAL
     from qastream.services.storage import make_engine
 
     engine = make_engine(settings.resolved_database_url())

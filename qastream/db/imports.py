@@ -28,7 +28,7 @@ from qastream.datasets.records import BadRows
 from qastream.db.queries import JOINED, Answer, Q, R, insert_for, response_values, result_from_row, to_datetime
 from qastream.errors import PermanentError
 from qastream.policy.ids import normalise, question_id
-from qastream.policy.lifecycle import COMPLETED
+from qastream.policy.lifecycle import State
 
 QUESTION_FIELDS = ("question_text", "question")
 REFERENCE_FIELDS = ("original_answer", "reference_answer")
@@ -179,7 +179,7 @@ def insert_absent(connection: Connection, records: Sequence[Historical]) -> Batc
         return BatchResult([], len(records), len(records))
     questions = [{
         "question_id": r.question_id, "question_text": r.question_text, "original_answer": r.original_answer,
-        "status": COMPLETED, "epoch": 1, "accepted_at": to_datetime(r.at - r.total_processing_time_ms / 1000.0),
+        "status": State.COMPLETED, "epoch": 1, "accepted_at": to_datetime(r.at - r.total_processing_time_ms / 1000.0),
         "updated_at": to_datetime(r.at), "error_class": None, "error_message": None,
     } for r in unique.values()]
     inserted = {row.question_id for row in connection.execute(

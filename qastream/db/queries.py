@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, case, func, select, u
 from sqlalchemy.dialects import postgresql, sqlite
 
 from qastream.db.schema import QuestionRow, ResponseRow
-from qastream.policy.lifecycle import COMPLETED, FAILED, PENDING
+from qastream.policy.lifecycle import State
 from qastream.telemetry.stats import nearest_rank_index
 
 Q: Table = QuestionRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
@@ -179,23 +179,23 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
         if row is None:
             new_rows[sub.question_id] = {
                 "question_id": sub.question_id, "question_text": sub.question_text,
-                "original_answer": sub.original_answer, "status": PENDING, "epoch": 1,
+                "original_answer": sub.original_answer, "status": State.PENDING, "epoch": 1,
                 "accepted_at": to_datetime(sub.at), "updated_at": to_datetime(sub.at),
             }
-            outcome = Acceptance(CREATED, sub.question_id, PENDING, 1, sub.at, sub.original_answer)
-        elif row.status == COMPLETED:
-            outcome = Acceptance(FOUND, row.question_id, COMPLETED, row.epoch, to_seconds(row.accepted_at),
+            outcome = Acceptance(CREATED, sub.question_id, State.PENDING, 1, sub.at, sub.original_answer)
+        elif row.status == State.COMPLETED:
+            outcome = Acceptance(FOUND, row.question_id, State.COMPLETED, row.epoch, to_seconds(row.accepted_at),
                                  row.original_answer, result_from_row(row))
-        elif row.status == FAILED:
+        elif row.status == State.FAILED:
             reference = row.original_answer or sub.original_answer
             changed = connection.execute(
                 update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
-                                     Q.c.status == FAILED))
-                .values(status=PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(sub.at), updated_at=to_datetime(sub.at),
+                                     Q.c.status == State.FAILED))
+                .values(status=State.PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(sub.at), updated_at=to_datetime(sub.at),
                         original_answer=reference, error_class=None, error_message=None)
             ).rowcount
             kind = RESUBMITTED if changed else IN_FLIGHT
-            outcome = Acceptance(kind, row.question_id, PENDING, row.epoch + 1, sub.at, reference)
+            outcome = Acceptance(kind, row.question_id, State.PENDING, row.epoch + 1, sub.at, reference)
         else:
             if row.original_answer is None and sub.original_answer:
                 connection.execute(update(Q).where(Q.c.question_id == row.question_id)
@@ -214,7 +214,7 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
         }
         lost = set(new_rows) - inserted  # another worker inserted them first
         if lost:
-            outcomes = [Acceptance(IN_FLIGHT, o.question_id, PENDING, o.epoch, o.accepted_at, o.original_answer)
+            outcomes = [Acceptance(IN_FLIGHT, o.question_id, State.PENDING, o.epoch, o.accepted_at, o.original_answer)
                         if o.kind == CREATED and o.question_id in lost else o for o in outcomes]
     return outcomes
 
@@ -228,9 +228,9 @@ def _current_epochs(connection: Connection, items: Sequence[StoredAnswer | Failu
     if missing:
         connection.execute(insert_for(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]), [{
             "question_id": i.question_id, "question_text": i.question_text, "original_answer": i.original_answer,
-            "status": PENDING, "epoch": i.epoch, "accepted_at": to_datetime(i.accepted_at), "updated_at": to_datetime(i.at),
+            "status": State.PENDING, "epoch": i.epoch, "accepted_at": to_datetime(i.accepted_at), "updated_at": to_datetime(i.at),
         } for i in missing.values()])
-        current.update({qid: (i.epoch, PENDING) for qid, i in missing.items()})
+        current.update({qid: (i.epoch, State.PENDING) for qid, i in missing.items()})
     return current
 
 
@@ -251,7 +251,7 @@ def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> l
     connection.execute(statement.on_conflict_do_update(index_elements=["question_id"], set_=updatable), rows)
     connection.execute(
         update(Q).where(Q.c.question_id == bindparam("qid")).values(
-            status=COMPLETED, epoch=bindparam("epoch"), updated_at=bindparam("at"), error_class=None, error_message=None),
+            status=State.COMPLETED, epoch=bindparam("epoch"), updated_at=bindparam("at"), error_class=None, error_message=None),
         [{"qid": a.question_id, "epoch": a.epoch, "at": to_datetime(a.at)} for a in fresh],
     )
     return fresh
@@ -262,11 +262,11 @@ def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Fai
     current = _current_epochs(connection, failures)
     fresh = [f for f in failures
              if f.epoch >= current[f.question_id][0]
-             and not (f.epoch == current[f.question_id][0] and current[f.question_id][1] == COMPLETED)]
+             and not (f.epoch == current[f.question_id][0] and current[f.question_id][1] == State.COMPLETED)]
     if fresh:
         connection.execute(
             update(Q).where(Q.c.question_id == bindparam("qid")).values(
-                status=FAILED, updated_at=bindparam("at"), error_class=bindparam("cls"), error_message=bindparam("msg")),
+                status=State.FAILED, updated_at=bindparam("at"), error_class=bindparam("cls"), error_message=bindparam("msg")),
             [{"qid": f.question_id, "at": to_datetime(f.at), "cls": f.error_class, "msg": f.error_message[:2000]}
              for f in fresh],
         )
@@ -297,11 +297,11 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
         changed = connection.execute(
             update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
                                  Q.c.status == row.status))
-            .values(status=PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(now), updated_at=to_datetime(now),
+            .values(status=State.PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(now), updated_at=to_datetime(now),
                     error_class=None, error_message=None)
         ).rowcount
         if changed:
-            taken.append(Acceptance(RESUBMITTED, row.question_id, PENDING, row.epoch + 1, now,
+            taken.append(Acceptance(RESUBMITTED, row.question_id, State.PENDING, row.epoch + 1, now,
                                     row.original_answer, question_text=row.question_text))
     return taken
 
@@ -309,7 +309,7 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
 def pending_before(connection: Connection, before: float, limit: int = 1000) -> list[str]:
     """Ids of pending questions accepted before ``before``, oldest first."""
     return list(connection.execute(
-        select(Q.c.question_id).where(and_(Q.c.status == PENDING, Q.c.accepted_at < to_datetime(before)))
+        select(Q.c.question_id).where(and_(Q.c.status == State.PENDING, Q.c.accepted_at < to_datetime(before)))
         .order_by(Q.c.accepted_at).limit(limit)).scalars())
 
 
@@ -317,7 +317,7 @@ def failed(connection: Connection, limit: int = 100) -> list[dict[str, Any]]:
     """Dead-lettered questions, newest first."""
     rows = connection.execute(
         select(Q.c.question_id, Q.c.question_text, Q.c.epoch, Q.c.error_class, Q.c.error_message, Q.c.updated_at)
-        .where(Q.c.status == FAILED).order_by(Q.c.updated_at.desc()).limit(limit))
+        .where(Q.c.status == State.FAILED).order_by(Q.c.updated_at.desc()).limit(limit))
     return [{"question_id": r.question_id, "question_text": r.question_text, "epoch": r.epoch,
              "error_class": r.error_class, "reason": r.error_message, "failed_at": to_seconds(r.updated_at)}
             for r in rows]
@@ -333,9 +333,9 @@ def lookup(connection: Connection, question_id: str) -> Optional[dict[str, Any]]
         "question_text": row.question_text, "accepted_at": to_seconds(row.accepted_at),
         "updated_at": to_seconds(row.updated_at),
     }
-    if row.status == COMPLETED and row.answer is not None:
+    if row.status == State.COMPLETED and row.answer is not None:
         record["result"] = result_from_row(row)
-    if row.status == FAILED:
+    if row.status == State.FAILED:
         record["error"] = {"class": row.error_class, "message": row.error_message}
     return record
 
@@ -353,7 +353,7 @@ def metrics(connection: Connection) -> dict[str, Any]:
         select(R.c.processing_attempts, func.count().label("n")).group_by(R.c.processing_attempts)
         .order_by(R.c.processing_attempts))}
     failed_by_class = {r.error_class or "unknown": r.n for r in connection.execute(
-        select(Q.c.error_class, func.count().label("n")).where(Q.c.status == FAILED).group_by(Q.c.error_class))}
+        select(Q.c.error_class, func.count().label("n")).where(Q.c.status == State.FAILED).group_by(Q.c.error_class))}
     retries = connection.execute(select(func.coalesce(func.sum(R.c.error_retries), 0))).scalar_one()
     bucket = case(*[(R.c.bert_score < edge, i) for i, edge in enumerate(SCORE_BUCKETS)], else_=len(SCORE_BUCKETS))
     bucket_counts = {r.b: r.n for r in connection.execute(

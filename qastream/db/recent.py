@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, and_, func, select
 
 from qastream.db.queries import Q, R, to_datetime, to_seconds
-from qastream.policy.lifecycle import FAILED
+from qastream.policy.lifecycle import State
 
 #: Throughput windows, in minutes.
 WINDOWS = (1, 5)
@@ -26,7 +26,7 @@ def throughput(connection: Connection, now: float, windows: Sequence[int] = WIND
     for name, column, where in (
         ("accepted_per_minute", Q.c.accepted_at, None),
         ("completed_per_minute", R.c.created_at, None),
-        ("failed_per_minute", Q.c.updated_at, Q.c.status == FAILED),
+        ("failed_per_minute", Q.c.updated_at, Q.c.status == State.FAILED),
     ):
         rates = {}
         for minutes in windows:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from qastream.errors import OVERLOAD, QUOTA
+from qastream.errors import ErrorClass
 from qastream.models import Job
 
 
@@ -29,11 +29,11 @@ def retry_delay(policy: RetryPolicy, error_class: str, overload_retries: int, qu
     the current attempt.  Overload waits follow the exponential schedule; a
     quota wait honours the server's ``Retry-After`` when it sent one.
     """
-    if error_class == OVERLOAD:
+    if error_class == ErrorClass.OVERLOAD:
         if overload_retries < len(policy.overload_delays):
             return policy.overload_delays[overload_retries]
         return None
-    if error_class == QUOTA:
+    if error_class == ErrorClass.QUOTA:
         if quota_retries < policy.quota_max:
             return retry_after if retry_after is not None else policy.quota_delay
         return None
@@ -52,5 +52,5 @@ def plan_retry(policy: RetryPolicy, job: Job, now: float, outage_delay: float) -
     if delay is None:
         return None
     return job.derive(retries=job.retries + 1, due_at=now + delay,
-                      overload_retries=job.overload_retries + (job.error_class == OVERLOAD),
-                      quota_retries=job.quota_retries + (job.error_class == QUOTA))
+                      overload_retries=job.overload_retries + (job.error_class == ErrorClass.OVERLOAD),
+                      quota_retries=job.quota_retries + (job.error_class == ErrorClass.QUOTA))

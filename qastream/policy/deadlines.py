@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from qastream.policy.lifecycle import STAGE_STATE, TERMINAL
+from qastream.policy.lifecycle import STAGE_STATE, TERMINAL, Stage
 from qastream.settings import Settings
 
 #: Scoring time budgeted per answer.  BERTScore on the packaged model scores
@@ -36,9 +36,8 @@ class Deadlines:
     scoring: float         # in a scoring batch, retried once alone, then on to the store
     regenerating: float    # the next attempt waiting in questions-pending
     waiting_retry: float   # parked for the longest retry delay, then waiting for a slot
-    storing: float         # a store batch
 
-    def of(self, stage: str) -> Optional[float]:
+    def of(self, stage: Stage | str) -> Optional[float]:
         """The deadline of ``stage``; ``None`` for the terminal stages, which have none."""
         if STAGE_STATE[stage] in TERMINAL:
             return None
@@ -46,7 +45,7 @@ class Deadlines:
 
     def shortest(self) -> float:
         """The shortest deadline: no question accepted more recently can be overdue."""
-        return min(self.queued, self.generating, self.scoring, self.regenerating, self.waiting_retry, self.storing)
+        return min(self.queued, self.generating, self.scoring, self.regenerating, self.waiting_retry)
 
 
 def stage_deadlines(settings: Settings) -> Deadlines:
@@ -65,11 +64,11 @@ def stage_deadlines(settings: Settings) -> Deadlines:
     longest_delay = max((*settings.overload_delays(), settings.retry_quota_delay_seconds,
                          settings.breaker_max_cooldown_seconds))
     return Deadlines(queued=queued, generating=generating, scoring=scoring, regenerating=queued,
-                     waiting_retry=longest_delay + settings.retry_release_interval + queued, storing=margin)
+                     waiting_retry=longest_delay + settings.retry_release_interval + queued)
 
 
 #: Stages that wait for a free generation slot; while the circuit breaker holds the line they wait on purpose.
-WAITING_FOR_SLOT = frozenset({"queued", "regenerating", "waiting_retry"})
+WAITING_FOR_SLOT = frozenset({Stage.QUEUED, Stage.REGENERATING, Stage.WAITING_RETRY})
 
 
 def overdue(record: Mapping[str, Any], now: float, deadlines: Deadlines, *, line_held: bool = False,

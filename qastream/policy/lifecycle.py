@@ -11,40 +11,111 @@ same event twice changes nothing.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from enum import StrEnum
+from typing import Any, Optional, TypedDict
 
-# What users see (GET /status).
-PENDING = "pending"
-PROCESSING = "processing"
-RETRYING = "retrying"
-COMPLETED = "completed"
-FAILED = "failed"
-STATES = (PENDING, PROCESSING, RETRYING, COMPLETED, FAILED)
-TERMINAL = frozenset({COMPLETED, FAILED})
 
-# Finer detail within an attempt, in the order they happen.  The rank orders
-# events of the same (epoch, attempt, retries).
-STAGE_STATE = {
-    "queued": PENDING,
-    "waiting_retry": RETRYING,
-    "generating": PROCESSING,
-    "scoring": PROCESSING,
-    "regenerating": PROCESSING,
-    "storing": PROCESSING,
-    "completed": COMPLETED,
-    "failed": FAILED,
+class State(StrEnum):
+    """Where a question is, as users see it (``GET /status``, the database's ``status`` column)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Stage(StrEnum):
+    """Finer detail within an attempt, in the order they happen (the ``stage`` of a status event)."""
+
+    QUEUED = "queued"
+    WAITING_RETRY = "waiting_retry"
+    GENERATING = "generating"
+    SCORING = "scoring"
+    REGENERATING = "regenerating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({State.COMPLETED, State.FAILED})
+
+#: Keyed by str: a stage decoded from the wire or the changelog is a plain string.
+STAGE_STATE: dict[str, State] = {
+    Stage.QUEUED: State.PENDING,
+    Stage.WAITING_RETRY: State.RETRYING,
+    Stage.GENERATING: State.PROCESSING,
+    Stage.SCORING: State.PROCESSING,
+    Stage.REGENERATING: State.PROCESSING,
+    Stage.COMPLETED: State.COMPLETED,
+    Stage.FAILED: State.FAILED,
 }
-STAGE_RANK = {stage: rank for rank, stage in enumerate(STAGE_STATE)}
+#: Orders events of the same (epoch, attempt, retries).  Explicit because versions are
+#: persisted in the status changelog and compared across an upgrade: 5 belonged to the
+#: removed stage ``storing`` and stays unused, so completed and failed keep 6 and 7.
+STAGE_RANK: dict[str, int] = {
+    Stage.QUEUED: 0,
+    Stage.WAITING_RETRY: 1,
+    Stage.GENERATING: 2,
+    Stage.SCORING: 3,
+    Stage.REGENERATING: 4,
+    Stage.COMPLETED: 6,
+    Stage.FAILED: 7,
+}
 
 Version = tuple[int, int, int, int]
 
 
-def version(epoch: int, attempt: int, retries: int, stage: str) -> Version:
+class StatusEventFields(TypedDict):
+    """What :func:`fold_status` and :func:`fold_attempts` read: ``StatusEvent.asdict()``."""
+
+    question_id: str
+    stage: Stage          # a plain str when decoded from the events topic; equal to the member
+    epoch: int
+    attempt: int
+    retries: int
+    accepted_at: float
+    at: float
+    detail: Optional[str]
+    result: Optional[dict[str, Any]]
+
+
+class StatusRecord(TypedDict):
+    """A value of the status table (``GET /status`` and ``/table/status/`` show it as it is).
+
+    A TypedDict rather than a ``faust.Record`` table value: it stays a plain
+    dict at run time, so the JSON already in the status changelog, the
+    ``/table/`` views and every reader keep working unchanged, and a field
+    added later cannot make recovery of an older changelog fail to decode.
+    ``state`` and ``stage`` read back from the changelog as plain strings.
+    """
+
+    question_id: str
+    state: State
+    stage: Stage
+    epoch: int
+    attempt: int
+    retries: int
+    version: list[int]    # a Version; a list because that is what JSON gives back
+    accepted_at: float
+    updated_at: float
+    detail: Optional[str]
+    result: Optional[dict[str, Any]]
+
+
+class AttemptCounts(TypedDict):
+    """A value of the attempts table."""
+
+    epoch: int
+    generations: int
+    retries: int
+
+
+def version(epoch: int, attempt: int, retries: int, stage: Stage | str) -> Version:
     """Order of an event in a question's life."""
     return (epoch, attempt, retries, STAGE_RANK[stage])
 
 
-def fold_status(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]) -> Optional[dict]:
+def fold_status(current: Optional[StatusRecord], event: StatusEventFields) -> Optional[StatusRecord]:
     """The status record after ``event``, or ``None`` when the event is stale.
 
     ``event`` is a status event as a mapping (``StatusEvent.asdict()``).
@@ -54,7 +125,7 @@ def fold_status(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]) 
     new_version = version(event["epoch"], event["attempt"], event["retries"], event["stage"])
     if current is not None and tuple(current["version"]) > new_version:
         return None
-    record = {
+    record: StatusRecord = {
         "question_id": event["question_id"],
         "state": STAGE_STATE[event["stage"]],
         "stage": event["stage"],
@@ -72,7 +143,7 @@ def fold_status(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]) 
     return record
 
 
-def fold_attempts(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]) -> Optional[dict]:
+def fold_attempts(current: Optional[AttemptCounts], event: StatusEventFields) -> Optional[AttemptCounts]:
     """The attempt counts after ``event``, or ``None`` when nothing changes.
 
     ``generations`` counts LLM generations that produced an answer and
@@ -80,10 +151,10 @@ def fold_attempts(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]
     carries, never incremented, so a redelivered event cannot double them.
     """
     stage = event["stage"]
-    generations = event["attempt"] if STAGE_RANK[stage] >= STAGE_RANK["scoring"] else event["attempt"] - 1
-    if stage == "failed":
+    generations = event["attempt"] if STAGE_RANK[stage] >= STAGE_RANK[Stage.SCORING] else event["attempt"] - 1
+    if stage == Stage.FAILED:
         generations = event["attempt"] - 1
-    record = {"epoch": event["epoch"], "generations": generations, "retries": event["retries"]}
+    record: AttemptCounts = {"epoch": event["epoch"], "generations": generations, "retries": event["retries"]}
     if current is not None:
         if (current["epoch"], current["generations"], current["retries"]) >= (
                 record["epoch"], record["generations"], record["retries"]):
@@ -91,7 +162,7 @@ def fold_attempts(current: Optional[Mapping[str, Any]], event: Mapping[str, Any]
     return record
 
 
-def is_stale(current: Optional[Mapping[str, Any]], epoch: int, attempt: int, retries: int, stage: str) -> bool:
+def is_stale(current: Optional[StatusRecord], epoch: int, attempt: int, retries: int, stage: Stage | str) -> bool:
     """True when the question's recorded progress is already past this work.
 
     A stage calls this before doing expensive work (an LLM call) for a

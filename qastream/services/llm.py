@@ -21,7 +21,7 @@ import httpx
 import ollama
 from mode import Service
 
-from qastream.errors import NO_RESPONSE, PERMANENT, LLMFailure, classify, llm_call_error, parse_retry_after
+from qastream.errors import NO_RESPONSE, ErrorClass, LLMFailure, classify, llm_call_error, parse_retry_after
 from qastream.telemetry.distribution import Distribution
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class LLMClient(Service):
         if isinstance(exc, (ConnectionError, httpx.TransportError, asyncio.TimeoutError)):
             return llm_call_error(classify(NO_RESPONSE), NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
         # Anything else (an answer the client cannot parse, a bug) will not heal by retrying.
-        return llm_call_error(PERMANENT, NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
+        return llm_call_error(ErrorClass.PERMANENT, NO_RESPONSE, f"{type(exc).__name__}: {exc}"[:500])
 
     async def info(self) -> dict[str, Any]:
         """Counts for /metrics."""

@@ -15,6 +15,7 @@ from typing import Iterable
 from qastream.app import topics
 from qastream.db.queries import Acceptance
 from qastream.models import Job
+from qastream.policy.lifecycle import Stage
 from qastream.tables.status import report
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,6 @@ async def enqueue(acceptances: Iterable[Acceptance]) -> int:
     for acceptance in acceptances:
         job = job_for(acceptance)
         await topics.pending.send(key=job.question_id, value=job)
-        await report(job, "queued")
+        await report(job, Stage.QUEUED)
         count += 1
     return count

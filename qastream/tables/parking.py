@@ -13,8 +13,21 @@ time and is dropped.
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 from qastream.app import app, settings
 from qastream.streaming.broker import table_options
+
+
+class Parked(TypedDict):
+    """A value of a parking table: the job to release (``Job.asdict()``, with its ``due_at``) and its partition.
+
+    A plain dict at run time (see :class:`qastream.policy.lifecycle.StatusRecord` for why not a Record).
+    """
+
+    job: dict[str, Any]
+    partition: int
+
 
 overload_parking = app.Table("overload-parking", **table_options(settings, settings.partitions_overload),
                              help="question_id -> overload retry waiting for its due time")

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from qastream.app import app, settings, topics
 from qastream.models import Job, event_for
+from qastream.policy.lifecycle import Stage
 from qastream.streaming.broker import table_options
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ attempts_table = app.Table("attempts", **table_options(settings, settings.partit
                            help="question_id -> LLM generations and error retries of the current epoch")
 
 
-async def report(job: Job, stage: str, *, detail: Optional[str] = None,
+async def report(job: Job, stage: Stage, *, detail: Optional[str] = None,
                  result: Optional[dict[str, Any]] = None) -> None:
     """Tell the status table that ``job`` reached ``stage``."""
     await topics.events.send(key=job.question_id, value=event_for(job, stage, detail=detail, result=result))

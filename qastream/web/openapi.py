@@ -14,7 +14,7 @@ from faust import web
 import qastream
 from qastream.app import app, settings
 from qastream.db.recent import MAX_LATEST
-from qastream.policy.lifecycle import STAGE_STATE, STATES
+from qastream.policy.lifecycle import Stage, State
 
 NUMBER_OR_NULL = {"type": ["number", "null"]}
 OBJECT = {"type": "object"}
@@ -88,7 +88,7 @@ SCHEMAS: dict[str, Any] = {
     "Accepted": {
         "type": "object", "required": ["message", "question_id", "status"],
         "properties": {"message": {"type": "string"}, "question_id": QUESTION_ID,
-                       "status": {"type": "string", "enum": list(STATES)}},
+                       "status": {"type": "string", "enum": list(State)}},
     },
     "Found": {
         "type": "object", "required": ["status", "source", "result"],
@@ -99,8 +99,8 @@ SCHEMAS: dict[str, Any] = {
     "Status": {
         "type": "object", "required": ["question_id", "status", "source"],
         "properties": {
-            "question_id": QUESTION_ID, "status": {"type": "string", "enum": list(STATES)},
-            "stage": {"type": "string", "enum": list(STAGE_STATE)}, "attempt": {"type": "integer"},
+            "question_id": QUESTION_ID, "status": {"type": "string", "enum": list(State)},
+            "stage": {"type": "string", "enum": list(Stage)}, "attempt": {"type": "integer"},
             "processing_attempts": {"type": "integer"}, "error_retries": {"type": "integer"},
             "epoch": {"type": "integer"}, "question_text": {"type": "string"},
             "accepted_at": {"type": "number"}, "updated_at": {"type": "number"},

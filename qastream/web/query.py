@@ -14,7 +14,7 @@ from qastream.db.queries import FOUND, IN_FLIGHT, Acceptance, Submission
 from qastream.errors import RequestError, RowRejected, Unavailable
 from qastream.models import Job
 from qastream.policy.ids import question_id
-from qastream.policy.lifecycle import PENDING
+from qastream.policy.lifecycle import Stage, State
 from qastream.tables.status import report, status_table
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_query, read_json
@@ -55,7 +55,7 @@ async def enqueue(job: Job) -> None:
         async with asyncio.timeout(settings.enqueue_timeout_seconds):
             async with app.runtime.enqueue_slots:
                 await topics.pending.send(key=job.question_id, value=job)
-                await report(job, "queued")
+                await report(job, Stage.QUEUED)
     except TimeoutError:
         app.runtime.query_counts["enqueue_timeout"] += 1
         logger.warning("enqueueing %s (epoch %d) timed out after %.1f s: left to reconciliation",
@@ -100,4 +100,4 @@ class QueryView(web.View):
                   accepted_at=acceptance.accepted_at, epoch=acceptance.epoch)
         await enqueue(job)
         app.runtime.query_counts["accepted"] += 1
-        return self.json({"message": "question accepted", "question_id": qid, "status": PENDING}, status=202)
+        return self.json({"message": "question accepted", "question_id": qid, "status": State.PENDING}, status=202)

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from faust import web
 
 from qastream.app import app, settings, storage
-from qastream.policy.lifecycle import COMPLETED, FAILED
+from qastream.policy.lifecycle import State
 from qastream.streaming.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
 from qastream.web.admission import admitted, bounded
@@ -27,9 +27,9 @@ def public_status(record: Mapping[str, Any], attempts: Mapping[str, Any] | None)
         "updated_at": record["updated_at"],
         "source": "status_table",
     }
-    if record["state"] == COMPLETED and record.get("result"):
+    if record["state"] == State.COMPLETED and record.get("result"):
         body["result"] = record["result"]
-    if record["state"] == FAILED or record.get("detail"):
+    if record["state"] == State.FAILED or record.get("detail"):
         body["detail"] = record.get("detail")
     return body
 

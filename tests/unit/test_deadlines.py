@@ -13,25 +13,21 @@ DEFAULTS = stage_deadlines(Settings())
 
 @pytest.mark.parametrize("overrides, expected", [
     # Defaults: 120 s LLM time-out, 30 s margin, 32 per scoring batch, longest retry delay 30 s (quota).
-    ({}, Deadlines(queued=150.0, generating=150.0, scoring=46.0, regenerating=150.0, waiting_retry=180.2,
-                   storing=30.0)),
+    ({}, Deadlines(queued=150.0, generating=150.0, scoring=46.0, regenerating=150.0, waiting_retry=180.2)),
     # Short test settings: every deadline shrinks with the bound it is made of.
     ({"llm_timeout_seconds": 2.0, "deadline_margin_seconds": 1.0, "scorer_batch_size": 4,
       "retry_overload_delays": "0.5", "retry_quota_delay_seconds": 1.0, "breaker_max_cooldown_seconds": 2.0,
       "retry_release_interval": 0.5},
-     Deadlines(queued=3.0, generating=3.0, scoring=3.0, regenerating=3.0, waiting_retry=5.5, storing=1.0)),
+     Deadlines(queued=3.0, generating=3.0, scoring=3.0, regenerating=3.0, waiting_retry=5.5)),
     # An explicit queued deadline (a long backlog is expected) also covers regeneration and parked retries.
     ({"deadline_queued_seconds": 600.0},
-     Deadlines(queued=600.0, generating=150.0, scoring=46.0, regenerating=600.0, waiting_retry=630.2,
-               storing=30.0)),
+     Deadlines(queued=600.0, generating=150.0, scoring=46.0, regenerating=600.0, waiting_retry=630.2)),
     # The longest overload delay counts when it exceeds the quota delay.
     ({"retry_overload_delays": "2,4,90"},
-     Deadlines(queued=150.0, generating=150.0, scoring=46.0, regenerating=150.0, waiting_retry=240.2,
-               storing=30.0)),
+     Deadlines(queued=150.0, generating=150.0, scoring=46.0, regenerating=150.0, waiting_retry=240.2)),
     # An empty overload schedule leaves the quota delay and the breaker cool-down.
     ({"retry_overload_delays": "", "retry_quota_delay_seconds": 0.0, "breaker_max_cooldown_seconds": 5.0},
-     Deadlines(queued=150.0, generating=150.0, scoring=46.0, regenerating=150.0, waiting_retry=155.2,
-               storing=30.0)),
+     Deadlines(queued=150.0, generating=150.0, scoring=46.0, regenerating=150.0, waiting_retry=155.2)),
 ])
 def test_stage_deadlines(overrides, expected):
     assert asdict(stage_deadlines(Settings(**overrides))) == pytest.approx(asdict(expected))
@@ -39,7 +35,7 @@ def test_stage_deadlines(overrides, expected):
 
 @pytest.mark.parametrize("stage, deadline", [
     ("queued", 150.0), ("waiting_retry", 180.2), ("generating", 150.0), ("scoring", 46.0),
-    ("regenerating", 150.0), ("storing", 30.0), ("completed", None), ("failed", None),
+    ("regenerating", 150.0), ("completed", None), ("failed", None),
 ])
 def test_every_stage_has_a_deadline_except_terminal_ones(stage, deadline):
     assert DEFAULTS.of(stage) == pytest.approx(deadline)
@@ -47,18 +43,18 @@ def test_every_stage_has_a_deadline_except_terminal_ones(stage, deadline):
 
 def test_the_table_covers_every_stage_of_the_lifecycle():
     assert {stage for stage in STAGE_STATE if DEFAULTS.of(stage) is not None} == {
-        "queued", "waiting_retry", "generating", "scoring", "regenerating", "storing"}
+        "queued", "waiting_retry", "generating", "scoring", "regenerating"}
 
 
 def test_shortest():
-    assert DEFAULTS.shortest() == 30.0
+    assert DEFAULTS.shortest() == 46.0
 
 
 def record(stage: str, updated_at: float) -> dict:
     return {"stage": stage, "updated_at": updated_at}
 
 
-LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0, storing=3.0)
+LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0)
 
 
 @pytest.mark.parametrize("stage, age, line_held, expected", [
@@ -70,7 +66,7 @@ LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0,
     ("regenerating", 11.0, False, True),
     ("waiting_retry", 39.0, False, False),  # parked on its retry delay
     ("waiting_retry", 41.0, False, True),
-    ("storing", 4.0, False, True),
+    ("scoring", 4.0, False, False),
     # The circuit breaker holds questions waiting for a slot on purpose...
     ("queued", 500.0, True, False),
     ("regenerating", 500.0, True, False),

@@ -1,13 +1,13 @@
 """qastream.errors: status code -> error class, Retry-After parsing, and the one exception hierarchy."""
 
+import json
+
 import pytest
 
 from qastream.errors import (
     MID_STREAM,
     NO_RESPONSE,
-    OVERLOAD,
-    PERMANENT,
-    QUOTA,
+    ErrorClass,
     LLMPermanentError,
     LLMRetryableError,
     PermanentError,
@@ -21,25 +21,25 @@ from qastream.errors import (
 
 
 @pytest.mark.parametrize("status, error_class", [
-    (NO_RESPONSE, OVERLOAD),
-    (0, OVERLOAD),
-    (MID_STREAM, OVERLOAD),
-    (-1, OVERLOAD),
-    (500, OVERLOAD),
-    (502, OVERLOAD),
-    (503, OVERLOAD),
-    (504, OVERLOAD),
-    (599, OVERLOAD),
-    (429, QUOTA),
-    (400, PERMANENT),
-    (401, PERMANENT),
-    (403, PERMANENT),
-    (404, PERMANENT),
-    (413, PERMANENT),
-    (499, PERMANENT),
-    (600, PERMANENT),
-    (200, PERMANENT),
-    (-2, PERMANENT),
+    (NO_RESPONSE, ErrorClass.OVERLOAD),
+    (0, ErrorClass.OVERLOAD),
+    (MID_STREAM, ErrorClass.OVERLOAD),
+    (-1, ErrorClass.OVERLOAD),
+    (500, ErrorClass.OVERLOAD),
+    (502, ErrorClass.OVERLOAD),
+    (503, ErrorClass.OVERLOAD),
+    (504, ErrorClass.OVERLOAD),
+    (599, ErrorClass.OVERLOAD),
+    (429, ErrorClass.QUOTA),
+    (400, ErrorClass.PERMANENT),
+    (401, ErrorClass.PERMANENT),
+    (403, ErrorClass.PERMANENT),
+    (404, ErrorClass.PERMANENT),
+    (413, ErrorClass.PERMANENT),
+    (499, ErrorClass.PERMANENT),
+    (600, ErrorClass.PERMANENT),
+    (200, ErrorClass.PERMANENT),
+    (-2, ErrorClass.PERMANENT),
 ])
 def test_classify(status, error_class):
     assert classify(status) == error_class
@@ -67,9 +67,9 @@ def test_parse_retry_after_rejects_infinity():
 
 
 def test_llm_call_error_carries_its_classification():
-    err = llm_call_error(QUOTA, 429, "slow down", retry_after=7.0)
+    err = llm_call_error(ErrorClass.QUOTA, 429, "slow down", retry_after=7.0)
     assert isinstance(err, QAStreamError)
-    assert (err.error_class, err.status_code, err.message, err.retry_after) == (QUOTA, 429, "slow down", 7.0)
+    assert (err.error_class, err.status_code, err.message, err.retry_after) == (ErrorClass.QUOTA, 429, "slow down", 7.0)
     assert str(err) == "quota (429): slow down"
 
 
@@ -91,7 +91,8 @@ def test_signals_outage(status_code, outage):
 
 
 @pytest.mark.parametrize("error_class, kind", [
-    (OVERLOAD, LLMRetryableError), (QUOTA, LLMRetryableError), (PERMANENT, LLMPermanentError),
+    (ErrorClass.OVERLOAD, LLMRetryableError), (ErrorClass.QUOTA, LLMRetryableError),
+    (ErrorClass.PERMANENT, LLMPermanentError),
 ])
 def test_an_llm_failure_is_retryable_unless_its_class_is_permanent(error_class, kind):
     assert type(llm_call_error(error_class, 500, "x")) is kind
@@ -125,3 +126,15 @@ def test_every_qastream_exception_is_either_retryable_or_permanent():
     wrong = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in classes - {QAStreamError, *branches}
                    if not issubclass(cls, QAStreamError) or sum(issubclass(cls, b) for b in branches) != 1)
     assert not wrong, f"not under exactly one of RetryableError / PermanentError: {wrong}"
+
+
+@pytest.mark.parametrize("error_class", list(ErrorClass))
+def test_error_classes_are_their_strings(error_class):
+    assert error_class == error_class.value and f"{error_class}" == error_class.value
+    assert ErrorClass(error_class.value) is error_class
+    assert json.dumps({"error_class": error_class}) == f'{{"error_class": "{error_class.value}"}}'
+
+
+@pytest.mark.parametrize("status", [NO_RESPONSE, MID_STREAM, 200, 400, 429, 500, 503])
+def test_classify_returns_a_member(status):
+    assert type(classify(status)) is ErrorClass

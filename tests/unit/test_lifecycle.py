@@ -1,14 +1,19 @@
 """qastream.policy.lifecycle: the idempotent fold of status events into the status and attempts tables."""
 
+import json
+
 import pytest
 
+from qastream.models import Job, StatusEvent, event_for
 from qastream.policy.lifecycle import (
-    COMPLETED,
-    FAILED,
-    PENDING,
-    PROCESSING,
-    RETRYING,
     STAGE_RANK,
+    STAGE_STATE,
+    TERMINAL,
+    AttemptCounts,
+    Stage,
+    State,
+    StatusEventFields,
+    StatusRecord,
     fold_attempts,
     fold_status,
     is_stale,
@@ -32,17 +37,67 @@ def fold_all(events, fold=fold_status):
     return record
 
 
+# -- the enums ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", list(Stage))
+def test_every_stage_maps_to_a_state_and_has_a_rank(stage):
+    assert STAGE_STATE[stage] in set(State)
+    assert stage in STAGE_RANK
+
+
+def test_stage_state_covers_exactly_the_stages():
+    assert set(STAGE_STATE) == set(Stage) == set(STAGE_RANK)
+    assert set(STAGE_STATE.values()) == set(State)  # every state is reachable
+    assert TERMINAL == {State.COMPLETED, State.FAILED}
+
+
+def test_ranks_follow_the_order_of_the_stages():
+    assert sorted(Stage, key=STAGE_RANK.__getitem__) == list(Stage)
+
+
+def test_ranks_stay_as_persisted_versions_know_them():
+    # Versions in the status changelog carry these ranks; 5 was the removed stage "storing".
+    assert STAGE_RANK == {"queued": 0, "waiting_retry": 1, "generating": 2, "scoring": 3, "regenerating": 4,
+                          "completed": 6, "failed": 7}
+
+
+@pytest.mark.parametrize("enum", [State, Stage])
+def test_members_are_their_strings(enum):
+    for member in enum:
+        assert member == member.value and str(member) == member.value and f"{member}" == member.value
+        assert enum(member.value) is member
+        assert json.dumps(member) == f'"{member.value}"'
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+def test_a_status_event_sent_with_a_stage_folds_like_its_string(stage):
+    job = Job(question_id=QID, question_text="q", accepted_at=100.0)
+    sent = event_for(job, stage)
+    wire = sent.dumps()
+    assert json.loads(wire)["stage"] == stage.value
+    received = StatusEvent.loads(wire)
+    assert type(received.stage) is str  # what a changelog or a topic hands back
+    assert fold_status(None, received.asdict()) == fold_status(None, sent.asdict())
+    assert json.dumps(fold_status(None, sent.asdict())) == json.dumps(fold_status(None, received.asdict()))
+
+
+def test_the_typed_fields_mirror_the_status_event_and_the_fold():
+    assert set(StatusEventFields.__annotations__) == set(StatusEvent._options.fields)
+    assert set(event("queued")) == set(StatusEventFields.__annotations__)
+    assert set(fold_status(None, event("queued"))) == set(StatusRecord.__annotations__)
+    assert set(fold_attempts(None, event("scoring"))) == set(AttemptCounts.__annotations__)
+
+
 # -- fold_status -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stage, state", [
-    ("queued", PENDING),
-    ("waiting_retry", RETRYING),
-    ("generating", PROCESSING),
-    ("scoring", PROCESSING),
-    ("regenerating", PROCESSING),
-    ("storing", PROCESSING),
-    ("completed", COMPLETED),
-    ("failed", FAILED),
+    ("queued", State.PENDING),
+    ("waiting_retry", State.RETRYING),
+    ("generating", State.PROCESSING),
+    ("scoring", State.PROCESSING),
+    ("regenerating", State.PROCESSING),
+    ("completed", State.COMPLETED),
+    ("failed", State.FAILED),
 ])
 def test_first_event_creates_the_record_with_its_state(stage, state):
     record = fold_status(None, event(stage, attempt=2, retries=1, detail="d", at=105.0))
@@ -55,8 +110,8 @@ def test_first_event_creates_the_record_with_its_state(stage, state):
 
 @pytest.mark.parametrize("older, newer", [
     (event("queued"), event("generating")),                                     # later stage
-    (event("scoring"), event("storing")),
-    (event("storing"), event("completed", result={"answer": "a"})),
+    (event("scoring"), event("regenerating")),
+    (event("scoring"), event("completed", result={"answer": "a"})),
     (event("scoring", attempt=1), event("generating", attempt=2)),              # later attempt beats stage
     (event("generating", retries=0), event("waiting_retry", retries=1)),       # later retry beats stage
     (event("completed", epoch=1, attempt=3), event("queued", epoch=2)),         # new epoch beats everything
@@ -93,18 +148,18 @@ def test_same_version_with_new_content_is_written():
 def test_new_epoch_resets_the_record():
     done = fold_all([event("queued"), event("generating", attempt=3, retries=2),
                      event("completed", attempt=3, retries=2, result={"answer": "old"}, detail="x")])
-    assert done["state"] == COMPLETED
+    assert done["state"] == State.COMPLETED
     reset = fold_status(done, event("queued", epoch=2, accepted_at=500.0, at=500.0))
-    assert reset["state"] == PENDING
+    assert reset["state"] == State.PENDING
     assert (reset["epoch"], reset["attempt"], reset["retries"]) == (2, 1, 0)
     assert reset["accepted_at"] == 500.0
     assert reset["result"] is None and reset["detail"] is None
 
 
 def test_completed_record_keeps_its_result():
-    record = fold_all([event("queued"), event("storing"), event("completed", result={"answer": "42"})])
+    record = fold_all([event("queued"), event("scoring"), event("completed", result={"answer": "42"})])
     assert record["result"] == {"answer": "42"}
-    assert record["state"] == COMPLETED
+    assert record["state"] == State.COMPLETED
 
 
 def test_version_orders_epoch_then_attempt_then_retries_then_stage():
@@ -122,7 +177,7 @@ def test_version_orders_epoch_then_attempt_then_retries_then_stage():
     ("waiting_retry", 1, 2, 0),
     ("scoring", 1, 0, 1),
     ("regenerating", 2, 0, 2),
-    ("storing", 3, 1, 3),
+    ("scoring", 3, 1, 3),
     ("completed", 3, 1, 3),
     ("failed", 1, 3, 0),   # failed while generating: no answer was produced
     ("failed", 2, 3, 1),
@@ -172,7 +227,7 @@ def test_new_epoch_resets_the_attempt_counts():
     (event("generating"), (1, 1, 1, "generating"), False),      # a retry is new work
     (event("generating", attempt=2), (1, 1, 0, "scoring"), True),
     (event("completed", epoch=1), (2, 1, 0, "generating"), False),  # a new epoch is new work
-    (event("queued", epoch=2), (1, 3, 0, "storing"), True),
+    (event("queued", epoch=2), (1, 3, 0, "scoring"), True),
 ])
 def test_is_stale(current_event, work, expected):
     current = None if current_event is None else fold_status(None, current_event)

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from qastream.devtools.llmserver.server import Faults
-from qastream.errors import LLM_CALL_ERRORS, OVERLOAD, PERMANENT, QUOTA
+from qastream.errors import LLM_CALL_ERRORS, ErrorClass
 from qastream.services.llm import Generation, LLMClient
 
 
@@ -51,9 +51,9 @@ async def test_503_is_overload(llm_server, make_client):
     _, url = await llm_server(faults=Faults(rate_503=1.0, seed=0))
     client = await make_client(url)
     err = await failure(client, "What is Kafka?")
-    assert (err.error_class, err.status_code, err.retry_after) == (OVERLOAD, 503, None)
+    assert (err.error_class, err.status_code, err.retry_after) == (ErrorClass.OVERLOAD, 503, None)
     assert "server busy" in err.message
-    assert client.failures == {OVERLOAD: 1}
+    assert client.failures == {ErrorClass.OVERLOAD: 1}
     assert client.in_flight == 0
 
 
@@ -64,7 +64,7 @@ async def test_503_then_success(llm_server, make_client):
     for _ in range(2):
         assert (await failure(client, question)).status_code == 503
     assert (await client.generate(question)).text == "What is Kafka?"
-    assert (client.calls, client.failures) == (3, {OVERLOAD: 2})
+    assert (client.calls, client.failures) == (3, {ErrorClass.OVERLOAD: 2})
 
 
 @pytest.mark.parametrize("server_retry_after, parsed", [(7, 7.0), (2.5, 2.5), (None, None)])
@@ -72,7 +72,7 @@ async def test_429_is_quota_with_retry_after(llm_server, make_client, server_ret
     _, url = await llm_server(faults=Faults(retry_after=server_retry_after, markers=True))
     client = await make_client(url)
     err = await failure(client, "What is Kafka? [[fail:429]]")
-    assert (err.error_class, err.status_code, err.retry_after) == (QUOTA, 429, parsed)
+    assert (err.error_class, err.status_code, err.retry_after) == (ErrorClass.QUOTA, 429, parsed)
 
 
 async def test_retry_after_of_one_call_does_not_leak_into_another(llm_server, make_client):
@@ -86,7 +86,7 @@ async def test_unknown_model_is_permanent(llm_server, make_client):
     _, url = await llm_server()
     client = await make_client(url, model="llama3.2")
     err = await failure(client, "What is Kafka?")
-    assert (err.error_class, err.status_code) == (PERMANENT, 404)
+    assert (err.error_class, err.status_code) == (ErrorClass.PERMANENT, 404)
     assert "not found" in err.message
 
 
@@ -94,21 +94,21 @@ async def test_500_is_overload(llm_server, make_client):
     _, url = await llm_server()
     client = await make_client(url)
     err = await failure(client, "q [[fail:500*1]]")
-    assert (err.error_class, err.status_code) == (OVERLOAD, 500)
+    assert (err.error_class, err.status_code) == (ErrorClass.OVERLOAD, 500)
 
 
 async def test_mid_stream_error_is_overload(llm_server, make_client):
     _, url = await llm_server()
     client = await make_client(url)
     err = await failure(client, "What is Kafka? [[fail:mid]]")
-    assert err.error_class == OVERLOAD
+    assert err.error_class == ErrorClass.OVERLOAD
     assert err.status_code == -1 or 500 <= err.status_code <= 599
 
 
 async def test_connection_refused_is_overload_with_status_0(make_client):
     client = await make_client(f"http://127.0.0.1:{unused_port()}")
     err = await failure(client, "What is Kafka?")
-    assert (err.error_class, err.status_code, err.retry_after) == (OVERLOAD, 0, None)
+    assert (err.error_class, err.status_code, err.retry_after) == (ErrorClass.OVERLOAD, 0, None)
 
 
 async def test_client_timeout_is_overload(llm_server, make_client):
@@ -116,7 +116,7 @@ async def test_client_timeout_is_overload(llm_server, make_client):
     client = await make_client(url, timeout=0.2)
     err = await failure(client, "What is Kafka?")
     assert server.stats["completions"] == 0  # the client gave up before the answer existed
-    assert (err.error_class, err.status_code) == (OVERLOAD, 0)
+    assert (err.error_class, err.status_code) == (ErrorClass.OVERLOAD, 0)
     assert "Timeout" in err.message
 
 

@@ -9,7 +9,7 @@ from qastream.db import queries, recent
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.db.schema import Base
-from qastream.policy.lifecycle import PENDING
+from qastream.policy.lifecycle import State
 from qastream.services.storage import make_engine
 
 NOW = 1_700_000_000.0
@@ -120,7 +120,7 @@ def test_main_queries_use_an_index_and_never_sort_the_table(engine_at_0001):
 def test_pending_query_reads_only_pending_rows(engine_at_0001):
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
-        text_plan = plan(connection, select(Q.c.question_id).where(Q.c.status == PENDING)
+        text_plan = plan(connection, select(Q.c.question_id).where(Q.c.status == State.PENDING)
                          .order_by(Q.c.accepted_at).limit(5))
     assert "SEARCH questions USING" in text_plan and "(status=?)" in text_plan, text_plan
 

@@ -6,7 +6,8 @@ from sqlalchemy import func, select
 from qastream.db import queries
 from qastream.db.queries import CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Failure, StoredAnswer, Submission
 from qastream.db.schema import QuestionRow, ResponseRow
-from qastream.policy.lifecycle import COMPLETED, FAILED, PENDING
+from qastream.errors import ErrorClass
+from qastream.policy.lifecycle import State
 
 Q = QuestionRow.__table__
 R = ResponseRow.__table__
@@ -57,10 +58,19 @@ def count(engine, table, n=None):
 
 def test_new_question_is_created_pending(engine):
     [outcome] = write(engine, queries.accept, [sub(1, original_answer="ref")])
-    assert (outcome.kind, outcome.question_id, outcome.status, outcome.epoch) == (CREATED, qid(1), PENDING, 1)
+    assert (outcome.kind, outcome.question_id, outcome.status, outcome.epoch) == (CREATED, qid(1), State.PENDING, 1)
     assert (outcome.accepted_at, outcome.original_answer, outcome.result) == (T0, "ref", None)
     row = read(engine, queries.lookup, qid(1))
-    assert (row["status"], row["epoch"], row["question_text"], row["accepted_at"]) == (PENDING, 1, "question 1", T0)
+    assert (row["status"], row["epoch"], row["question_text"], row["accepted_at"]) == (State.PENDING, 1, "question 1", T0)
+
+
+def test_enum_members_are_stored_as_their_plain_strings(engine):
+    write(engine, queries.accept, [sub(1), sub(2)])
+    write(engine, queries.save_failed, [failure(2, error_class=ErrorClass.SCORING)])
+    with engine.connect() as c:
+        rows = sorted(c.execute(select(Q.c.status, Q.c.error_class)).all())
+    assert rows == [("failed", "scoring"), ("pending", None)]
+    assert {type(v) for row in rows for v in row if v is not None} == {str}
 
 
 def test_same_question_twice_in_one_batch(engine):
@@ -73,7 +83,7 @@ def test_same_question_twice_in_one_batch(engine):
 def test_in_flight_question_stays_in_flight(engine):
     write(engine, queries.accept, [sub(1)])
     [again] = write(engine, queries.accept, [sub(1, at=T0 + 10)])
-    assert (again.kind, again.status, again.epoch, again.accepted_at) == (IN_FLIGHT, PENDING, 1, T0)
+    assert (again.kind, again.status, again.epoch, again.accepted_at) == (IN_FLIGHT, State.PENDING, 1, T0)
     assert read(engine, queries.lookup, qid(1))["epoch"] == 1
 
 
@@ -90,7 +100,7 @@ def test_completed_question_is_found_with_its_result(engine):
     write(engine, queries.save_completed, [answer(1, text="Kafka is a log.", score=0.91, attempts=2, retries=1,
                                                   total_ms=1234.5)])
     found, twice = write(engine, queries.accept, [sub(1, at=T0 + 100), sub(1, at=T0 + 101)])
-    assert (found.kind, found.status, found.epoch, found.accepted_at) == (FOUND, COMPLETED, 1, T0)
+    assert (found.kind, found.status, found.epoch, found.accepted_at) == (FOUND, State.COMPLETED, 1, T0)
     assert found.result == {
         "question_id": qid(1), "question_text": "question 1", "answer": "Kafka is a log.", "score": 0.91,
         "low_quality": False, "processing_attempts": 2, "error_retries": 1, "total_processing_time_ms": 1234.5,
@@ -103,9 +113,9 @@ def test_failed_question_is_resubmitted_in_a_new_epoch(engine):
     write(engine, queries.accept, [sub(1)])
     write(engine, queries.save_failed, [failure(1)])
     [outcome] = write(engine, queries.accept, [sub(1, at=T0 + 50, original_answer="ref")])
-    assert (outcome.kind, outcome.status, outcome.epoch, outcome.accepted_at) == (RESUBMITTED, PENDING, 2, T0 + 50)
+    assert (outcome.kind, outcome.status, outcome.epoch, outcome.accepted_at) == (RESUBMITTED, State.PENDING, 2, T0 + 50)
     row = read(engine, queries.lookup, qid(1))
-    assert (row["status"], row["epoch"], row["accepted_at"]) == (PENDING, 2, T0 + 50)
+    assert (row["status"], row["epoch"], row["accepted_at"]) == (State.PENDING, 2, T0 + 50)
     assert "error" not in row
     [again] = write(engine, queries.accept, [sub(1, at=T0 + 60)])
     assert (again.kind, again.epoch) == (IN_FLIGHT, 2)
@@ -149,7 +159,7 @@ def test_save_completed_marks_the_question_completed(engine):
     write(engine, queries.accept, [sub(1)])
     write(engine, queries.save_completed, [answer(1, at=T0 + 7)])
     row = read(engine, queries.lookup, qid(1))
-    assert (row["status"], row["epoch"], row["updated_at"]) == (COMPLETED, 1, T0 + 7)
+    assert (row["status"], row["epoch"], row["updated_at"]) == (State.COMPLETED, 1, T0 + 7)
     assert row["result"]["answer"] == "an answer"
 
 
@@ -159,7 +169,7 @@ def test_stale_epoch_answer_is_skipped(engine):
     write(engine, queries.accept, [sub(1, at=T0 + 50)])            # epoch 2, pending
     assert write(engine, queries.save_completed, [answer(1, epoch=1, text="late")]) == []
     row = read(engine, queries.lookup, qid(1))
-    assert (row["status"], row["epoch"]) == (PENDING, 2)
+    assert (row["status"], row["epoch"]) == (State.PENDING, 2)
     assert count(engine, R, 1) == 0
 
 
@@ -186,7 +196,7 @@ def test_answer_for_a_never_accepted_question_creates_the_question(engine):
     assert [a.question_id for a in written] == [qid(9)]
     row = read(engine, queries.lookup, qid(9))
     assert (row["status"], row["epoch"], row["question_text"], row["accepted_at"]) == (
-        COMPLETED, 3, "question 9", T0 - 10)
+        State.COMPLETED, 3, "question 9", T0 - 10)
     assert row["result"]["answer"] == "an answer"
 
 
@@ -196,7 +206,7 @@ def test_save_failed_marks_the_question_failed_with_its_error(engine):
     write(engine, queries.accept, [sub(1)])
     assert len(write(engine, queries.save_failed, [failure(1, error_class="overload", message="gave up")])) == 1
     row = read(engine, queries.lookup, qid(1))
-    assert row["status"] == FAILED
+    assert row["status"] == State.FAILED
     assert row["error"] == {"class": "overload", "message": "gave up"}
     assert "result" not in row
 
@@ -206,7 +216,7 @@ def test_save_failed_does_not_override_a_completed_question_of_the_same_epoch(en
     write(engine, queries.save_completed, [answer(1)])
     assert write(engine, queries.save_failed, [failure(1, epoch=1)]) == []
     row = read(engine, queries.lookup, qid(1))
-    assert row["status"] == COMPLETED and "error" not in row
+    assert row["status"] == State.COMPLETED and "error" not in row
 
 
 def test_save_failed_of_an_older_epoch_is_skipped(engine):
@@ -214,12 +224,12 @@ def test_save_failed_of_an_older_epoch_is_skipped(engine):
     write(engine, queries.save_failed, [failure(1)])
     write(engine, queries.accept, [sub(1, at=T0 + 50)])
     assert write(engine, queries.save_failed, [failure(1, epoch=1)]) == []
-    assert read(engine, queries.lookup, qid(1))["status"] == PENDING
+    assert read(engine, queries.lookup, qid(1))["status"] == State.PENDING
 
 
 def test_save_failed_for_a_never_accepted_question_creates_it(engine):
     assert len(write(engine, queries.save_failed, [failure(4)])) == 1
-    assert read(engine, queries.lookup, qid(4))["status"] == FAILED
+    assert read(engine, queries.lookup, qid(4))["status"] == State.FAILED
 
 
 def test_long_error_message_is_truncated(engine):
@@ -236,7 +246,7 @@ def test_lookup_unknown_question_is_none(engine):
 def test_lookup_pending_question(engine):
     write(engine, queries.accept, [sub(1, at=T0 + 0.25)])
     assert read(engine, queries.lookup, qid(1)) == {
-        "question_id": qid(1), "status": PENDING, "epoch": 1, "question_text": "question 1",
+        "question_id": qid(1), "status": State.PENDING, "epoch": 1, "question_text": "question 1",
         "accepted_at": T0 + 0.25, "updated_at": T0 + 0.25}
 
 
@@ -273,7 +283,7 @@ def test_metrics_aggregates(engine):
     assert m["score_distribution"] == {"<0.10": 0, "0.10-0.20": 0, "0.20-0.30": 1, "0.30-0.40": 0,
                                        "0.40-0.50": 0, "0.50-0.60": 2, "0.60-0.70": 1, "0.70-0.80": 3,
                                        "0.80-0.90": 1, ">=0.90": 1}
-    assert m["questions_by_status"] == {COMPLETED: 10, FAILED: 2, PENDING: 1}
+    assert m["questions_by_status"] == {State.COMPLETED: 10, State.FAILED: 2, State.PENDING: 1}
     assert (m["dead_letters"], m["dead_letters_by_class"]) == (2, {"permanent": 2})
     # Nearest rank over 100, 200, ..., 1000 ms.
     assert m["processing_time_ms"] == {"p50": 500.0, "p95": 1000.0, "p99": 1000.0}
@@ -303,18 +313,18 @@ def test_metrics_count_rewritten_answers_once(engine):
 def test_resubmit_starts_a_new_epoch_once(engine):
     write(engine, queries.accept, [sub(1), sub(2)])
     write(engine, queries.save_failed, [failure(1)])
-    taken = write(engine, lambda c: queries.resubmit(c, T0 + 50, statuses=[FAILED]))
+    taken = write(engine, lambda c: queries.resubmit(c, T0 + 50, statuses=[State.FAILED]))
     assert [(a.question_id, a.epoch, a.question_text) for a in taken] == [(qid(1), 2, "question 1")]
     # Taken already: a second replay finds nothing to take.
-    assert write(engine, lambda c: queries.resubmit(c, T0 + 60, statuses=[FAILED])) == []
-    assert read(engine, queries.lookup, qid(1))["status"] == PENDING
+    assert write(engine, lambda c: queries.resubmit(c, T0 + 60, statuses=[State.FAILED])) == []
+    assert read(engine, queries.lookup, qid(1))["status"] == State.PENDING
 
 
 def test_pending_before_and_requeue_of_old_pending_questions(engine):
     write(engine, queries.accept, [sub(1)])
     assert read(engine, queries.pending_before, T0 - 1) == []
     assert read(engine, queries.pending_before, T0 + 1) == [qid(1)]
-    taken = write(engine, lambda c: queries.resubmit(c, T0 + 2, statuses=[PENDING], accepted_before=T0 + 1))
+    taken = write(engine, lambda c: queries.resubmit(c, T0 + 2, statuses=[State.PENDING], accepted_before=T0 + 1))
     assert [a.epoch for a in taken] == [2]
     # The new acceptance time moves it out of "accepted before".
     assert read(engine, queries.pending_before, T0 + 1) == []
@@ -332,17 +342,17 @@ def test_failed_lists_dead_letters_with_their_reason(engine):
 
 def test_a_late_first_epoch_answer_after_reconciliation_is_skipped_and_the_new_epoch_is_stored(engine):
     write(engine, queries.accept, [sub(1)])                         # stored, the send timed out
-    taken = write(engine, lambda c: queries.resubmit(c, T0 + 40, statuses=[PENDING], question_ids=[qid(1)]))
+    taken = write(engine, lambda c: queries.resubmit(c, T0 + 40, statuses=[State.PENDING], question_ids=[qid(1)]))
     assert [(a.question_id, a.epoch) for a in taken] == [(qid(1), 2)]
     assert write(engine, queries.save_completed, [answer(1, epoch=1, text="late")]) == []   # the late send
     assert [a.epoch for a in write(engine, queries.save_completed, [answer(1, epoch=2, text="new")])] == [2]
     row = read(engine, queries.lookup, qid(1))
-    assert (row["status"], row["epoch"], row["result"]["answer"]) == (COMPLETED, 2, "new")
+    assert (row["status"], row["epoch"], row["result"]["answer"]) == (State.COMPLETED, 2, "new")
     assert count(engine, R, 1) == 1
 
 
 def test_a_late_first_epoch_answer_before_reconciliation_leaves_nothing_to_reconcile(engine):
     write(engine, queries.accept, [sub(1)])
     assert len(write(engine, queries.save_completed, [answer(1, epoch=1)])) == 1
-    assert write(engine, lambda c: queries.resubmit(c, T0 + 40, statuses=[PENDING], question_ids=[qid(1)])) == []
+    assert write(engine, lambda c: queries.resubmit(c, T0 + 40, statuses=[State.PENDING], question_ids=[qid(1)])) == []
     assert read(engine, queries.lookup, qid(1))["epoch"] == 1

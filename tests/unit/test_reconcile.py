@@ -5,7 +5,7 @@ import pytest
 from qastream.agents.reconcile import UNKNOWN, past_log_end, stranded
 from qastream.policy.deadlines import Deadlines
 
-LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0, storing=3.0)
+LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0)
 NOW = 1000.0
 
 

@@ -3,8 +3,11 @@
 import importlib
 import pkgutil
 
+import pytest
+
 import qastream.agents
 from qastream.app import app, topics
+from qastream.errors import ErrorClass
 from qastream.topics import GRAPH
 
 
@@ -29,3 +32,17 @@ def test_every_topic_the_graph_names_exists_and_every_topic_is_consumed():
     named = {edge.consumes for edge in GRAPH} | {t for edge in GRAPH for t in edge.produces}
     layout = topics.layout()
     assert {getattr(topics, name).get_topic_name() for name in named} == set(layout)
+
+
+@pytest.mark.parametrize("error_class, topic", [
+    (ErrorClass.OVERLOAD, "overload"),
+    (ErrorClass.QUOTA, "quota"),
+    (ErrorClass.PERMANENT, "permanent"),
+    (ErrorClass.REJECTED, "permanent"),
+    (ErrorClass.SCORING, "permanent"),
+    ("overload", "overload"),   # a class read back from the wire is a plain string
+    ("quota", "quota"),
+    (None, "permanent"),
+])
+def test_each_error_class_routes_to_its_topic(error_class, topic):
+    assert topics.for_error(error_class) is getattr(topics, topic)

@@ -22,6 +22,7 @@ import qastream.tables.status  # noqa: F401
 from qastream.app import app, storage
 from qastream.db import queries
 from qastream.db.migrate import upgrade
+from qastream.policy.lifecycle import Stage, State
 from qastream.services.storage import make_engine
 from qastream.web import dashboard, health, metrics, openapi, prometheus, query, status  # noqa: F401
 
@@ -114,6 +115,16 @@ async def test_openapi_document_is_valid_and_describes_every_route(client):
     assert described - api_routes() == set()  # nothing described that does not exist
     codes = {code for item in document["paths"].values() for op in item.values() for code in op["responses"]}
     assert {"400", "404", "405", "413", "415", "503"} <= codes
+
+
+@pytest.mark.parametrize("schema, field, enum", [
+    ("Accepted", "status", State),
+    ("Status", "status", State),
+    ("Status", "stage", Stage),
+])
+async def test_openapi_enums_are_the_enum_members(client, schema, field, enum):
+    document = await (await client.get("/openapi.json")).json()
+    assert document["components"]["schemas"][schema]["properties"][field]["enum"] == [m.value for m in enum]
 
 
 @pytest.mark.parametrize("limit", ["abc", "0", "-1", "201", "%FF", "%ED%A0%80", "1%00", "9" * 5000])
