@@ -47,9 +47,10 @@ install: $(STAMP) $(DICTIONARIES) $(APT_TOOLS)
 run: install
 	$(BIN)/qastream dev
 
-# Lint first: a violation fails the suite before any test runs.
+# Lint and type-check first: a violation fails the suite before any test runs.
 lint: $(STAMP)
 	$(BIN)/ruff check qastream tests bench
+	$(BIN)/mypy
 
 test: install lint
 	$(BIN)/python -m pytest

@@ -57,7 +57,7 @@ class QAStreamApp(faust.App):
         web = super()._new_web()
         # Faust offers no option for the aiohttp server's idle time-out (keepalive_timeout, which also
         # closes a connection that never sends a request); its runner passes these to the server.
-        web._runner._kwargs["keepalive_timeout"] = self.idle_timeout
+        web._runner._kwargs["keepalive_timeout"] = self.idle_timeout  # type: ignore[attr-defined]
         return web
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:

@@ -107,7 +107,7 @@ class LLMPermanentError(LLMFailure, PermanentError):
 LLM_CALL_ERRORS = (LLMRetryableError, LLMPermanentError)
 
 
-def llm_call_error(error_class: str, status_code: int, message: str,
+def llm_call_error(error_class: ErrorClass, status_code: int, message: str,
                    retry_after: Optional[float] = None) -> LLMRetryableError | LLMPermanentError:
     """The exception for an LLM failure of ``error_class`` (see :func:`classify`)."""
     kind = LLMPermanentError if error_class == ErrorClass.PERMANENT else LLMRetryableError

@@ -157,7 +157,7 @@ async def rewind_past_log_end() -> None:
                            "from the start", tp.topic, tp.partition, committed.get(tp), highwaters.get(tp))
             await consumer.seek(tp, 0)
             # Faust commits only offsets above the one it last committed: forget the stale one.
-            consumer._committed_offset[tp] = None
+            consumer._committed_offset[tp] = None  # type: ignore[attr-defined]
 
 
 async def check_topics() -> None:

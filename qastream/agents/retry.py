@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 import faust
+from faust.types import TableT
 
 from qastream.app import app, settings, topics
 from qastream.errors import ErrorClass
@@ -34,9 +36,9 @@ def same_retry(parked: dict, release: Job) -> bool:
     return (parked["epoch"], parked["attempt"], parked["retries"]) == (release.epoch, release.attempt, release.retries)
 
 
-async def handle(event: faust.EventT, parking: faust.Table) -> None:
+async def handle(event: faust.EventT, parking: TableT) -> None:
     """Park a fresh failure, or unpark and re-enqueue a released one."""
-    job: Job = event.value
+    job = cast(Job, event.value)
     qid = job.question_id
     if job.due_at is not None:  # a release sent by the timer
         entry = parking.get(qid)
@@ -56,11 +58,11 @@ async def handle(event: faust.EventT, parking: faust.Table) -> None:
         return
     parking[qid] = Parked(job=parked.asdict(), partition=event.message.partition)
     app.runtime.counts.record_retry(job.error_class or "unknown", job.outage)
-    wait = parked.due_at - time.time()
+    wait = (parked.due_at or 0.0) - time.time()
     await report(parked, Stage.WAITING_RETRY, detail=f"{job.error_class} ({job.error_code}); retry in {wait:.1f} s")
 
 
-async def handle_guarded(event: faust.EventT, parking: faust.Table) -> None:
+async def handle_guarded(event: faust.EventT, parking: TableT) -> None:
     """:func:`handle`, with a send that raises (the broker is unreachable) logged, not crashing the agent.
 
     The question keeps its last status; reconciliation re-enqueues it after
@@ -69,7 +71,8 @@ async def handle_guarded(event: faust.EventT, parking: faust.Table) -> None:
     try:
         await handle(event, parking)
     except Exception as exc:
-        logger.error("%s: retry stage failed (%r); left to its stage deadline", event.value.question_id, exc)
+        logger.error("%s: retry stage failed (%r); left to its stage deadline", cast(Job, event.value).question_id,
+                     exc)
 
 
 @app.agent(topics.overload)
@@ -86,7 +89,7 @@ async def retry_quota(jobs: faust.StreamT[Job]) -> None:
         await handle_guarded(event, quota_parking)
 
 
-def due_entries(parking: faust.Table, active_partitions: set[int], now: float) -> list[Job]:
+def due_entries(parking: TableT, active_partitions: set[int], now: float) -> list[Job]:
     """Parked jobs that are due, in partitions this worker actively owns, not already released."""
     due = []
     for qid, entry in list(parking.items()):
@@ -109,5 +112,5 @@ async def release_due_retries() -> None:
         for key in [k for k in released if k[0] == parking.name and k[1] not in keys]:
             del released[key]  # unparked: forget the release
         for job in due_entries(parking, active, now):
-            released[(parking.name, job.question_id)] = job.due_at
+            released[(parking.name, job.question_id)] = job.due_at or now
             await topic.send(key=job.question_id, value=job)

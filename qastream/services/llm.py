@@ -21,7 +21,15 @@ import httpx
 import ollama
 from mode import Service
 
-from qastream.errors import NO_RESPONSE, ErrorClass, LLMFailure, classify, llm_call_error, parse_retry_after
+from qastream.errors import (
+    NO_RESPONSE,
+    ErrorClass,
+    LLMPermanentError,
+    LLMRetryableError,
+    classify,
+    llm_call_error,
+    parse_retry_after,
+)
 from qastream.telemetry.distribution import Distribution
 
 logger = logging.getLogger(__name__)
@@ -120,7 +128,7 @@ class LLMClient(Service):
         )
 
     @staticmethod
-    def _to_error(exc: Exception, headers: dict[str, str]) -> LLMFailure:
+    def _to_error(exc: Exception, headers: dict[str, str]) -> LLMRetryableError | LLMPermanentError:
         if isinstance(exc, ollama.ResponseError):
             code = exc.status_code
             retry_after = parse_retry_after(headers.get("retry-after") or None)

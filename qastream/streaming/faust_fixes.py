@@ -153,9 +153,10 @@ def install() -> None:
     if aiokafka.__version__ != PATCHED_AIOKAFKA_VERSION:
         raise RuntimeError(f"qastream.streaming.faust_fixes targets aiokafka {PATCHED_AIOKAFKA_VERSION}, found "
                            f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
-    Consumer._new_offset = new_offset
+    # Replacing library methods is what this module is for.
+    Consumer._new_offset = new_offset  # type: ignore[method-assign]
     GroupCoordinator._do_commit_offsets = do_commit_offsets
     MetadataRequest.__init__ = metadata_request_init
     for view in NAMED_TABLE_VIEWS:
         if not getattr(view.get, "checks_table_name", False):
-            view.get = known_table(view.get)
+            view.get = known_table(view.get)  # type: ignore[method-assign,assignment]

@@ -46,7 +46,7 @@ class QAStreamTopic(faust.Topic):
         await self._dead_letter(exc, message)
 
     async def _dead_letter(self, exc: Exception, message: Message) -> None:
-        self.app.runtime.poison_counts[message.topic] += 1
+        self.app.runtime.poison_counts[message.topic] += 1  # type: ignore[attr-defined]  # a QAStreamApp
         job = poison_job(message, f"{type(exc).__name__}: {exc}")
         logger.error("poison message: %s", job.error_message)
         target = QAStreamTopic.dead_letter_topic

@@ -20,7 +20,7 @@ from qastream.services.health import OK
 
 def readiness() -> dict[str, bool]:
     """Which of the worker's own readiness conditions hold."""
-    recovery = app.tables.recovery
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it, its interface does not
     return {
         "recovered": recovery.completed.is_set() and not app.in_recovery,
         "assigned": not app.rebalancing,

@@ -89,6 +89,7 @@ class QueryView(web.View):
         except RowRejected as exc:  # parse_query should have caught it; the database is the last word
             raise RequestError(400, f"the database cannot store this question: {exc.reason}") from None
         if acceptance.kind == FOUND:
+            assert acceptance.result is not None  # a FOUND acceptance carries the stored answer
             app.runtime.query_counts["database"] += 1
             await cache.put_many([acceptance.result])
             return self.json(found("database", acceptance.result))

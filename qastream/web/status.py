@@ -45,9 +45,10 @@ class StatusView(web.View):
         # Metadata comes from the broker the first time: a stalled broker must cost a 503, not a hang.
         async with bounded("broker", settings.forward_timeout_seconds):
             await ensure_metadata(status_table.changelog_topic.get_topic_name())
-        return await self.owned(request, question_id=question_id)
+        return await self.owned(request, question_id=question_id)  # type: ignore[call-arg]
 
-    @app.table_route(table=status_table, match_info="question_id")
+    # table_route's annotation drops the view's extra arguments; at run time it passes them on.
+    @app.table_route(table=status_table, match_info="question_id")  # type: ignore[arg-type]
     async def owned(self, request: web.Request, question_id: str) -> web.Response:
         """Answer from this worker's partition of the status table, then the database."""
         record = status_table.get(question_id)
