@@ -139,6 +139,12 @@ class Settings:
     deadline_queued_seconds: float = _setting(
         0.0, "Longest wait in questions-pending for a generation slot before a question counts as lost; 0 derives "
              "it (LLM time-out + margin). Set it above the longest backlog you expect.", minimum=0.0)
+    status_retention_seconds: float = _setting(
+        3600.0, "How long a finished (completed or failed) question stays in the status and attempts tables; then "
+                "it leaves them (a changelog tombstone) and `GET /status` answers from the database, so worker "
+                "memory is bounded by what is in flight, not by history. Keep it well above any redelivery delay "
+                "(a restart's replay): a stage that gets a message again after its question left the table cannot "
+                "tell it is stale. 0 keeps every question.", minimum=0.0)
     check_topics_interval_seconds: float = _setting(
         10.0, "How often a worker checks that its topics exist with their configured partition counts and "
               "re-creates them if the broker lost them (0 turns the check off).", minimum=0.0)
