@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import faust
 
-from qastream.policy.lifecycle import Stage
+from qastream.policy.lifecycle import EXPIRE, Stage, StatusRecord
 
 
 class Job(faust.Record, serializer="json", include_metadata=False):
@@ -69,6 +69,15 @@ def event_for(job: Job, stage: Stage, *, detail: Optional[str] = None,
     return StatusEvent(
         question_id=job.question_id, stage=stage, epoch=job.epoch, attempt=job.attempt,
         retries=job.retries, accepted_at=job.accepted_at, at=time.time(), detail=detail, result=result,
+    )
+
+
+def expiry_event(record: StatusRecord, now: float) -> StatusEvent:
+    """The event that asks ``track`` to drop ``record`` (see :func:`qastream.policy.lifecycle.expires`)."""
+    return StatusEvent(
+        question_id=record["question_id"], stage=EXPIRE, epoch=record["epoch"], attempt=record["attempt"],
+        retries=record["retries"], accepted_at=record["accepted_at"], at=now,
+        result={"version": list(record["version"])},
     )
 
 

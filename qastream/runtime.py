@@ -47,6 +47,8 @@ class Runtime:
     counts: WorkerCounts = field(default_factory=WorkerCounts)
     #: (table name, question id) -> due time of a parked retry already released and not yet unparked.
     released: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Question id -> (version, time sent) of a finished question whose expiry event is not yet applied.
+    expiring: dict[str, tuple[list[int], float]] = field(default_factory=dict)
     #: When this worker last found (and re-created) topics the broker had lost; 0 when never.
     topics_lost_at: float = 0.0
     #: Slots for producing accepted questions (see :data:`ENQUEUE_SLOTS`).

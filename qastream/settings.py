@@ -80,6 +80,9 @@ class Settings:
     database_url: str = _setting("", "SQLAlchemy URL; empty means the SQLite file `<data_dir>/qastream.db`.")
     redis_url: str = _setting("", "Redis URL for the answer cache; empty means an in-process TTL cache.")
     cache_ttl_seconds: int = _setting(86400, "Time to live of cached answers.", minimum=1)
+    cache_max_entries: int = _setting(
+        100_000, "Most answers the in-process cache holds (used when no Redis URL is set); the oldest go first, so "
+                 "a worker's memory does not grow with the number of questions ever answered.", minimum=1)
     store_batch_size: int = _setting(200, "Most answers written to the database in one transaction.", minimum=1)
     db_connect_timeout_seconds: int = _setting(
         5, "Longest wait to open a PostgreSQL connection (libpq `connect_timeout`, also TCP keepalive and "
@@ -136,6 +139,12 @@ class Settings:
     deadline_queued_seconds: float = _setting(
         0.0, "Longest wait in questions-pending for a generation slot before a question counts as lost; 0 derives "
              "it (LLM time-out + margin). Set it above the longest backlog you expect.", minimum=0.0)
+    status_retention_seconds: float = _setting(
+        3600.0, "How long a finished (completed or failed) question stays in the status and attempts tables; then "
+                "it leaves them (a changelog tombstone) and `GET /status` answers from the database, so worker "
+                "memory is bounded by what is in flight, not by history. Keep it well above any redelivery delay "
+                "(a restart's replay): a stage that gets a message again after its question left the table cannot "
+                "tell it is stale. 0 keeps every question.", minimum=0.0)
     check_topics_interval_seconds: float = _setting(
         10.0, "How often a worker checks that its topics exist with their configured partition counts and "
               "re-creates them if the broker lost them (0 turns the check off).", minimum=0.0)

@@ -4,6 +4,8 @@
 tables', and folds each event with the pure functions of
 :mod:`qastream.policy.lifecycle`.  Because every event carries its version,
 replaying the topic after a crash rebuilds exactly the same tables.
+An expiry event (:mod:`qastream.agents.expire`) removes a finished question
+from both, here, so that each table keeps one writer.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ import faust
 
 from qastream.app import app, topics
 from qastream.models import StatusEvent
-from qastream.policy.lifecycle import StatusEventFields, fold_attempts, fold_status
+from qastream.policy.lifecycle import EXPIRE, StatusEventFields, expires, fold_attempts, fold_status
 from qastream.tables.status import attempts_table, status_table
 
 
 def apply(event: StatusEventFields) -> None:
     """Fold one event into both tables (called inside ``track``'s stream)."""
     qid = event["question_id"]
+    if event["stage"] == EXPIRE:
+        if expires(status_table.get(qid), event):
+            del status_table[qid]  # a tombstone in the changelog: compaction drops the question
+            if qid in attempts_table:
+                del attempts_table[qid]
+        return
     status = fold_status(status_table.get(qid), event)
     if status is not None:
         status_table[qid] = status

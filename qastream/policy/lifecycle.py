@@ -39,6 +39,11 @@ class Stage(StrEnum):
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED})
 
+#: The ``stage`` of an expiry event: not a step in a question's life (it has no state
+#: and no rank) but the expiry timer asking ``track`` to drop a finished question from
+#: its tables.  Its ``result`` carries the version of the record the timer saw.
+EXPIRE = "expire"
+
 #: Keyed by str: a stage decoded from the wire or the changelog is a plain string.
 STAGE_STATE: dict[str, State] = {
     Stage.QUEUED: State.PENDING,
@@ -172,3 +177,25 @@ def is_stale(current: Optional[StatusRecord], epoch: int, attempt: int, retries:
     if current is None:
         return False
     return tuple(current["version"]) > version(epoch, attempt, retries, stage)
+
+
+def due_to_expire(record: StatusRecord, now: float, retention: float) -> bool:
+    """True when a finished question has not moved for ``retention`` seconds (0 keeps every question).
+
+    Only terminal records expire: what is in flight stays, so the tables
+    hold what is in flight plus what finished within the retention.
+    """
+    return retention > 0 and record["state"] in TERMINAL and record["updated_at"] <= now - retention
+
+
+def expires(current: Optional[StatusRecord], event: StatusEventFields) -> bool:
+    """True when expiry ``event`` removes ``current`` from the tables.
+
+    Only the record the timer saw goes: a question resubmitted since (a new
+    epoch) or moved on has another version and stays.  A redelivered expiry
+    finds nothing (or a newer record) and does nothing.
+    """
+    if current is None or event["stage"] != EXPIRE or not event.get("result"):
+        return False
+    seen = (event["result"] or {}).get("version")
+    return current["state"] in TERMINAL and seen is not None and list(current["version"]) == list(seen)

@@ -194,8 +194,9 @@ class RedisCache(Cache):
         return base
 
 
-def make_cache(redis_url: str, ttl_seconds: int, *, timeout: float = 0.5, retry_seconds: float = 1.0) -> Cache:
-    """Redis when a URL is configured, otherwise the in-process cache."""
+def make_cache(redis_url: str, ttl_seconds: int, *, timeout: float = 0.5, retry_seconds: float = 1.0,
+               max_entries: int = 100_000) -> Cache:
+    """Redis when a URL is configured, otherwise the in-process cache holding at most ``max_entries`` answers."""
     if redis_url:
         return RedisCache(redis_url, ttl_seconds, timeout=timeout, retry_seconds=retry_seconds)
-    return MemoryCache(ttl_seconds)
+    return MemoryCache(ttl_seconds, max_entries=max_entries)

@@ -14,14 +14,14 @@ from unittest.mock import AsyncMock
 
 import pytest
 
-from qastream.agents import dead_letters, generate, regenerate, retry, store, validate
+from qastream.agents import dead_letters, expire, generate, regenerate, retry, store, validate
 from qastream.agents.track import track
 from qastream.app import app, cache, llm, scorer, settings, storage, topics
 from qastream.errors import llm_call_error
-from qastream.models import Job, StatusEvent
+from qastream.models import Job, StatusEvent, expiry_event
 from qastream.policy.backoff import plan_retry
 from qastream.policy.ids import generation_seed
-from qastream.policy.lifecycle import version
+from qastream.policy.lifecycle import fold_status, version
 from qastream.services.llm import Generation
 from qastream.services.storage import until_written
 from qastream.tables.parking import overload_parking, quota_parking
@@ -114,7 +114,44 @@ async def test_track_starts_over_on_a_new_epoch():
         assert attempts_table["q1"] == {"epoch": 2, "generations": 0, "retries": 0}
 
 
-# -- generate --------------------------------------------------------------------------
+async def test_track_expires_only_the_finished_version_the_timer_saw():
+    async with track.test_context() as agent:
+        await agent.put(event("completed", 1), key="q1")
+        stale_expiry = expiry_event(status_table["q1"], now=50.0)
+        await agent.put(event("queued", 1, epoch=2), key="q1")   # resubmitted before the expiry arrived
+        await agent.put(stale_expiry, key="q1")
+        assert status_table["q1"]["epoch"] == 2 and "q1" in attempts_table
+        await agent.put(event("failed", 1, epoch=2), key="q1")
+        final = expiry_event(status_table["q1"], now=60.0)
+        await agent.put(final, key="q1")
+        assert "q1" not in status_table and "q1" not in attempts_table
+        await agent.put(final, key="q1")
+        assert "q1" not in status_table  # a redelivered expiry finds nothing and writes nothing
+
+
+async def test_track_does_not_expire_a_question_in_flight():
+    async with track.test_context() as agent:
+        await agent.put(event("generating", 1), key="q1")
+        await agent.put(expiry_event(status_table["q1"], now=50.0), key="q1")
+        assert status_table["q1"]["state"] == "processing"
+
+
+async def test_expiry_timer_sends_once_per_version_for_owned_finished_questions(sent, monkeypatch):
+    async def all_owned(ids):
+        return [qid for qid in ids if qid != "mine-not"]
+    monkeypatch.setattr(expire, "owned", all_owned)
+    app.runtime.expiring.clear()
+    retention = settings.status_retention_seconds
+    old, now = 100.0, 100.0 + retention + 1
+    for qid, stage, at in (("done", "completed", old), ("fresh", "completed", now), ("busy", "generating", old),
+                           ("mine-not", "failed", old)):
+        status_table.data[qid] = fold_status(None, {**event(stage, at=at).asdict(), "question_id": qid})
+    assert await expire.send_expiries(now) == 1
+    [expiry] = sent.to(topics.events)
+    assert expiry.question_id == "done" and expiry.stage == "expire"
+    assert await expire.send_expiries(now + 1) == 0   # not applied yet: not sent again
+    del status_table.data["done"]                       # applied
+    assert await expire.send_expiries(now + 2) == 0 and "done" not in app.runtime.expiring
 
 async def test_generate_sends_the_answer_on(sent, monkeypatch):
     call = AsyncMock(return_value=Generation("An answer.", "smollm2", 120.0, 3))

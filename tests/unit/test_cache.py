@@ -149,3 +149,8 @@ async def test_a_successful_ping_ends_the_suspension(clock):
 def test_make_cache_without_redis_url_is_in_process():
     cache = make_cache("", 30)
     assert isinstance(cache, MemoryCache) and cache.ttl_seconds == 30
+
+
+def test_make_cache_bounds_the_in_process_cache_by_the_setting():
+    cache = make_cache("", 30, max_entries=7)
+    assert isinstance(cache, MemoryCache) and cache.max_entries == 7

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from qastream.models import Job, StatusEvent, event_for
+from qastream.models import Job, StatusEvent, event_for, expiry_event
 from qastream.policy.lifecycle import (
+    EXPIRE,
     STAGE_RANK,
     STAGE_STATE,
     TERMINAL,
@@ -14,6 +15,8 @@ from qastream.policy.lifecycle import (
     State,
     StatusEventFields,
     StatusRecord,
+    due_to_expire,
+    expires,
     fold_attempts,
     fold_status,
     is_stale,
@@ -232,3 +235,47 @@ def test_new_epoch_resets_the_attempt_counts():
 def test_is_stale(current_event, work, expected):
     current = None if current_event is None else fold_status(None, current_event)
     assert is_stale(current, *work) is expected
+
+
+# -- expiry ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage, updated_at, now, retention, expected", [
+    ("completed", 101.0, 200.0, 60.0, True),      # finished long enough ago
+    ("failed", 101.0, 200.0, 60.0, True),
+    ("completed", 101.0, 161.0, 60.0, True),      # exactly at the retention
+    ("completed", 101.0, 160.0, 60.0, False),     # not yet
+    ("generating", 101.0, 9999.0, 60.0, False),   # in flight: never expires, however old
+    ("queued", 101.0, 9999.0, 60.0, False),
+    ("waiting_retry", 101.0, 9999.0, 60.0, False),
+    ("completed", 101.0, 9999.0, 0.0, False),     # retention 0 keeps everything
+])
+def test_due_to_expire(stage, updated_at, now, retention, expected):
+    record = fold_status(None, event(stage, at=updated_at))
+    assert due_to_expire(record, now, retention) is expected
+
+
+def expiry_of(record):
+    return StatusEvent(**expiry_event(record, now=500.0).asdict()).asdict()
+
+
+DONE = fold_status(None, event("completed", attempt=2, retries=1))
+
+
+@pytest.mark.parametrize("current, expiry, expected", [
+    (DONE, expiry_of(DONE), True),                                                    # the record the timer saw
+    (None, expiry_of(DONE), False),                                                   # redelivered: already gone
+    (fold_status(None, event("queued", epoch=2)), expiry_of(DONE), False),            # resubmitted meanwhile
+    (fold_status(None, event("failed", attempt=3, retries=1)), expiry_of(DONE), False),  # moved on meanwhile
+    (DONE, {**expiry_of(DONE), "result": None}, False),                               # no version: keep
+    (DONE, {**expiry_of(DONE), "stage": "completed"}, False),                         # not an expiry
+    (fold_status(None, event("generating")), expiry_of(fold_status(None, event("generating"))), False),  # in flight
+])
+def test_expires_only_the_version_seen(current, expiry, expected):
+    assert expires(current, expiry) is expected
+
+
+def test_an_expiry_event_carries_the_version_it_expires():
+    fields = expiry_of(DONE)
+    assert fields["stage"] == EXPIRE and fields["question_id"] == QID
+    assert fields["result"] == {"version": DONE["version"]}
+    assert (fields["epoch"], fields["attempt"], fields["retries"]) == (1, 2, 1)
