@@ -18,6 +18,7 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Optional
 
+from qastream.policy.lifecycle import State
 from qastream.telemetry.stats import nearest_rank_index
 
 RESPONSES = "responses"          # key "": stored answers
@@ -107,10 +108,10 @@ def add_transition(deltas: Deltas, old: Optional[tuple[str, Optional[str]]], new
         return
     if old is not None:
         add(deltas, STATUS, old[0], -1)
-        if old[0] == "failed":
+        if old[0] == State.FAILED:
             add(deltas, FAILED_CLASS, old[1] or "unknown", -1)
     add(deltas, STATUS, new[0])
-    if new[0] == "failed":
+    if new[0] == State.FAILED:
         add(deltas, FAILED_CLASS, new[1] or "unknown")
 
 
