@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from qastream.policy.admission import Gate
 from qastream.policy.breaker import CircuitBreaker
@@ -51,6 +52,10 @@ class Runtime:
     expiring: dict[str, tuple[list[int], float]] = field(default_factory=dict)
     #: When this worker last found (and re-created) topics the broker had lost; 0 when never.
     topics_lost_at: float = 0.0
+    #: The last consumer lag the lag timer took (``telemetry.lag.consumer_lag``); ``None`` before the first.
+    consumer_lag: Optional[dict[str, Any]] = None
+    #: When it was taken, epoch seconds.
+    consumer_lag_at: float = 0.0
     #: Slots for producing accepted questions (see :data:`ENQUEUE_SLOTS`).
     enqueue_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ENQUEUE_SLOTS))
 

@@ -178,6 +178,9 @@ class Settings:
     health_timeout_seconds: float = _setting(
         1.0, "Longest one health probe waits; a dependency that does not answer within it is reported down.",
         minimum=0.05)
+    lag_interval_seconds: float = _setting(
+        5.0, "How often a worker asks the broker for the log end offsets behind GET /metrics' consumer_lag; "
+             "a request returns the last figures and their age instead of waiting for the broker.", minimum=0.5)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

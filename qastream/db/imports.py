@@ -25,7 +25,8 @@ from sqlalchemy import Connection, Engine
 
 from qastream.datasets.jsonfile import first_of
 from qastream.datasets.records import BadRows
-from qastream.db.queries import JOINED, Answer, Q, R, insert_for, response_values, result_from_row, to_datetime
+from qastream.db import stats
+from qastream.db.queries import JOINED, Answer, Q, R, count, insert_for, response_values, result_from_row, to_datetime
 from qastream.errors import PermanentError
 from qastream.policy.ids import normalise, question_id
 from qastream.policy.lifecycle import State
@@ -187,8 +188,15 @@ def insert_absent(connection: Connection, records: Sequence[Historical]) -> Batc
         questions)}
     fresh = [r for qid, r in unique.items() if qid in inserted]
     if fresh:
-        connection.execute(insert_for(connection, R).on_conflict_do_nothing(index_elements=["question_id"]),
-                           [response_values(r) for r in fresh])
+        rows = [response_values(r) for r in fresh]
+        connection.execute(insert_for(connection, R).on_conflict_do_nothing(index_elements=["question_id"]), rows)
+        deltas = stats.new_deltas()
+        for record, row in zip(fresh, rows):  # each question row is new, so each answer is too
+            stats.add_response(deltas, row, 1)
+            stats.add_transition(deltas, None, (State.COMPLETED, None))
+            stats.add(deltas, stats.ACCEPTED, stats.minute_key(record.at - record.total_processing_time_ms / 1000.0))
+            stats.add(deltas, stats.COMPLETED, stats.minute_key(record.at))
+        count(connection, deltas)
     imported = [r.question_id for r in fresh]
     return BatchResult(imported, len(records) - len(imported), len(records))
 

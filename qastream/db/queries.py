@@ -5,6 +5,10 @@ and directly by unit tests on SQLite.  Every write is keyed by
 ``question_id`` and guarded by the question's ``epoch`` (its submission
 number), so a redelivered or late event neither duplicates a row nor
 overwrites the outcome of a newer submission.
+
+Each write also adds what it changed to the running totals of
+:mod:`qastream.db.stats` in its own transaction, counting only the rows it
+actually inserted or changed, so a redelivered or stale event counts nothing.
 """
 
 from __future__ import annotations
@@ -13,24 +17,25 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import Connection, Table, and_, bindparam, case, func, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from qastream.db.schema import QuestionRow, ResponseRow
+from qastream.db import stats
+from qastream.db.schema import QuestionRow, ResponseRow, StatRow
 from qastream.policy.lifecycle import State
-from qastream.telemetry.stats import nearest_rank_index
 
 Q: Table = QuestionRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
 R: Table = ResponseRow.__table__  # type: ignore[assignment]
+S: Table = StatRow.__table__  # type: ignore[assignment]
 
 CREATED = "created"
 RESUBMITTED = "resubmitted"
 IN_FLIGHT = "in_flight"
 FOUND = "found"
 
-#: Upper edges of the score histogram buckets (the last bucket is ``>= 0.9``).  A tenth wide:
-#: the packaged MiniLM scorer spreads answers from about 0.1 to 0.9 around a 0.33 threshold.
-SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: The ``responses`` columns the running totals count (see :func:`stats.add_response`).
+COUNTED = ("question_id", "bert_score", "low_quality", "error_retries", "processing_attempts",
+           "total_processing_time_ms")
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
     whose insert returns the row enqueues it.
     """
     ids = list({s.question_id for s in submissions})
+    deltas = stats.new_deltas()
     existing = {row.question_id: row for row in connection.execute(JOINED.where(Q.c.question_id.in_(ids)))}
     outcomes: list[Acceptance] = []
     new_rows: dict[str, dict[str, Any]] = {}
@@ -195,6 +201,9 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
                         original_answer=reference, error_class=None, error_message=None)
             ).rowcount
             kind = RESUBMITTED if changed else IN_FLIGHT
+            if changed:
+                stats.add_transition(deltas, (row.status, row.error_class), (State.PENDING, None))
+                stats.add(deltas, stats.ACCEPTED, stats.minute_key(sub.at))
             outcome = Acceptance(kind, row.question_id, State.PENDING, row.epoch + 1, sub.at, reference)
         else:
             if row.original_answer is None and sub.original_answer:
@@ -212,25 +221,47 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
                 list(new_rows.values()),
             )
         }
+        for question_id in inserted:
+            stats.add_transition(deltas, None, (State.PENDING, None))
+            stats.add(deltas, stats.ACCEPTED, stats.minute_key(to_seconds(new_rows[question_id]["accepted_at"])))
         lost = set(new_rows) - inserted  # another worker inserted them first
         if lost:
             outcomes = [Acceptance(IN_FLIGHT, o.question_id, State.PENDING, o.epoch, o.accepted_at, o.original_answer)
                         if o.kind == CREATED and o.question_id in lost else o for o in outcomes]
+    count(connection, deltas)
     return outcomes
 
 
-def _current_epochs(connection: Connection, items: Sequence[StoredAnswer | Failure]) -> dict[str, tuple[int, str]]:
-    """Epoch and status of each item's question, inserting rows for questions never accepted."""
-    ids = [i.question_id for i in items]
-    rows = connection.execute(select(Q.c.question_id, Q.c.epoch, Q.c.status).where(Q.c.question_id.in_(ids)))
-    current = {r.question_id: (r.epoch, r.status) for r in rows}
+Current = dict[str, tuple[int, str, Optional[str]]]
+
+
+def _locked(connection: Connection, ids: Sequence[str]) -> Current:
+    """Epoch, status and error class of questions, locked until commit on PostgreSQL.
+
+    The lock (ids sorted, so two workers lock in one order) makes what this
+    transaction reads next, the old ``responses`` rows, the committed state a
+    concurrent writer of the same question left, so the totals move once.
+    """
+    rows = connection.execute(select(Q.c.question_id, Q.c.epoch, Q.c.status, Q.c.error_class)
+                              .where(Q.c.question_id.in_(sorted(ids))).order_by(Q.c.question_id).with_for_update())
+    return {r.question_id: (r.epoch, r.status, r.error_class) for r in rows}
+
+
+def _current_epochs(connection: Connection, items: Sequence[StoredAnswer | Failure], deltas: stats.Deltas) -> Current:
+    """Epoch, status and class of each item's question, inserting rows for questions never accepted."""
+    current = _locked(connection, [i.question_id for i in items])
     missing = {i.question_id: i for i in items if i.question_id not in current}
     if missing:
-        connection.execute(insert_for(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]), [{
-            "question_id": i.question_id, "question_text": i.question_text, "original_answer": i.original_answer,
-            "status": State.PENDING, "epoch": i.epoch, "accepted_at": to_datetime(i.accepted_at), "updated_at": to_datetime(i.at),
-        } for i in missing.values()])
-        current.update({qid: (i.epoch, State.PENDING) for qid, i in missing.items()})
+        inserted = {r.question_id for r in connection.execute(
+            insert_for(connection, Q).on_conflict_do_nothing(index_elements=["question_id"]).returning(Q.c.question_id),
+            [{"question_id": i.question_id, "question_text": i.question_text, "original_answer": i.original_answer,
+              "status": State.PENDING, "epoch": i.epoch, "accepted_at": to_datetime(i.accepted_at),
+              "updated_at": to_datetime(i.at)} for i in missing.values()])}
+        for question_id in inserted:
+            stats.add_transition(deltas, None, (State.PENDING, None))
+            stats.add(deltas, stats.ACCEPTED, stats.minute_key(missing[question_id].accepted_at))
+        current.update({qid: (missing[qid].epoch, State.PENDING, None) for qid in inserted})
+        current.update(_locked(connection, list(set(missing) - inserted)))  # another worker inserted them first
     return current
 
 
@@ -241,11 +272,25 @@ def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> l
     and skipped.  An answer for a question nobody accepted (a message written
     straight to a topic) creates the question row too.
     """
-    current = _current_epochs(connection, answers)
-    fresh = [a for a in answers if a.epoch >= current.get(a.question_id, (0, ""))[0]]
+    deltas = stats.new_deltas()
+    current = _current_epochs(connection, answers, deltas)
+    fresh = [a for a in answers if a.epoch >= current[a.question_id][0]]
     if not fresh:
+        count(connection, deltas)
         return []
     rows = [response_values(a) for a in fresh]
+    old = {r.question_id: r._asdict() for r in connection.execute(
+        select(*[R.c[c] for c in COUNTED]).where(R.c.question_id.in_([a.question_id for a in fresh])))}
+    for a, row in zip(fresh, rows):
+        if a.question_id in old:  # a redelivered or regenerated answer replaces the one counted
+            stats.add_response(deltas, old[a.question_id], -1)
+        else:
+            stats.add(deltas, stats.COMPLETED, stats.minute_key(a.at))
+        stats.add_response(deltas, row, 1)
+        old[a.question_id] = row
+        epoch, status, error_class = current[a.question_id]
+        stats.add_transition(deltas, (status, error_class), (State.COMPLETED, None))
+        current[a.question_id] = (a.epoch, State.COMPLETED, None)
     statement = insert_for(connection, R)
     updatable = {c: statement.excluded[c] for c in rows[0] if c not in ("question_id", "created_at")}
     connection.execute(statement.on_conflict_do_update(index_elements=["question_id"], set_=updatable), rows)
@@ -254,15 +299,23 @@ def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> l
             status=State.COMPLETED, epoch=bindparam("epoch"), updated_at=bindparam("at"), error_class=None, error_message=None),
         [{"qid": a.question_id, "epoch": a.epoch, "at": to_datetime(a.at)} for a in fresh],
     )
+    count(connection, deltas)
     return fresh
 
 
 def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Failure]:
     """Mark questions failed unless a newer epoch or a completion already superseded them."""
-    current = _current_epochs(connection, failures)
+    deltas = stats.new_deltas()
+    current = _current_epochs(connection, failures, deltas)
     fresh = [f for f in failures
              if f.epoch >= current[f.question_id][0]
              and not (f.epoch == current[f.question_id][0] and current[f.question_id][1] == State.COMPLETED)]
+    for f in fresh:
+        epoch, status, error_class = current[f.question_id]
+        if status != State.FAILED:
+            stats.add(deltas, stats.FAILED, stats.minute_key(f.at))
+        stats.add_transition(deltas, (status, error_class), (State.FAILED, f.error_class))
+        current[f.question_id] = (epoch, State.FAILED, f.error_class)
     if fresh:
         connection.execute(
             update(Q).where(Q.c.question_id == bindparam("qid")).values(
@@ -270,6 +323,7 @@ def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Fai
             [{"qid": f.question_id, "at": to_datetime(f.at), "cls": f.error_class, "msg": f.error_message[:2000]}
              for f in fresh],
         )
+    count(connection, deltas)
     return fresh
 
 
@@ -284,7 +338,7 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
     still in flight is skipped instead of answered twice.  Each update is
     guarded by the epoch it read, so two workers never both take a question.
     """
-    query = select(Q.c.question_id, Q.c.question_text, Q.c.original_answer, Q.c.epoch, Q.c.status) \
+    query = select(Q.c.question_id, Q.c.question_text, Q.c.original_answer, Q.c.epoch, Q.c.status, Q.c.error_class) \
         .where(Q.c.status.in_(list(statuses))).order_by(Q.c.accepted_at)
     if question_ids is not None:
         query = query.where(Q.c.question_id.in_(list(question_ids)))
@@ -293,6 +347,7 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
     if limit is not None:
         query = query.limit(limit)
     taken = []
+    deltas = stats.new_deltas()
     for row in connection.execute(query).all():
         changed = connection.execute(
             update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
@@ -301,8 +356,11 @@ def resubmit(connection: Connection, now: float, *, statuses: Sequence[str],
                     error_class=None, error_message=None)
         ).rowcount
         if changed:
+            stats.add_transition(deltas, (row.status, row.error_class), (State.PENDING, None))
+            stats.add(deltas, stats.ACCEPTED, stats.minute_key(now))
             taken.append(Acceptance(RESUBMITTED, row.question_id, State.PENDING, row.epoch + 1, now,
                                     row.original_answer, question_text=row.question_text))
+    count(connection, deltas)
     return taken
 
 
@@ -340,55 +398,26 @@ def lookup(connection: Connection, question_id: str) -> Optional[dict[str, Any]]
     return record
 
 
+def count(connection: Connection, deltas: stats.Deltas) -> None:
+    """Add ``deltas`` to the running totals in the caller's transaction; prune old minute counters.
+
+    ``n = n + excluded.n`` is a row-level increment, so workers writing at once
+    never lose one another's counts.
+    """
+    rows = stats.rows_of(deltas)
+    if not rows:
+        return
+    statement = insert_for(connection, S)
+    connection.execute(statement.on_conflict_do_update(
+        index_elements=["name", "key"], set_={"n": S.c.n + statement.excluded.n,
+                                              "total": S.c.total + statement.excluded.total}), rows)
+    minutes = [int(r["key"]) for r in rows if r["name"] in stats.MINUTE_NAMES]
+    if minutes:
+        oldest = f"{max(minutes) - stats.KEEP_MINUTES:010d}"
+        connection.execute(delete(S).where(and_(S.c.name.in_(stats.MINUTE_NAMES), S.c.key < oldest)))
+
+
 def metrics(connection: Connection) -> dict[str, Any]:
-    """Aggregates for ``GET /metrics``, computed by the database."""
-    by_status = {r.status: r.n for r in connection.execute(
-        select(Q.c.status, func.count().label("n")).group_by(Q.c.status))}
-    totals = connection.execute(select(
-        func.count().label("n"), func.avg(R.c.bert_score).label("avg"),
-        func.sum(case((R.c.low_quality.is_(True), 1), else_=0)).label("low"),
-        func.count(R.c.bert_score).label("scored"),
-    )).one()
-    attempts = {str(r.processing_attempts): r.n for r in connection.execute(
-        select(R.c.processing_attempts, func.count().label("n")).group_by(R.c.processing_attempts)
-        .order_by(R.c.processing_attempts))}
-    failed_by_class = {r.error_class or "unknown": r.n for r in connection.execute(
-        select(Q.c.error_class, func.count().label("n")).where(Q.c.status == State.FAILED).group_by(Q.c.error_class))}
-    retries = connection.execute(select(func.coalesce(func.sum(R.c.error_retries), 0))).scalar_one()
-    bucket = case(*[(R.c.bert_score < edge, i) for i, edge in enumerate(SCORE_BUCKETS)], else_=len(SCORE_BUCKETS))
-    bucket_counts = {r.b: r.n for r in connection.execute(
-        select(bucket.label("b"), func.count().label("n")).where(R.c.bert_score.is_not(None)).group_by("b"))}
-    labels = _bucket_labels()
-    return {
-        "total_responses": totals.n,
-        "scored_responses": totals.scored,
-        "average_score": round(totals.avg, 4) if totals.avg is not None else None,
-        "low_quality_responses": int(totals.low or 0),
-        "attempts_distribution": attempts,
-        "score_distribution": {labels[i]: bucket_counts.get(i, 0) for i in range(len(labels))},
-        "questions_by_status": by_status,
-        "dead_letters": sum(failed_by_class.values()),
-        "dead_letters_by_class": failed_by_class,
-        "error_retries_of_completed": int(retries),
-        "processing_time_ms": _percentiles(connection, totals.n),
-    }
-
-
-def _bucket_labels() -> list[str]:
-    labels = [f"<{SCORE_BUCKETS[0]:.2f}"]
-    labels += [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(SCORE_BUCKETS, SCORE_BUCKETS[1:])]
-    return labels + [f">={SCORE_BUCKETS[-1]:.2f}"]
-
-
-def _percentiles(connection: Connection, count: int) -> dict[str, Optional[float]]:
-    """p50/p95/p99 of acceptance-to-completion time (nearest rank, :mod:`qastream.telemetry.stats`, in SQL)."""
-    out: dict[str, Optional[float]] = {}
-    for p in (50, 95, 99):
-        if count == 0:
-            out[f"p{p}"] = None
-            continue
-        rank = nearest_rank_index(count, p)
-        value = connection.execute(select(R.c.total_processing_time_ms)
-                                   .order_by(R.c.total_processing_time_ms).limit(1).offset(rank)).scalar()
-        out[f"p{p}"] = round(value, 1) if value is not None else None
-    return out
+    """The database fields of ``GET /metrics``, from the running totals: a bounded read of ``stats``."""
+    return stats.fold(connection.execute(
+        select(S.c.name, S.c.key, S.c.n, S.c.total).where(S.c.name.not_in(stats.MINUTE_NAMES))))

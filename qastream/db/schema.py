@@ -8,6 +8,9 @@ can never add a second row.
 The indexes are the ones a request or a timer needs (migration 0002 adds them
 to a database made by 0001); each names the query it serves.  ``db/report.py``
 has none of its own: a report may scan.
+
+``stats`` holds the running totals ``/metrics`` reads (see :mod:`qastream.db.stats`),
+written in the same transaction as the rows they count.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,11 +32,11 @@ class QuestionRow(Base):
     __tablename__ = "questions"
     __table_args__ = (
         # Reconciliation's pending_before and resubmit (status = ?, oldest accepted_at first, LIMIT);
-        # its prefix serves /metrics' GROUP BY status, so no index on status alone.
+        # its prefix serves any filter on status, so no index on status alone.
         Index("ix_questions_status_accepted_at", "status", "accepted_at"),
-        # /dlq's failed() (status = failed, newest updated_at first) and the failed-per-minute window.
+        # /dlq's failed() (status = failed, newest updated_at first).
         Index("ix_questions_status_updated_at", "status", "updated_at"),
-        # The accepted-per-minute window: accepted_at >= now - window, any status.
+        # Migration 0003's backfill of the accepted-per-minute counters (the requests read ``stats``).
         Index("ix_questions_accepted_at", "accepted_at"),
     )
 
@@ -55,9 +58,9 @@ class ResponseRow(Base):
     __table_args__ = (
         # /answers/latest: newest updated_at first, question_id breaking ties, LIMIT n read from the index end.
         Index("ix_responses_updated_at_question_id", "updated_at", "question_id"),
-        # The completed-per-minute window: created_at >= now - window.
+        # Migration 0003's backfill of the completed-per-minute counters (the requests read ``stats``).
         Index("ix_responses_created_at", "created_at"),
-        # /metrics' percentiles: ORDER BY total_processing_time_ms OFFSET rank walks the index, no sort.
+        # ``qastream report``'s exact percentiles: ORDER BY total_processing_time_ms OFFSET rank walks the index.
         Index("ix_responses_total_processing_time_ms", "total_processing_time_ms"),
     )
 
@@ -73,3 +76,14 @@ class ResponseRow(Base):
     model: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StatRow(Base):
+    """One running total of :mod:`qastream.db.stats`: a count ``n`` and a float sum ``total``."""
+
+    __tablename__ = "stats"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)

@@ -275,7 +275,7 @@ class Storage(Service):
         return await self._run(self._readers, self._read, queries.lookup, question_id)
 
     async def metrics(self) -> dict[str, Any]:
-        """Aggregates over all stored questions and answers."""
+        """The running totals over all stored questions and answers (a few rows of ``stats``)."""
         return await self._run(self._readers, self._read, queries.metrics)
 
     async def throughput(self, now: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
-from qastream.db.queries import SCORE_BUCKETS
+from qastream.db.stats import SCORE_BUCKETS
 from qastream.telemetry.distribution import Distribution
 
 

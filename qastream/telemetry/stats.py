@@ -4,9 +4,10 @@ Nearest rank: the ``p``-th percentile of ``n`` sorted values is the value at
 rank ``ceil(p * n / 100)`` (1-based), clamped to the first and last value.
 It is always an observed value, so a latency percentile is a latency some
 request really had, and it is what SQL computes with ``ORDER BY ... LIMIT 1
-OFFSET rank - 1`` (qastream/db/queries.py, qastream/db/report.py), so the
-JSON ``/metrics``, ``qastream report``, ``qastream load`` and the benchmarks
-agree on the same data.
+OFFSET rank - 1`` (qastream/db/report.py), so ``qastream report``, ``qastream
+load`` and the benchmarks agree on the same data.  ``/metrics`` walks its
+processing-time histogram to the same rank (qastream/db/stats.py): the bucket
+holding the value, not the value itself.
 
 :func:`interpolated_quantile` is the exception, kept for calibration only:
 docs/calibration.json and docs/quality.md publish quantiles computed that way

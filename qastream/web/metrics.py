@@ -9,11 +9,12 @@ field, and a test keeps the two in step.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 from faust import web
 
 from qastream.app import app, cache, llm, scorer, settings, storage, topics
+from qastream.streaming.timers import survives_failures
 from qastream.tables.parking import overload_parking, quota_parking
 from qastream.telemetry.lag import consumer_lag
 from qastream.web.admission import bounded
@@ -32,6 +33,27 @@ def errors_by_class(llm_failures: dict[str, int], poison: dict[str, int]) -> dic
     if poison:
         errors["poison"] = sum(poison.values())
     return errors
+
+
+def last_lag(lag: Optional[dict[str, Any]], taken_at: float, now: float) -> dict[str, Any]:
+    """The lag the timer took last, with ``age_seconds`` (``None`` before the first)."""
+    if lag is None:
+        return {"total": 0, "topics": {}, "age_seconds": None}
+    return {**lag, "age_seconds": round(now - taken_at, 1)}
+
+
+async def refresh_lag() -> None:
+    """Ask the broker for this worker's lag in the background: a request never waits for the broker.
+
+    The broker may take up to ``HIGHWATER_TIMEOUT_SECONDS`` to answer (1.5 s on an idle
+    broker); inside the request that was the cost of every ``GET /metrics``.
+    """
+    lag = await consumer_lag(app.consumer, topics.layout())
+    app.runtime.consumer_lag, app.runtime.consumer_lag_at = lag, time.time()
+
+
+# Registered apart from the definition: Faust's decorator returns the timer's endless loop.
+app.timer(settings.lag_interval_seconds)(survives_failures(refresh_lag))
 
 
 async def snapshot() -> dict[str, Any]:
@@ -60,7 +82,7 @@ async def snapshot() -> dict[str, Any]:
                              "question_latency_ms": counts["question_latency_ms"]}
     body["stalled_requeued"] = {"total": sum(counts["stalled_requeued_by_stage"].values()),
                                 "by_stage": counts["stalled_requeued_by_stage"]}
-    body["consumer_lag"] = await consumer_lag(app.consumer, topics.layout())
+    body["consumer_lag"] = last_lag(runtime.consumer_lag, runtime.consumer_lag_at, now)
     body["worker"] = {"uptime_seconds": round(now - runtime.started, 1), "canonical_url": str(app.conf.canonical_url)}
     body["generated_at"] = round(now, 3)
     return body

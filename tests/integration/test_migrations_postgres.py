@@ -1,10 +1,13 @@
-"""Migration 0002 on PostgreSQL: a populated 0001 database upgrades in place and its main queries use the indexes."""
+"""Migrations 0002 and 0003 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
+indexes and the running totals 0003 fills equal a scan."""
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, select, text
+from totals_scenario import scanned
 
 from qastream.db import queries, recent
-from qastream.db.migrate import upgrade
+from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.services.storage import make_engine
 
@@ -73,14 +76,21 @@ def snapshot(connection):
 def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
     engine = make_engine(postgres_url)
     try:
-        upgrade(engine, "0001")
+        upgrade(engine)  # the stage code writes the running totals too: populate at head, then go back to 0001
         with engine.begin() as connection:
             populate(connection)
             before = snapshot(connection)
+            cfg = alembic_config()
+            cfg.attributes["connection"] = connection
+            command.downgrade(cfg, "0001")
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+            kept, scan = queries.metrics(connection), scanned(connection)
+            assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
+            assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=0.045)
+            assert kept == scan and kept["total_responses"] > 49_000
             connection.execute(text("ANALYZE questions; ANALYZE responses"))
         inspector = inspect(engine)
         assert {i["name"] for i in inspector.get_indexes("questions")} == {

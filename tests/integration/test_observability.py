@@ -36,9 +36,21 @@ def test_figures_of_a_running_worker(stack_env, redis_url, start_worker_process)
     assert m["llm"]["latency_ms"]["count"] == 3 and m["llm"]["latency_ms"]["p50"] > 0
     assert m["worker_counts"]["outcomes"] == {"completed": 3}
     assert m["errors_by_class"] == {} and m["circuit_breaker"]["state"] == "closed"
-    # One worker owns every partition of every topic of the graph; once committed, nothing lags.
-    lag = m["consumer_lag"]
-    pending = next(name for name in lag["topics"] if name.endswith("questions-pending"))
+    # One worker owns every partition of every topic of the graph; once committed, nothing lags.  The lag
+    # timer (QASTREAM_LAG_INTERVAL_SECONDS) takes the figures in the background: wait for one taken after
+    # the three questions were enqueued.
+    def pending_topic(lag):
+        return next((name for name in lag["topics"] if name.endswith("questions-pending")), None)
+
+    def lag_after_the_questions():
+        lag = worker.request("GET", "/metrics")[1]["consumer_lag"]
+        pending = pending_topic(lag)
+        return pending is not None and sum(p["highwater"] or 0 for p in lag["topics"][pending]["partitions"].values()) >= 3
+
+    wait_until(lag_after_the_questions, 30, "the lag timer to see the questions")
+    lag = worker.request("GET", "/metrics")[1]["consumer_lag"]
+    assert lag["age_seconds"] is not None and lag["age_seconds"] < 30
+    pending = pending_topic(lag)
     assert len(lag["topics"]) == 8
     assert set(lag["topics"][pending]["partitions"]) == {"0", "1", "2"}
     assert sum(p["highwater"] for p in lag["topics"][pending]["partitions"].values()) >= 3

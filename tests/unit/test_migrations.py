@@ -1,13 +1,14 @@
-"""The Alembic migrations on SQLite: 0002 upgrades a populated 0001 database, and the model agrees with them."""
+"""The Alembic migrations on SQLite: 0002 and 0003 upgrade a populated 0001 database, and the model agrees with them."""
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
 from qastream.db import queries, recent
-from qastream.db.migrate import upgrade
-from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
+from qastream.db.migrate import alembic_config, upgrade
+from qastream.db.queries import Failure, Q, R, S, StoredAnswer, Submission
 from qastream.db.schema import Base
 from qastream.policy.lifecycle import State
 from qastream.services.storage import make_engine
@@ -32,6 +33,17 @@ def answer(n, at):
                         epoch=1, answer=f"answer {n}", score=0.5, first_score=0.5, processing_attempts=1,
                         error_retries=0, total_processing_time_ms=float(n), llm_time_ms=1.0, low_quality=False,
                         model="m", at=at)
+
+
+def populate_at_0001(engine, n=300):
+    """Write at head with the stage code, then downgrade to 0001 (the stage code writes the stats table)."""
+    upgrade(engine)
+    with engine.begin() as connection:
+        populate(connection, n)
+    with engine.begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0001")
 
 
 def populate(connection, n=300):
@@ -87,13 +99,13 @@ def engine_at_0001(tmp_path):
 
 
 def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
+    populate_at_0001(engine_at_0001)
     with engine_at_0001.begin() as connection:
-        populate(connection)
         before = snapshot(connection)
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     inspector = inspect(engine_at_0001)
     for table, wanted in NEW_INDEXES.items():
         found = {i["name"]: i["column_names"] for i in inspector.get_indexes(table)}
@@ -104,8 +116,7 @@ def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
 
 
 def test_main_queries_use_an_index_and_never_sort_the_table(engine_at_0001):
-    with engine_at_0001.begin() as connection:
-        populate(connection)
+    populate_at_0001(engine_at_0001)
     upgrade(engine_at_0001)
     statements = main_queries()
     with engine_at_0001.begin() as connection:
@@ -129,3 +140,18 @@ def test_the_model_and_the_migrations_agree(engine):
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
+
+
+def test_0003_fills_the_running_totals_the_writes_keep(engine_at_0001):
+    upgrade(engine_at_0001)
+    with engine_at_0001.begin() as connection:
+        populate(connection)
+        kept = queries.metrics(connection)
+        minutes = connection.execute(select(S).where(S.c.name.in_(["accepted", "completed", "failed"]))).all()
+    populate_at_0001(engine_at_0001, 0)  # back to 0001 with the rows written above
+    upgrade(engine_at_0001)
+    with engine_at_0001.begin() as connection:
+        assert queries.metrics(connection) == kept
+        assert kept["questions_by_status"] == {State.PENDING: 199, State.COMPLETED: 100, State.FAILED: 1}
+        # The rows are from 2023: older than the minutes kept, so the upgrade counts none of them.
+        assert minutes and connection.execute(select(S).where(S.c.name == "accepted")).all() == []

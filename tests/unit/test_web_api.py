@@ -8,6 +8,7 @@ database, the consumer) is replaced.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from unittest.mock import AsyncMock
 
@@ -67,7 +68,7 @@ def database(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics, "parked", lambda table, topic: 0)
     lag = {"total": 3, "topics": {"t-questions-pending": {"lag": 3, "partitions": {
         "0": {"highwater": 10, "committed": 7, "lag": 3}}}}}
-    monkeypatch.setattr(metrics, "consumer_lag", AsyncMock(return_value=lag))
+    app.runtime.consumer_lag, app.runtime.consumer_lag_at = lag, time.time() - 2  # as the lag timer left it
     yield engine
     engine.dispose()
 
@@ -148,6 +149,21 @@ async def test_metrics_keeps_the_seed_fields_and_adds_the_new_ones(client, datab
     assert set(body["throughput"]) == {"accepted_per_minute", "completed_per_minute", "failed_per_minute"}
     assert set(body["llm"]["latency_ms"]) == {"p50", "p95", "p99", "max", "count", "window"}
     assert body["consumer_lag"]["total"] == 3
+    assert 2 <= body["consumer_lag"]["age_seconds"] < 60
+
+
+async def test_metrics_never_asks_the_broker_and_the_lag_timer_does(database, monkeypatch):
+    asked = AsyncMock(return_value={"total": 7, "topics": {}})
+    monkeypatch.setattr(metrics, "consumer_lag", asked)
+    await metrics.snapshot()
+    assert asked.await_count == 0
+    await metrics.refresh_lag()
+    assert (await metrics.snapshot())["consumer_lag"]["total"] == 7 and asked.await_count == 1
+
+
+async def test_lag_before_the_first_refresh_is_empty_and_ageless():
+    assert metrics.last_lag(None, 0.0, 100.0) == {"total": 0, "topics": {}, "age_seconds": None}
+    assert metrics.last_lag({"total": 1, "topics": {}}, 90.0, 100.0) == {"total": 1, "topics": {}, "age_seconds": 10.0}
 
 
 def documented_metrics_fields() -> set[str]:
