@@ -11,11 +11,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
+from aiokafka.protocol.metadata import MetadataRequest
 
 from qastream.devtools.embedded import (
     free_port,
@@ -27,6 +29,7 @@ from qastream.devtools.embedded import (
     stop,
     wait_for,
 )
+from qastream.streaming import faust_fixes
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 POSTGRES_URL = os.environ.get("QASTREAM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -164,3 +167,21 @@ def launch_worker(artifacts: Path, test_name: str, env: dict[str, str], *, faust
     else:
         process = start_worker(full, web_host="127.0.0.1", web_port=port, log=log)
     return Worker(f"http://127.0.0.1:{port}", port, full, process)
+
+
+@contextmanager
+def broker_auto_creation() -> Iterator[None]:
+    """aiokafka's own metadata requests, which ask the broker to auto-create the topics they name.
+
+    Creating the app installs qastream's fix that turns auto-creation off for
+    the whole process (qastream.streaming.faust_fixes), and the test process
+    creates the app as soon as a test imports it.  A test that stands in for
+    a client without that fix (a broker-created topic) restores the original
+    for its own calls only.
+    """
+    patched = MetadataRequest.__init__
+    MetadataRequest.__init__ = faust_fixes.original_metadata_request_init
+    try:
+        yield
+    finally:
+        MetadataRequest.__init__ = patched

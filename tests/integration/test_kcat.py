@@ -17,6 +17,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from stackutil import missing
 
+from qastream.streaming.topic_admin import ensure_topics
+
 TANSU_FLAGS = ["-X", "api.version.request=false", "-X", "broker.version.fallback=0.9.0"]
 
 
@@ -37,6 +39,8 @@ def kcat(broker):
 
 def produce(broker, topic: str, values: list[dict]) -> None:
     async def send() -> None:
+        # Created first: a worker's app in this process turns the broker's auto-creation off.
+        await ensure_topics(broker.url, {topic: 1})
         producer = AIOKafkaProducer(bootstrap_servers=f"{broker.host}:{broker.port}", max_batch_size=16)
         await producer.start()
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
+from stackutil import Broker, Worker, broker_auto_creation, isolated_env, launch_llm, wait_until
 
 from qastream.db import queries
 from qastream.devtools.embedded import free_port, http_ok, log_file, start_tansu, stop, wait_for
@@ -116,10 +116,10 @@ def test_a_scorer_that_raises_for_a_batch_strands_nobody(stack_env, tmp_path, ar
     port = free_port()
     env = {**stack_env, "QASTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/scorer.db", "QASTREAM_WEB_PORT": str(port),
            "QASTREAM_WEB_HOST": "127.0.0.1", **{f"QASTREAM_{k.upper()}": v for k, v in SHORT_DEADLINES.items()}}
-    log = log_file(str(artifacts), "scorer-fault-worker")
     launcher = Path(__file__).with_name("scorer_fault_worker.py")
-    process = subprocess.Popen([sys.executable, str(launcher), "worker", "-l", "info"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    with log_file(str(artifacts), "scorer-fault-worker") as log:  # the child has its own descriptor
+        process = subprocess.Popen([sys.executable, str(launcher), "worker", "-l", "info"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     worker = Worker(f"http://127.0.0.1:{port}", port, env, process)
     try:
         wait_for(lambda: http_ok(f"{worker.url}/health"), process, "the scorer-fault worker", timeout=180)
@@ -196,11 +196,12 @@ def test_repair_topics_recreates_lost_and_auto_created_topics(artifacts):
             from aiokafka import AIOKafkaProducer
 
             producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{port}")
-            await producer.start()
-            try:
-                await producer.send_and_wait("r-permanent", b"x")  # auto-created with Tansu's default
-            finally:
-                await producer.stop()
+            with broker_auto_creation():  # what a client without qastream's fix does
+                await producer.start()
+                try:
+                    await producer.send_and_wait("r-permanent", b"x")  # auto-created with Tansu's default
+                finally:
+                    await producer.stop()
             before = await partition_counts(own, "r-")
             kept = await repair_topics(own.url, layout, replace_mismatched=False)
             after_report = await partition_counts(own, "r-")
