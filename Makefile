@@ -76,6 +76,7 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/scoring.py --runs $(BENCH_RUNS)
 	$(BIN)/python bench/overhead.py --runs $(BENCH_RUNS)
 	$(BIN)/python bench/overload.py --runs $(BENCH_RUNS)
+	$(BIN)/python bench/history.py
 	$(BIN)/python bench/pipeline.py
 
 clean:

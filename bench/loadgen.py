@@ -46,6 +46,7 @@ def run_loadgen(spec: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
     ``spec``: ``url`` (``http://host:port``), ``path``; ``mode`` ``open`` (``rate`` per second for
     ``duration`` s) or ``closed`` (``concurrency`` clients for ``duration`` s); ``bodies``:
     ``{"unique": token}`` (a new question each request) or ``{"repeat": [texts...]}`` (random repeats);
+    ``method`` ``GET`` with ``paths`` (request i asks for ``paths[i % len(paths)]``; no ``bodies``);
     ``max_connections``; ``request_timeout``; ``dump`` (a file for every request's scheduled time and
     latency, to look for stalls).
     """
@@ -78,7 +79,9 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
     host, port, path = target.hostname, target.port, spec.get("path", "/query")
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             "Content-Length: ").encode()
-    bodies = _Bodies(spec["bodies"])
+    gets = ([f"GET {p} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode() for p in spec["paths"]]
+            if spec.get("method", "POST") == "GET" else None)
+    bodies = _Bodies(spec.get("bodies", {}))
     max_connections = int(spec.get("max_connections", 256))
     request_timeout = float(spec.get("request_timeout", 30))
     loop = asyncio.get_running_loop()
@@ -116,9 +119,15 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
                 return
         idle.append(connection)
 
-    async def exchange(connection, body: bytes) -> int:
+    def request(i: int) -> bytes:
+        if gets is not None:
+            return gets[i % len(gets)]
+        body = bodies.body(i)
+        return head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    async def exchange(connection, message: bytes) -> int:
         reader, writer = connection
-        writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        writer.write(message)
         header = await reader.readuntil(b"\r\n\r\n")
         status = int(header[9:12])
         length = 0
@@ -140,7 +149,7 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
             errors[type(exc).__name__] += 1
             return
         try:
-            status = await asyncio.wait_for(exchange(connection, bodies.body(i)), request_timeout)
+            status = await asyncio.wait_for(exchange(connection, request(i)), request_timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
             errors[type(exc).__name__] += 1
             connection[1].close()

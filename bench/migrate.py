@@ -26,14 +26,19 @@ from pathlib import Path
 DEFAULT_POSTGRES = os.environ.get("QASTREAM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
-def write_records(path: Path, count: int) -> None:
+def record_text(token: str, i: int) -> str:
+    return f"What is item {i} of the {token} archive, and why does it matter?"
+
+
+def write_records(path: Path, count: int) -> str:
+    """``count`` records in JSON Lines; returns the token in their questions (:func:`record_text`)."""
     rng = random.Random(1)
     token = uuid.uuid4().hex[:8]
     with open(path, "w") as handle:
         for i in range(count):
             attempts = rng.choice((1, 1, 1, 2, 2, 3))
             handle.write(json.dumps({
-                "question_text": f"What is item {i} of the {token} archive, and why does it matter?",
+                "question_text": record_text(token, i),
                 "original_answer": f"Item {i} is a reference answer of about twenty words, written for "
                                    "the benchmark so the rows have a realistic size.",
                 "llm_answer": f"Item {i} is an answer the earlier system generated; it is a little longer than "
@@ -42,6 +47,7 @@ def write_records(path: Path, count: int) -> None:
                 "total_processing_time_ms": round(rng.uniform(800, 9000), 1),
                 "timestamp": f"2024-05-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
             }) + "\n")
+    return token
 
 
 def run(env: dict[str, str], path: Path) -> tuple[float, str]:

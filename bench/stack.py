@@ -157,10 +157,10 @@ class Stack:
     def db_path(self) -> Path:
         return self.workdir / "var" / "qastream.db"
 
-    def qastream(self, *args: str, **settings: Any) -> str:
+    def qastream(self, *args: str, timeout: float = 900, **settings: Any) -> str:
         """Run a ``qastream`` command with this stack's settings; returns its output."""
         done = subprocess.run([PYTHON, "-m", "qastream", *args], env=self.env(**settings), cwd=str(ROOT),
-                              capture_output=True, text=True, timeout=900)
+                              capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"qastream {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
