@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--rate", type=float, default=100.0, help="GET requests/s per endpoint")
     parser.add_argument("--query-rate", type=float, default=200.0, help="POST /query requests/s")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
     parser.add_argument("--pause", type=float, default=5.0, help="idle seconds after a worker starts")
     parser.add_argument("--retention", type=float, default=30.0, help="QASTREAM_STATUS_RETENTION_SECONDS, memory run")
     parser.add_argument("--runs", type=int, default=1)
