@@ -26,7 +26,8 @@ taken.  The ratio compares the readings after the retention (target <= 1.5x); th
 the drain, with the last ``rate x retention`` questions still in the tables, is printed too, and
 from it what the default retention (3600 s, which would hold all of them) would cost.
 
-    .venv/bin/python bench/history.py [--answers 1000000] [--questions 100000] [--no-postgres]
+    .venv/bin/python bench/history.py [--answers 1000000] [--questions 100000] [--no-sqlite] [--no-postgres]
+                                      [--memory-only | --no-memory]
 """
 
 from __future__ import annotations
@@ -177,13 +178,27 @@ def memory_run(args: argparse.Namespace) -> dict:
 
 
 def one_run(args: argparse.Namespace, index: int) -> dict:
+    if args.no_memory or args.memory_only:
+        databases = {} if args.memory_only else import_runs(args, index)
+        memory = {} if args.no_memory else memory_run(args)
+    else:
+        databases, memory = import_runs(args, index), memory_run(args)
+    if memory:
+        print(json.dumps({"run": index, "step": "memory", **memory}), flush=True)
+    result = {f"{db}_{k}": v for db, one in databases.items() for k, v in one.items()
+              if not k.endswith(("_statuses", "_errors")) and k not in ("database", "answers")}
+    return {**result, **memory}
+
+
+def import_runs(args: argparse.Namespace, index: int) -> dict:
+    """Each database's run, by name; each printed as it finishes."""
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="qastream-bench-history-") as tmp:
         records = Path(tmp) / "history.jsonl"
         token = write_records(records, args.answers)
         step = max(args.answers // STATUS_IDS, 1)
         status_paths = [f"/status/{question_id(record_text(token, i))}" for i in range(0, args.answers, step)]
-        targets: list[tuple[str, str | None, str | None]] = [("sqlite", None, None)]
+        targets: list[tuple[str, str | None, str | None]] = [("sqlite", None, None)] if args.sqlite else []
         if args.postgres:
             from sqlalchemy import create_engine, text
 
@@ -203,11 +218,7 @@ def one_run(args: argparse.Namespace, index: int) -> dict:
                     with admin.begin() as connection:
                         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
                     admin.dispose()
-    memory = memory_run(args)
-    print(json.dumps({"run": index, "step": "memory", **memory}), flush=True)
-    flat = {f"{db}_{k}": v for db, one in result.items() for k, v in one.items()
-            if not k.endswith(("_statuses", "_errors")) and k not in ("database", "answers")}
-    return {**flat, **memory}
+    return result
 
 
 def fields(databases: list[str]) -> list[tuple[str, str, int]]:
@@ -236,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=1_000_000, help="historical answers imported")
     parser.add_argument("--questions", type=int, default=100_000, help="questions through the pipeline for memory")
+    parser.add_argument("--sqlite", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--rate", type=float, default=100.0, help="GET requests/s per endpoint")
@@ -243,10 +255,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
     parser.add_argument("--pause", type=float, default=5.0, help="idle seconds after a worker starts")
     parser.add_argument("--retention", type=float, default=30.0, help="QASTREAM_STATUS_RETENTION_SECONDS, memory run")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory run")
+    parser.add_argument("--no-memory", action="store_true", help="only the import runs")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    databases = ["sqlite"] + (["postgres"] if args.postgres else [])
+    databases = [] if args.memory_only else (["sqlite"] if args.sqlite else []) + (["postgres"] if args.postgres else [])
 
     def conclude(runs: list[dict]) -> str:
         last = runs[-1]
@@ -258,16 +272,17 @@ def main() -> None:
                   f"{fmt(ratio_, 2)}x empty ({'meets' if ratio_ and ratio_ <= METRICS_RATIO else 'misses'} "
                   f"<= {METRICS_RATIO:g}x); /answers/latest p99 {fmt(latest, 2)} ms "
                   f"({'meets' if latest <= LATEST_P99_MS else 'misses'} <= {LATEST_P99_MS:g} ms)")
-        memory = last["memory_ratio"]
-        print(f"  memory: {fmt(last['rss_mb_after_all'])} MB after {args.questions:,} vs "
-              f"{fmt(last['rss_mb_after_1000'])} MB after 1,000, retention {args.retention:g} s "
-              f"({'meets' if memory <= MEMORY_RATIO else 'misses'} <= {MEMORY_RATIO:g}x)")
+        memory = last.get("memory_ratio")
+        if memory is not None:
+            print(f"  memory: {fmt(last['rss_mb_after_all'])} MB after {args.questions:,} vs "
+                  f"{fmt(last['rss_mb_after_1000'])} MB after 1,000, retention {args.retention:g} s "
+                  f"({'meets' if memory <= MEMORY_RATIO else 'misses'} <= {MEMORY_RATIO:g}x)")
         ratios = ", ".join(f"{db} /metrics {fmt(last[f'{db}_ratio_metrics_p99_ms'], 2)}x "
                            f"/answers/latest {fmt(last[f'{db}_ratio_latest_p99_ms'], 2)}x "
                            f"/status {fmt(last[f'{db}_ratio_status_p99_ms'], 2)}x "
                            f"POST accepted {fmt(last[f'{db}_ratio_query_accepted_fraction'], 3)}x"
                            for db in databases)
-        return f"p99 imported / empty: {ratios}; RSS after {args.questions:,} / after 1,000 = {memory:.3f}"
+        return f"p99 imported / empty: {ratios or '-'}; RSS after {args.questions:,} / after 1,000 = {fmt(memory, 3)}"
 
     run_benchmark("history", args.runs, lambda index: one_run(args, index), fields(databases), conclude)
 
