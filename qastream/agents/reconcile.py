@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional
 
 from qastream.app import app, settings, storage, topics
 from qastream.policy.breaker import CLOSED
-from qastream.policy.deadlines import Deadlines, overdue, stage_deadlines
+from qastream.policy.deadlines import Deadlines, backlog_held, overdue, stage_deadlines
 from qastream.policy.lifecycle import State
 from qastream.streaming.requeue import enqueue
 from qastream.streaming.routing import partition_of
@@ -85,6 +85,12 @@ async def reconcile() -> None:
         logger.exception("reconciliation failed; retrying in %.0f s", settings.reconcile_interval_seconds)
 
 
+def line_held() -> bool:
+    """Questions waiting for a generation slot wait on purpose: the LLM is out, or a backlog is ahead of them."""
+    return app.runtime.breaker.state != CLOSED or backlog_held(
+        app.runtime.consumer_lag, topics.pending.get_topic_name(), settings.llm_concurrency)
+
+
 async def requeue_stranded(now: float) -> int:
     """One reconciliation round; returns how many questions were re-enqueued."""
     lost_at = app.runtime.topics_lost_at
@@ -94,7 +100,7 @@ async def requeue_stranded(now: float) -> int:
         return 0
     unknown_ids = set(await storage.pending_before(max(now - settings.reconcile_after_seconds, lost_at)))
     stages = stranded({qid: status_table.get(qid) for qid in candidates}, unknown_ids, now, deadlines,
-                      line_held=app.runtime.breaker.state != CLOSED, topics_lost_at=lost_at)
+                      line_held=line_held(), topics_lost_at=lost_at)
     if not stages:
         return 0
     taken = await storage.resubmit(now, statuses=[State.PENDING], question_ids=list(stages))

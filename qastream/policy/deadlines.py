@@ -67,6 +67,23 @@ def stage_deadlines(settings: Settings) -> Deadlines:
                      waiting_retry=longest_delay + settings.retry_release_interval + queued)
 
 
+def backlog_held(consumer_lag: Optional[Mapping[str, Any]], pending_topic: str, in_flight: int) -> bool:
+    """True when this worker's pending partitions hold more messages than its LLM calls can have in flight.
+
+    A question queued behind a backlog is waiting its turn, not stranded:
+    re-enqueueing it in a new epoch would put one more copy behind the same
+    backlog each deadline, and a long backlog (thousands of questions in
+    front of a slow LLM) would multiply its own messages.  ``consumer_lag``
+    is the last reading of the lag timer (committed offsets, so up to
+    ``in_flight`` messages being generated are not a backlog).  A lost
+    message is still found, once the backlog has drained.
+    """
+    if not consumer_lag:
+        return False
+    lag = (consumer_lag.get("topics") or {}).get(pending_topic, {}).get("lag") or 0
+    return lag > 2 * in_flight
+
+
 #: Stages that wait for a free generation slot; while the circuit breaker holds the line they wait on purpose.
 WAITING_FOR_SLOT = frozenset({Stage.QUEUED, Stage.REGENERATING, Stage.WAITING_RETRY})
 

@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 import pytest
 
-from qastream.policy.deadlines import Deadlines, overdue, stage_deadlines
+from qastream.policy.deadlines import Deadlines, backlog_held, overdue, stage_deadlines
 from qastream.policy.lifecycle import STAGE_STATE
 from qastream.settings import Settings
 
@@ -80,3 +80,21 @@ LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0,
 ])
 def test_overdue(stage, age, line_held, expected):
     assert overdue(record(stage, 1000.0), 1000.0 + age, LIMITS, line_held=line_held) is expected
+
+
+def lag_of(pending: int, other: int = 0) -> dict:
+    return {"total": pending + other, "topics": {"pending": {"lag": pending, "partitions": {}},
+                                                 "events": {"lag": other, "partitions": {}}}}
+
+
+@pytest.mark.parametrize("reading, held", [
+    (None, False),                      # no reading yet: nothing holds the line
+    ({"total": 0, "topics": {}}, False),
+    (lag_of(0), False),
+    (lag_of(32), False),                # up to 2 x the calls in flight: being generated, not a backlog
+    (lag_of(33), True),                 # a backlog is ahead: queued questions wait their turn
+    (lag_of(5000), True),
+    (lag_of(0, other=5000), False),     # only the pending topic's backlog counts
+])
+def test_a_backlog_in_the_pending_topic_holds_the_line(reading, held):
+    assert backlog_held(reading, "pending", in_flight=16) is held
