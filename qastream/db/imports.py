@@ -26,7 +26,9 @@ from sqlalchemy import Connection, Engine
 from qastream.datasets.jsonfile import first_of
 from qastream.datasets.records import BadRows
 from qastream.db import stats
-from qastream.db.queries import JOINED, Answer, Q, R, count, insert_for, response_values, result_from_row, to_datetime
+from qastream.db.queries import JOINED, Answer, Q, R, response_values, result_from_row, to_datetime
+from qastream.db.totals import count
+from qastream.db.upsert import insert_for
 from qastream.errors import PermanentError
 from qastream.policy.ids import normalise, question_id
 from qastream.policy.lifecycle import State

@@ -7,7 +7,7 @@ number), so a redelivered or late event neither duplicates a row nor
 overwrites the outcome of a newer submission.
 
 Each write also adds what it changed to the running totals of
-:mod:`qastream.db.stats` in its own transaction, counting only the rows it
+:mod:`qastream.db.totals` in its own transaction, counting only the rows it
 actually inserted or changed, so a redelivered or stale event counts nothing.
 """
 
@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, and_, bindparam, select, update
 
 from qastream.db import stats
-from qastream.db.schema import QuestionRow, ResponseRow, StatRow
+from qastream.db.schema import QuestionRow, ResponseRow
+from qastream.db.totals import count
+from qastream.db.upsert import insert_for
 from qastream.policy.lifecycle import State
 
 Q: Table = QuestionRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
 R: Table = ResponseRow.__table__  # type: ignore[assignment]
-S: Table = StatRow.__table__  # type: ignore[assignment]
 
 CREATED = "created"
 RESUBMITTED = "resubmitted"
@@ -127,15 +127,6 @@ def to_seconds(value: datetime) -> float:
     if value.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
         value = value.replace(tzinfo=timezone.utc)
     return value.timestamp()
-
-
-def insert_for(connection: Connection, table):
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"qastream supports PostgreSQL and SQLite, not {dialect}")
 
 
 def result_from_row(row: Any) -> dict[str, Any]:
@@ -396,28 +387,3 @@ def lookup(connection: Connection, question_id: str) -> Optional[dict[str, Any]]
     if row.status == State.FAILED:
         record["error"] = {"class": row.error_class, "message": row.error_message}
     return record
-
-
-def count(connection: Connection, deltas: stats.Deltas) -> None:
-    """Add ``deltas`` to the running totals in the caller's transaction; prune old minute counters.
-
-    ``n = n + excluded.n`` is a row-level increment, so workers writing at once
-    never lose one another's counts.
-    """
-    rows = stats.rows_of(deltas)
-    if not rows:
-        return
-    statement = insert_for(connection, S)
-    connection.execute(statement.on_conflict_do_update(
-        index_elements=["name", "key"], set_={"n": S.c.n + statement.excluded.n,
-                                              "total": S.c.total + statement.excluded.total}), rows)
-    minutes = [int(r["key"]) for r in rows if r["name"] in stats.MINUTE_NAMES]
-    if minutes:
-        oldest = f"{max(minutes) - stats.KEEP_MINUTES:010d}"
-        connection.execute(delete(S).where(and_(S.c.name.in_(stats.MINUTE_NAMES), S.c.key < oldest)))
-
-
-def metrics(connection: Connection) -> dict[str, Any]:
-    """The database fields of ``GET /metrics``, from the running totals: a bounded read of ``stats``."""
-    return stats.fold(connection.execute(
-        select(S.c.name, S.c.key, S.c.n, S.c.total).where(S.c.name.not_in(stats.MINUTE_NAMES))))

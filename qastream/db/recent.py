@@ -13,7 +13,8 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, and_, select
 
 from qastream.db import stats
-from qastream.db.queries import Q, R, S, to_seconds
+from qastream.db.queries import Q, R, to_seconds
+from qastream.db.totals import S
 
 #: Throughput windows, in minutes.
 WINDOWS = (1, 5)

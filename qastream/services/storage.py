@@ -26,7 +26,7 @@ from mode import Service
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from qastream.db import queries, recent
+from qastream.db import queries, recent, totals
 from qastream.db.batcher import GroupCommitter
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
@@ -276,7 +276,7 @@ class Storage(Service):
 
     async def metrics(self) -> dict[str, Any]:
         """The running totals over all stored questions and answers (a few rows of ``stats``)."""
-        return await self._run(self._readers, self._read, queries.metrics)
+        return await self._run(self._readers, self._read, totals.read)
 
     async def throughput(self, now: float) -> dict[str, Any]:
         """Questions per minute accepted, completed and failed recently (see :mod:`qastream.db.recent`)."""

@@ -6,7 +6,7 @@ from alembic import command
 from sqlalchemy import inspect, select, text
 from totals_scenario import scanned
 
-from qastream.db import queries, recent
+from qastream.db import queries, recent, totals
 from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.services.storage import make_engine
@@ -87,7 +87,7 @@ def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
         with engine.begin() as connection:
             assert snapshot(connection) == before
             assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
-            kept, scan = queries.metrics(connection), scanned(connection)
+            kept, scan = totals.read(connection), scanned(connection)
             assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
             assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=0.045)
             assert kept == scan and kept["total_responses"] > 49_000

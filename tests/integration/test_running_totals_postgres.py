@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from totals_scenario import T0, answer, failure, mixed_sequence, qid, scanned
 
-from qastream.db import queries
+from qastream.db import queries, totals
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Submission
 from qastream.services.storage import make_engine
@@ -24,7 +24,7 @@ def engine(postgres_url):
 
 def assert_totals_match_a_scan(engine):
     with engine.connect() as connection:
-        kept, scan = queries.metrics(connection), scanned(connection)
+        kept, scan = totals.read(connection), scanned(connection)
     assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
     assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=PRECISION)
     assert kept == scan
@@ -56,7 +56,7 @@ def test_two_workers_writing_the_same_questions_at_once_lose_no_count(engine):
         list(pool.map(worker, (0, 100)))
     assert_totals_match_a_scan(engine)
     with engine.connect() as connection:
-        m = queries.metrics(connection)
+        m = totals.read(connection)
     # A question one worker failed is resubmitted when the other accepts it: failed or pending, by timing.
     assert m["questions_by_status"]["completed"] == 150 and sum(m["questions_by_status"].values()) == 200
     assert m["total_responses"] == 150

@@ -6,10 +6,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from qastream.db import queries, recent
+from qastream.db import queries, recent, totals
 from qastream.db.migrate import alembic_config, upgrade
-from qastream.db.queries import Failure, Q, R, S, StoredAnswer, Submission
+from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.db.schema import Base
+from qastream.db.totals import S
 from qastream.policy.lifecycle import State
 from qastream.services.storage import make_engine
 
@@ -146,12 +147,12 @@ def test_0003_fills_the_running_totals_the_writes_keep(engine_at_0001):
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         populate(connection)
-        kept = queries.metrics(connection)
+        kept = totals.read(connection)
         minutes = connection.execute(select(S).where(S.c.name.in_(["accepted", "completed", "failed"]))).all()
     populate_at_0001(engine_at_0001, 0)  # back to 0001 with the rows written above
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
-        assert queries.metrics(connection) == kept
+        assert totals.read(connection) == kept
         assert kept["questions_by_status"] == {State.PENDING: 199, State.COMPLETED: 100, State.FAILED: 1}
         # The rows are from 2023: older than the minutes kept, so the upgrade counts none of them.
         assert minutes and connection.execute(select(S).where(S.c.name == "accepted")).all() == []

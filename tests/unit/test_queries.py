@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from qastream.db import queries
+from qastream.db import queries, totals
 from qastream.db.queries import CREATED, FOUND, IN_FLIGHT, RESUBMITTED, Failure, StoredAnswer, Submission
 from qastream.db.schema import QuestionRow, ResponseRow
 from qastream.errors import ErrorClass
@@ -255,7 +255,7 @@ def test_lookup_pending_question(engine):
 # -- metrics ---------------------------------------------------------------------------------------------
 
 def test_metrics_of_an_empty_database(engine):
-    assert read(engine, queries.metrics) == {
+    assert read(engine, totals.read) == {
         "total_responses": 0, "scored_responses": 0, "average_score": None, "low_quality_responses": 0,
         "attempts_distribution": {},
         "score_distribution": {"<0.10": 0, "0.10-0.20": 0, "0.20-0.30": 0, "0.30-0.40": 0, "0.40-0.50": 0,
@@ -275,7 +275,7 @@ def test_metrics_aggregates(engine):
         answer(n, score=s, attempts=a, total_ms=float((n + 1) * 100), low_quality=n < 2)
         for n, (s, a) in enumerate(zip(scores, attempts))])
     write(engine, queries.save_failed, [failure(10), failure(11)])
-    m = read(engine, queries.metrics)
+    m = read(engine, totals.read)
     assert m["total_responses"] == 10
     assert m["scored_responses"] == 9
     assert m["average_score"] == round(sum(s for s in scores if s is not None) / 9, 4)
@@ -299,14 +299,14 @@ def test_metrics_aggregates(engine):
 ])
 def test_processing_time_percentiles_use_nearest_rank(engine, n, p50, p95, p99):
     write(engine, queries.save_completed, [answer(i, total_ms=7.0 * (i + 1)) for i in reversed(range(n))])
-    got = read(engine, queries.metrics)["processing_time_ms"]
+    got = read(engine, totals.read)["processing_time_ms"]
     assert got == pytest.approx({"p50": p50, "p95": p95, "p99": p99}, rel=PRECISION)
 
 
 def test_metrics_count_rewritten_answers_once(engine):
     write(engine, queries.save_completed, [answer(1, score=0.2)])
     write(engine, queries.save_completed, [answer(1, score=0.8)])
-    m = read(engine, queries.metrics)
+    m = read(engine, totals.read)
     assert (m["total_responses"], m["average_score"]) == (1, 0.8)
     assert m["score_distribution"]["0.80-0.90"] == 1
     assert m["score_distribution"]["0.20-0.30"] == 0

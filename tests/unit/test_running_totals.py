@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import event
 from totals_scenario import T0, answer, mixed_sequence, qid, scanned
 
-from qastream.db import queries, recent, stats
+from qastream.db import queries, recent, stats, totals
 from qastream.db.queries import Submission
 
 #: Percentiles come from histogram buckets 2**(1/8) wide, reported at their geometric middle.
@@ -13,7 +13,7 @@ PRECISION = 2 ** (1 / 16) - 1
 
 def assert_totals_match_a_scan(engine):
     with engine.connect() as connection:
-        kept, scan = queries.metrics(connection), scanned(connection)
+        kept, scan = totals.read(connection), scanned(connection)
     assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
     assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=PRECISION)
     assert kept == scan
@@ -23,7 +23,7 @@ def test_the_totals_equal_a_full_scan_after_a_mixed_sequence(engine):
     mixed_sequence(engine)
     assert_totals_match_a_scan(engine)
     with engine.connect() as connection:
-        m = queries.metrics(connection)
+        m = totals.read(connection)
     # The sequence is meant to leave every kind of figure non-trivial.
     assert m["questions_by_status"] == {"completed": 7, "failed": 2, "pending": 2}
     assert m["dead_letters_by_class"] == {"quota": 1, "overload": 1}
@@ -43,7 +43,7 @@ def test_old_minute_counters_are_pruned(engine):
     with engine.begin() as connection:
         queries.accept(connection, [Submission(qid(1), "q", None, T0)])
         queries.accept(connection, [Submission(qid(2), "q", None, T0 + 60 * (stats.KEEP_MINUTES + 1))])
-        minutes = connection.execute(queries.S.select().where(queries.S.c.name == stats.ACCEPTED)).all()
+        minutes = connection.execute(totals.S.select().where(totals.S.c.name == stats.ACCEPTED)).all()
     assert [m.key for m in minutes] == [stats.minute_key(T0 + 60 * (stats.KEEP_MINUTES + 1))]
 
 
@@ -62,7 +62,7 @@ def statements_of(engine, call):
     return seen
 
 
-@pytest.mark.parametrize("function", [queries.metrics, lambda c: recent.throughput(c, T0 + 10)])
+@pytest.mark.parametrize("function", [totals.read, lambda c: recent.throughput(c, T0 + 10)])
 def test_metrics_reads_the_same_bounded_statements_at_10_and_2000_answers(engine, function):
     counts = []
     for start, end in ((0, 10), (10, 2000)):

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import qastream.tables.parking  # noqa: F401  (the tables, as a worker discovers them)
 import qastream.tables.status  # noqa: F401
 from qastream.app import app, storage
-from qastream.db import queries
+from qastream.db import totals
 from qastream.db.migrate import upgrade
 from qastream.policy.lifecycle import Stage, State
 from qastream.services.storage import make_engine
@@ -61,7 +61,7 @@ def database(tmp_path, monkeypatch):
             return fn(connection, *args)
 
     from qastream.db import recent
-    monkeypatch.setattr(storage, "metrics", AsyncMock(side_effect=lambda: on_db(queries.metrics)))
+    monkeypatch.setattr(storage, "metrics", AsyncMock(side_effect=lambda: on_db(totals.read)))
     monkeypatch.setattr(storage, "throughput", AsyncMock(side_effect=lambda now: on_db(recent.throughput, now)))
     monkeypatch.setattr(storage, "latest_answers",
                         AsyncMock(side_effect=lambda limit: on_db(recent.latest_answers, limit)))
