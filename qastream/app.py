@@ -100,7 +100,7 @@ settings = Settings.from_env()
 storage = Storage(settings.resolved_database_url(), connect_timeout=settings.db_connect_timeout_seconds,
                   statement_timeout=settings.db_statement_timeout_seconds)
 cache = make_cache(settings.redis_url, settings.cache_ttl_seconds, timeout=settings.redis_timeout_seconds,
-                   retry_seconds=settings.cache_retry_seconds, max_entries=settings.cache_max_entries)
+                   retry_seconds=settings.cache_retry_seconds, max_bytes=settings.cache_max_bytes)
 llm = LLMClient(
     settings.ollama_url, settings.ollama_model, timeout=settings.llm_timeout_seconds,
     concurrency=settings.llm_concurrency, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,

@@ -80,9 +80,10 @@ class Settings:
     database_url: str = _setting("", "SQLAlchemy URL; empty means the SQLite file `<data_dir>/qastream.db`.")
     redis_url: str = _setting("", "Redis URL for the answer cache; empty means an in-process TTL cache.")
     cache_ttl_seconds: int = _setting(86400, "Time to live of cached answers.", minimum=1)
-    cache_max_entries: int = _setting(
-        100_000, "Most answers the in-process cache holds (used when no Redis URL is set); the oldest go first, so "
-                 "a worker's memory does not grow with the number of questions ever answered.", minimum=1)
+    cache_max_bytes: int = _setting(
+        16 * 2**20, "Most bytes of answers (their JSON, plus ~200 bytes each) the in-process cache holds, used when no "
+                    "Redis URL is set; the oldest go first, so a worker's memory does not grow with the number of "
+                    "questions ever answered. 16 MiB holds ~30,000 typical answers.", minimum=1024)
     store_batch_size: int = _setting(200, "Most answers written to the database in one transaction.", minimum=1)
     db_connect_timeout_seconds: int = _setting(
         5, "Longest wait to open a PostgreSQL connection (libpq `connect_timeout`, also TCP keepalive and "

@@ -105,14 +105,32 @@ class Cache(Service):
 
 
 class MemoryCache(Cache):
-    """Per-process TTL cache with a size bound, for the zero-setup default."""
+    """Per-process TTL cache bounded in bytes, for the zero-setup default.
+
+    Values are kept as their JSON encoding, as Redis keeps them: a few hundred
+    bytes per answer instead of the ~2-3 KB of a decoded dict, a bound that is
+    measured rather than guessed, and a cached answer that no caller can
+    mutate.  The oldest entries go first once ``max_bytes`` is reached, so the
+    worker's memory does not grow with the number of questions ever answered.
+    """
 
     backend = "memory"
 
-    def __init__(self, ttl_seconds: int, max_entries: int = 100_000, **kwargs: Any) -> None:
+    #: Bytes an entry costs beyond its key and value: the ordered dict's slot and node, the tuple, the float.
+    ENTRY_OVERHEAD = 200
+
+    def __init__(self, ttl_seconds: int, max_bytes: int = 16 * 2**20, **kwargs: Any) -> None:
         super().__init__(ttl_seconds, **kwargs)
-        self.max_entries = max_entries
-        self._items: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def _size(self, key: str, raw: bytes) -> int:
+        return len(key) + len(raw) + self.ENTRY_OVERHEAD
+
+    def _drop(self, key: str) -> None:
+        _, raw = self._items.pop(key)
+        self.bytes -= self._size(key, raw)
 
     async def _ping(self) -> None:
         return None
@@ -121,22 +139,28 @@ class MemoryCache(Cache):
         entry = self._items.get(key)
         if entry is None:
             return None
-        expires, value = entry
+        expires, raw = entry
         if expires < time.monotonic():
-            del self._items[key]
+            self._drop(key)
             return None
+        value: dict[str, Any] = json.loads(raw)
         return value
 
     async def _put_many(self, items: dict[str, dict[str, Any]]) -> None:
         expires = time.monotonic() + self.ttl_seconds
         for key, value in items.items():
-            self._items[key] = (expires, value)
-            self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
+            raw = json.dumps(value, separators=(",", ":")).encode()
+            if key in self._items:
+                self._drop(key)
+            if self._size(key, raw) > self.max_bytes:
+                continue  # an answer larger than the whole cache is not cached
+            self._items[key] = (expires, raw)
+            self.bytes += self._size(key, raw)
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._items)))
 
     async def info(self) -> dict[str, Any]:
-        return {**await super().info(), "entries": len(self._items)}
+        return {**await super().info(), "entries": len(self._items), "bytes": self.bytes, "max_bytes": self.max_bytes}
 
 
 class RedisCache(Cache):
@@ -195,8 +219,8 @@ class RedisCache(Cache):
 
 
 def make_cache(redis_url: str, ttl_seconds: int, *, timeout: float = 0.5, retry_seconds: float = 1.0,
-               max_entries: int = 100_000) -> Cache:
-    """Redis when a URL is configured, otherwise the in-process cache holding at most ``max_entries`` answers."""
+               max_bytes: int = 16 * 2**20) -> Cache:
+    """Redis when a URL is configured, otherwise the in-process cache holding at most ``max_bytes``."""
     if redis_url:
         return RedisCache(redis_url, ttl_seconds, timeout=timeout, retry_seconds=retry_seconds)
-    return MemoryCache(ttl_seconds, max_entries=max_entries)
+    return MemoryCache(ttl_seconds, max_bytes=max_bytes)

@@ -46,7 +46,8 @@ async def test_miss_then_hit_are_counted(clock):
     assert await cache.get(result(3)["question_id"]) is None
     assert (cache.hits, cache.misses, cache.errors) == (2, 2, 0)
     info = await cache.info()
-    assert info == {"backend": "memory", "hits": 2, "misses": 2, "errors": 0, "ttl_seconds": 60, "entries": 2}
+    assert info == {"backend": "memory", "hits": 2, "misses": 2, "errors": 0, "ttl_seconds": 60, "entries": 2,
+                    "bytes": 2 * await entry_bytes(), "max_bytes": 16 * 2**20}
 
 
 async def test_entries_are_stored_under_the_response_key(clock):
@@ -75,22 +76,62 @@ async def test_rewriting_an_entry_renews_its_ttl(clock):
     assert (await cache.get(result(1)["question_id"]))["answer"] == "newer"
 
 
-async def test_max_entries_evicts_the_oldest(clock):
-    cache = MemoryCache(ttl_seconds=60, max_entries=3)
+async def entry_bytes() -> int:
+    """What one ``result(n)`` (n < 10) costs in the cache: all of them are the same size."""
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([result(1)])
+    return cache.bytes
+
+
+async def test_the_byte_bound_evicts_the_oldest(clock):
+    cache = MemoryCache(ttl_seconds=60, max_bytes=3 * await entry_bytes())
     await cache.put_many([result(1), result(2)])
     await cache.put_many([result(3), result(4)])
     assert await cache.get(result(1)["question_id"]) is None
     for n in (2, 3, 4):
         assert await cache.get(result(n)["question_id"]) == result(n)
-    assert (await cache.info())["entries"] == 3
+    info = await cache.info()
+    assert info["entries"] == 3 and info["bytes"] == 3 * await entry_bytes() <= info["max_bytes"]
 
 
-async def test_rewriting_an_entry_makes_it_the_newest(clock):
-    cache = MemoryCache(ttl_seconds=60, max_entries=2)
+async def test_an_entry_costs_its_json_not_a_fixed_guess(clock):
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([result(1)])
+    small = cache.bytes
+    await cache.put_many([{**result(2), "answer": "x" * 10_000}])
+    assert cache.bytes - small >= 10_000
+
+
+async def test_rewriting_an_entry_makes_it_the_newest_and_counts_it_once(clock):
+    cache = MemoryCache(ttl_seconds=60, max_bytes=2 * await entry_bytes())
     await cache.put_many([result(1), result(2)])
     await cache.put_many([result(1)])
+    assert cache.bytes == 2 * await entry_bytes()
     await cache.put_many([result(3)])
     assert await cache.get(result(2)["question_id"]) is None
+    assert await cache.get(result(1)["question_id"]) == result(1)
+
+
+async def test_an_answer_larger_than_the_cache_is_not_cached_and_evicts_nothing(clock):
+    cache = MemoryCache(ttl_seconds=60, max_bytes=2 * await entry_bytes())
+    await cache.put_many([result(1)])
+    await cache.put_many([{**result(2), "answer": "x" * 10_000}])
+    assert await cache.get(result(2)["question_id"]) is None
+    assert await cache.get(result(1)["question_id"]) == result(1)
+
+
+async def test_an_expired_entry_gives_its_bytes_back(clock):
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([result(1)])
+    clock.now += 61
+    assert await cache.get(result(1)["question_id"]) is None
+    assert cache.bytes == 0 and (await cache.info())["entries"] == 0
+
+
+async def test_a_caller_changing_a_cached_answer_does_not_change_the_cache(clock):
+    cache = MemoryCache(ttl_seconds=60)
+    await cache.put_many([result(1)])
+    (await cache.get(result(1)["question_id"]))["answer"] = "tampered"
     assert await cache.get(result(1)["question_id"]) == result(1)
 
 
@@ -152,5 +193,5 @@ def test_make_cache_without_redis_url_is_in_process():
 
 
 def test_make_cache_bounds_the_in_process_cache_by_the_setting():
-    cache = make_cache("", 30, max_entries=7)
-    assert isinstance(cache, MemoryCache) and cache.max_entries == 7
+    cache = make_cache("", 30, max_bytes=7000)
+    assert isinstance(cache, MemoryCache) and cache.max_bytes == 7000
