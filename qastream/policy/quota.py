@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a worker may hold one per busy key (services.limiter)
 class Bucket:
     """A key's tokens as counted at time ``at`` (seconds on the caller's clock)."""
 
