@@ -148,3 +148,10 @@ async def test_a_limiter_without_redis_url_starts_without_connecting(clock):
     assert limiter.client is None and limiter.script is None
     await limiter.on_stop()
 
+
+def test_the_app_creates_one_limiter_on_the_caches_redis_setting():
+    from qastream.app import app, limiter, settings
+
+    assert limiter in app.first_services
+    assert (limiter.redis_url, limiter.timeout, limiter.retry_seconds) == (
+        settings.redis_url, settings.redis_timeout_seconds, settings.cache_retry_seconds)
