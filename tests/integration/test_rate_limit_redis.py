@@ -121,6 +121,33 @@ async def test_a_bucket_key_expires_when_the_bucket_is_full_again(redis_url, pre
         await limiter.on_stop()
 
 
+async def test_a_script_missing_from_redis_is_loaded_again(redis_url, prefix):
+    """After a Redis restart its script cache is empty: EVALSHA fails and the script is loaded again.
+
+    Emptying the shared server's script cache would hit other users of it, so the
+    limiter is given a digest Redis never saw instead.
+    """
+    limiter = Limiter(redis_url, prefix=prefix)
+    await limiter.on_start()
+    try:
+        limiter.script.sha = "0" * 40
+        assert await limiter.take("k", 1.0, 1) is None
+        assert await limiter.take("k", 1.0, 1) is not None
+        assert limiter.errors == 0 and limiter.script.sha != "0" * 40
+    finally:
+        await limiter.on_stop()
+
+
+async def test_the_limiter_starts_and_stops_as_a_service(redis_url, prefix):
+    limiter = Limiter(redis_url, prefix=prefix)
+    await limiter.start()
+    try:
+        assert await limiter.take("k", 1.0, 1) is None
+        assert limiter.errors == 0
+    finally:
+        await limiter.stop()
+
+
 def test_two_processes_share_one_bucket(redis_url, prefix):
     rate, burst, seconds = 50.0, 20, 2.0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
