@@ -3,8 +3,9 @@
 A key may make ``burst`` requests at once and then ``rate`` requests a
 second: its bucket holds at most ``burst`` tokens, refills at ``rate``
 tokens a second, and each request takes one.  Over any window of ``t``
-seconds a key therefore gets at most ``rate * t + burst`` requests, which is
-what the integration tests hold the shared Redis bucket to.
+seconds a key therefore gets at most ``rate * t + burst`` requests (``burst``
+0 counts as 1, see :func:`capacity`), which is what the integration tests
+hold the shared Redis bucket to.
 
 The state is two numbers (tokens, the time they were counted) so the same
 decision can run in-process (:mod:`qastream.services.limiter`) and in a Redis
