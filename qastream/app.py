@@ -17,6 +17,7 @@ from mode import ServiceT
 from qastream.runtime import Runtime
 from qastream.services.cache import make_cache
 from qastream.services.health import DependencyProbe
+from qastream.services.limiter import Limiter
 from qastream.services.llm import LLMClient
 from qastream.services.scorer import Scorer
 from qastream.services.storage import Storage
@@ -101,6 +102,8 @@ storage = Storage(settings.resolved_database_url(), connect_timeout=settings.db_
                   statement_timeout=settings.db_statement_timeout_seconds)
 cache = make_cache(settings.redis_url, settings.cache_ttl_seconds, timeout=settings.redis_timeout_seconds,
                    retry_seconds=settings.cache_retry_seconds, max_bytes=settings.cache_max_bytes)
+# Per-API-key rate limits, shared through the cache's Redis and bounded by the same time-outs.
+limiter = Limiter(settings.redis_url, timeout=settings.redis_timeout_seconds, retry_seconds=settings.cache_retry_seconds)
 llm = LLMClient(
     settings.ollama_url, settings.ollama_model, timeout=settings.llm_timeout_seconds,
     concurrency=settings.llm_concurrency, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
@@ -114,7 +117,7 @@ dependencies = DependencyProbe(settings.broker_url, storage, cache, interval=set
 
 app = QAStreamApp(
     settings.app_id,
-    first_services=[storage, cache, llm, scorer, dependencies],
+    first_services=[storage, cache, limiter, llm, scorer, dependencies],
     idle_timeout=settings.idle_timeout_seconds,
     runtime_factory=lambda: Runtime.from_settings(settings),
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
