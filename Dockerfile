@@ -38,10 +38,11 @@ USER qastream:qastream
 
 EXPOSE 6066
 
-# The API binds to QASTREAM_WEB_HOST (127.0.0.1 by default, a service name under
-# docker compose), so the probe asks that address rather than a fixed loopback.
-# urlopen raises on a refused connection and on any 4xx/5xx answer.
+# Liveness.  The API binds to QASTREAM_WEB_HOST (127.0.0.1 by default, a service
+# name under docker compose), so the probe asks that address rather than a fixed
+# loopback.  A refused connection raises; 200, or 401 when QASTREAM_AUTH=required
+# and the probe has no key, means the worker answers; anything else is unhealthy.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://%s:%s/metrics' % (os.environ.get('QASTREAM_WEB_HOST', '127.0.0.1'), os.environ.get('QASTREAM_WEB_PORT', '6066')), timeout=8)"]
+    CMD ["python", "-c", "import http.client, os; c = http.client.HTTPConnection(os.environ.get('QASTREAM_WEB_HOST', '127.0.0.1'), int(os.environ.get('QASTREAM_WEB_PORT', '6066')), timeout=8); c.request('GET', '/metrics'); raise SystemExit(c.getresponse().status not in (200, 401))"]
 
 CMD ["qastream", "worker", "-l", "info"]

@@ -4,8 +4,10 @@ No Docker engine runs here, so what can be wrong without running is checked as
 data: unpinned images, ``QASTREAM_*`` variables that are not settings (the
 worker would refuse to start), a web port that disagrees with the published
 port or the image, missing health checks, topics sized differently from the
-settings (``PartitionsMismatch`` / ``TopicLayoutError`` at start-up) and
-secrets written into the file.  Each check is a function returning the
+settings (``PartitionsMismatch`` / ``TopicLayoutError`` at start-up), secrets
+written into the file, and the hardening: what is published, kafka-ui
+read-only, Redis's password, qastream's own PostgreSQL role, secrets only from
+``.env`` and API keys required.  Each check is a function returning the
 problems it found; the last tests feed each one a broken copy to show it fails.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import configparser
 import copy
 import dataclasses
+import os
 import re
 import shlex
 from pathlib import Path
@@ -26,17 +29,29 @@ from qastream.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+INIT_SCRIPT = ROOT / "config" / "postgres" / "init-app-role.sh"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 SETUP_CFG = ROOT / "setup.cfg"
 
 WORKERS = ("qastream-1", "qastream-2")
-LONG_RUNNING = ("kafka", "postgres", "redis", "ollama", *WORKERS)
+INTERNAL = ("kafka", "postgres", "redis", "ollama")
+LONG_RUNNING = (*INTERNAL, *WORKERS)
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+INIT_DIR = "/docker-entrypoint-initdb.d"
 SETTING_VARIABLES = frozenset(env_name(f.name) for f in dataclasses.fields(Settings))
+# Set in docker-compose.yml before this branch has the setting: QASTREAM_AUTH comes
+# with API keys (issue 14) from a parallel branch.  Delete this allow-list once
+# that is merged; a name that has become a setting is checked like any other.
+NOT_YET_SETTINGS = frozenset({"QASTREAM_AUTH"}) - SETTING_VARIABLES
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
 ONLY_INTERPOLATION = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?+][^}]*)?\}")
 # ${VAR}, ${VAR:-x}, ${VAR:?msg}, but not the $${VAR} escape (expanded in the container).
 INTERPOLATED_NAME = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+# An interpolation with its form: ${VAR:?msg} and ${VAR?msg} stop compose when VAR is unset.
+INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?+])?[^}]*\}")
+# scheme://user:password@ with either part possibly empty or an interpolation.
+URL_CREDENTIALS = re.compile(r"(\w[\w+.-]*)://((?:\$\{[^}]*\}|[^:/@\s$])*):((?:\$\{[^}]*\}|[^@\s/$])*)@")
 
 
 # -- reading --------------------------------------------------------------------------
@@ -73,6 +88,43 @@ def container_ports(service: dict[str, Any]) -> list[int]:
         else:
             ports.append(int(str(entry).split("/")[0].rsplit(":", 1)[-1]))
     return ports
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(host address, host port, container port) of every published port; ``""`` means all interfaces
+    or a random host port.  Short (``[ip:][host:]container[/proto]``, ``[::1]:h:c``) or long form."""
+    ports = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            ports.append((str(entry.get("host_ip", "")), str(entry.get("published", "")), int(entry["target"])))
+            continue
+        text = str(entry).split("/")[0]
+        address = ""
+        if text.startswith("["):
+            address, _, text = text[1:].partition("]:")
+        parts = text.split(":")
+        if len(parts) == 3:
+            address, parts = parts[0], parts[1:]
+        ports.append((address, parts[0] if len(parts) == 2 else "", int(parts[-1])))
+    return ports
+
+
+def interpolated(value: str | None) -> str | None:
+    """The variable a value takes whole from ``.env`` (``${VAR}`` in any form), else None."""
+    match = INTERPOLATION.fullmatch(value or "")
+    return match.group(1) if match else None
+
+
+def required_interpolation(value: str | None) -> bool:
+    """``${VAR:?msg}`` or ``${VAR?msg}``: compose refuses to start without VAR; no default stands in."""
+    match = INTERPOLATION.fullmatch(value or "")
+    return bool(match) and (match.group(2) or "").endswith("?")
+
+
+def url_credentials(url: str) -> tuple[str, str] | None:
+    """(user, password) of a URL, as written (interpolations unexpanded)."""
+    match = URL_CREDENTIALS.match(url or "")
+    return (match.group(2), match.group(3)) if match else None
 
 
 def host_ports(service: dict[str, Any]) -> list[int]:
@@ -187,7 +239,7 @@ def unknown_settings(compose: dict[str, Any]) -> list[str]:
     return [f"{name}: {key} is not a qastream setting"
             for name, service in compose["services"].items()
             for key in environment(service)
-            if key.startswith("QASTREAM_") and key not in SETTING_VARIABLES]
+            if key.startswith("QASTREAM_") and key not in SETTING_VARIABLES | NOT_YET_SETTINGS]
 
 
 def worker_port_problems(compose: dict[str, Any], exposed: set[int]) -> list[str]:
@@ -252,9 +304,185 @@ def secret_problems(compose: dict[str, Any]) -> list[str]:
     for text in all_strings(compose):
         # The password part of any URL must be one ${...} and nothing else.
         masked = ONLY_INTERPOLATION.sub("${}", text)
-        for match in re.finditer(r"://[^:/@\s]+:([^@\s/]*)@", masked):
+        # The user may be empty: redis://:password@host.
+        for match in re.finditer(r"://[^:/@\s]*:([^@\s/]*)@", masked):
             if match.group(1) != "${}":
                 problems.append(f"literal password in URL {text!r}")
+    return problems
+
+
+def published_port_problems(compose: dict[str, Any]) -> list[str]:
+    """Only the workers' API port reaches the host, on loopback (a TLS proxy fronts it), and kafka-ui
+    on loopback: every other port would be a way round the API keys."""
+    problems = []
+    for name, service in compose["services"].items():
+        if service.get("network_mode") == "host":
+            problems.append(f"{name}: network_mode host publishes every port it listens on")
+        for address, host_port, target in published_ports(service):
+            if name in WORKERS:
+                port = int(environment(service).get("QASTREAM_WEB_PORT") or Settings().web_port)
+                if target != port:
+                    problems.append(f"{name}: publishes {target}, which is not its API port {port}")
+            elif name != "kafka-ui":
+                problems.append(f"{name}: publishes {target}; only the workers' API and kafka-ui may be published")
+            if address not in LOOPBACK:
+                problems.append(f"{name}: port {target} published on {address or 'every interface'} (host port "
+                                f"{host_port or 'random'}), not on loopback: outside it, a TLS proxy fronts the API")
+    return problems
+
+
+def internal_service_problems(compose: dict[str, Any]) -> list[str]:
+    """Kafka, PostgreSQL, Redis and Ollama: reachable on the compose network only."""
+    problems = []
+    for name in INTERNAL:
+        service = compose["services"].get(name)
+        if service is None:
+            problems.append(f"{name}: missing")
+            continue
+        if service.get("ports"):
+            problems.append(f"{name}: publishes {service['ports']}; internal services publish nothing")
+        if service.get("network_mode") == "host":
+            problems.append(f"{name}: network_mode host puts it on the host's interfaces")
+    return problems
+
+
+def kafka_ui_problems(compose: dict[str, Any]) -> list[str]:
+    service = compose["services"].get("kafka-ui")
+    if service is None:
+        return []  # no UI is no exposure
+    problems = []
+    if str(environment(service).get("KAFKA_CLUSTERS_0_READONLY")).lower() != "true":
+        problems.append("kafka-ui: KAFKA_CLUSTERS_0_READONLY is not \"true\": the UI could produce, delete "
+                        "topics and reset offsets, without authentication")
+    ports = published_ports(service)
+    problems += [f"kafka-ui: published on {address or 'every interface'}, not loopback"
+                 for address, _, _ in ports if address not in LOOPBACK]
+    return problems
+
+
+def redis_problems(compose: dict[str, Any]) -> list[str]:
+    """Redis requires a password from .env, its health check uses it, and every Redis URL carries it."""
+    service = compose["services"].get("redis")
+    if service is None:
+        return ["redis: missing"]
+    problems = []
+    command = service.get("command") or []
+    args = [str(a) for a in command] if isinstance(command, list) else shlex.split(str(command))
+    password_var = None
+    if "--requirepass" in args and args.index("--requirepass") + 1 < len(args):
+        value = args[args.index("--requirepass") + 1]
+        password_var = interpolated(value)
+        if not required_interpolation(value):
+            problems.append(f"redis: --requirepass {value!r} is not ${{VAR:?message}} from .env")
+    else:
+        problems.append("redis: started without --requirepass: anyone on the network reads the cache")
+    test = (service.get("healthcheck") or {}).get("test") or []
+    text = " ".join(test) if isinstance(test, list) else str(test)
+    authenticates = (password_var is not None
+                     and interpolated(environment(service).get("REDISCLI_AUTH")) == password_var) or \
+        bool(re.search(r"(^|\s)(-a|--pass)\s", text))
+    if not authenticates:
+        problems.append("redis: the healthcheck sends no password (REDISCLI_AUTH from the --requirepass variable)")
+    if "PONG" not in text:
+        problems.append("redis: the healthcheck does not look for PONG: a NOAUTH error reply would pass")
+    for name, svc in compose["services"].items():
+        url = environment(svc).get("QASTREAM_REDIS_URL")
+        if not url:
+            continue
+        credentials = url_credentials(url)
+        if credentials is None or password_var is None or interpolated(credentials[1]) != password_var:
+            problems.append(f"{name}: QASTREAM_REDIS_URL {url!r} does not carry the Redis password")
+    return problems
+
+
+def _read_repo_file(path: str) -> str | None:
+    file = ROOT / path
+    return file.read_text() if file.is_file() else None
+
+
+def _sql(script: str) -> str:
+    """The script without comment lines (shell ``#``, SQL ``--``)."""
+    return "\n".join(line for line in script.splitlines() if not line.lstrip().startswith(("#", "--")))
+
+
+def postgres_role_problems(compose: dict[str, Any],
+                           read: Callable[[str], str | None] = _read_repo_file) -> list[str]:
+    """qastream connects as a role the init script creates, with no superuser, role or database rights."""
+    service = compose["services"].get("postgres")
+    if service is None:
+        return ["postgres: missing"]
+    problems = []
+    env = environment(service)
+    admin_var = interpolated(env.get("POSTGRES_USER"))
+    app_var = interpolated(env.get("POSTGRES_APP_USER"))
+    if app_var is None or interpolated(env.get("POSTGRES_APP_PASSWORD")) is None:
+        problems.append("postgres: POSTGRES_APP_USER / POSTGRES_APP_PASSWORD do not come from .env")
+    scripts = []
+    for volume in service.get("volumes") or []:
+        source, _, target = str(volume).partition(":")
+        if target.startswith(INIT_DIR) and source.startswith("./"):
+            scripts.append((source, read(source.removeprefix("./"))))
+    if not scripts:
+        problems.append(f"postgres: no init script mounted into {INIT_DIR}: nobody creates the app role")
+    for source, text in scripts:
+        if text is None:
+            problems.append(f"postgres: {source} does not exist")
+            continue
+        sql = _sql(text)
+        create = re.search(r"CREATE\s+(?:ROLE|USER)\s+(\S+)(.*?);", sql, re.DOTALL | re.IGNORECASE)
+        if create is None or "POSTGRES_APP_USER" not in sql:
+            problems.append(f"{source}: does not create the role named by POSTGRES_APP_USER")
+            continue
+        attributes = create.group(2).upper().split()
+        missing = [a for a in ("LOGIN", "NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE") if a not in attributes]
+        if missing:
+            problems.append(f"{source}: the app role lacks {', '.join(missing)}")
+        granted = re.findall(r"(?<![A-Z])(SUPERUSER|CREATEDB|CREATEROLE|BYPASSRLS|REPLICATION)\b", sql)
+        if granted:
+            problems.append(f"{source}: grants {', '.join(sorted(set(granted)))}")
+        if re.search(r"GRANT\s+(pg_\w+|\S*postgres\S*)\s+TO", sql, re.IGNORECASE):
+            problems.append(f"{source}: makes the app role a member of a privileged role")
+    for name, svc in compose["services"].items():
+        url = environment(svc).get("QASTREAM_DATABASE_URL")
+        if not url or not url.startswith("postgres"):
+            continue
+        user = (url_credentials(url) or ("", ""))[0]
+        if user == "postgres" or (admin_var is not None and interpolated(user) == admin_var):
+            problems.append(f"{name}: connects to PostgreSQL as the superuser ({user})")
+        elif app_var is None or interpolated(user) != app_var:
+            problems.append(f"{name}: QASTREAM_DATABASE_URL user {user!r} is not the app role (${{{app_var}}})")
+    return problems
+
+
+def secret_source_problems(compose: dict[str, Any]) -> list[str]:
+    """Every secret comes from .env through ${VAR:?message}: no default stands in for a missing password,
+    and no env_file hands a container secrets it does not use."""
+    problems = [f"{name}: env_file loads all of .env into the container; interpolate what it needs"
+                for name, service in compose["services"].items() if service.get("env_file")]
+    for text in all_strings(compose):
+        for match in INTERPOLATION.finditer(text):
+            if SECRET_KEY.search(match.group(1)) and not (match.group(2) or "").endswith("?"):
+                problems.append(f"{match.group(0)}: a secret without ':?' starts with a default or empty")
+        credentials = url_credentials(text)
+        if credentials and credentials[1] and not required_interpolation(credentials[1]):
+            problems.append(f"password in {text!r} is not ${{VAR:?message}}")
+    return problems
+
+
+def auth_problems(compose: dict[str, Any]) -> list[str]:
+    """Every worker requires API keys, and its health check survives that."""
+    problems = []
+    for name in WORKERS:
+        service = compose["services"].get(name) or {}
+        env = environment(service)
+        if env.get("QASTREAM_AUTH") != "required":
+            problems.append(f"{name}: QASTREAM_AUTH is {env.get('QASTREAM_AUTH')!r}, not 'required'")
+        if str(env.get("QASTREAM_AUTH_ALLOW_ANONYMOUS") or "false").lower() not in ("0", "false", "no", "off"):
+            problems.append(f"{name}: QASTREAM_AUTH_ALLOW_ANONYMOUS lets it serve without keys")
+        test = (service.get("healthcheck") or {}).get("test") or []
+        text = " ".join(test) if isinstance(test, list) else str(test)
+        if "/metrics" in text and "401" not in text:
+            problems.append(f"{name}: the healthcheck asks /metrics without a key and fails on its 401")
     return problems
 
 
@@ -276,7 +504,7 @@ def test_every_qastream_variable_is_a_setting(compose: dict[str, Any]) -> None:
 def test_worker_settings_parse(compose: dict[str, Any]) -> None:
     """Settings.from_env accepts each worker's environment (values, choices, ranges)."""
     for name in WORKERS:
-        env = {k: v or "" for k, v in environment(compose["services"][name]).items()}
+        env = {k: v or "" for k, v in environment(compose["services"][name]).items() if k not in NOT_YET_SETTINGS}
         settings = Settings.from_env(env)
         assert settings.broker_profile == "production"
         assert settings.broker_url == "kafka://kafka:9092"
@@ -318,18 +546,67 @@ def test_kafka_init_creates_topics_with_settings_partitions(compose: dict[str, A
 def test_no_literal_secret_in_compose(compose: dict[str, Any]) -> None:
     assert secret_problems(compose) == []
     url = environment(compose["services"]["qastream-1"])["QASTREAM_DATABASE_URL"]
-    assert "${POSTGRES_PASSWORD" in url
-    postgres = compose["services"]["postgres"]
-    assert "POSTGRES_PASSWORD" not in environment(postgres) or ONLY_INTERPOLATION.fullmatch(
-        environment(postgres)["POSTGRES_PASSWORD"] or "")
-    assert postgres.get("env_file") in (".env", [".env"], [{"path": ".env"}])
+    assert "${POSTGRES_APP_PASSWORD:?" in url
+    postgres = environment(compose["services"]["postgres"])
+    assert all(required_interpolation(postgres[key]) for key in ("POSTGRES_USER", "POSTGRES_PASSWORD",
+                                                                 "POSTGRES_APP_USER", "POSTGRES_APP_PASSWORD"))
+
+
+def test_secrets_come_only_from_env_interpolation(compose: dict[str, Any]) -> None:
+    assert secret_source_problems(compose) == []
 
 
 def test_env_example_names_every_interpolated_variable() -> None:
     assert ENV_EXAMPLE.is_file()
-    defined = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
-    assert {"POSTGRES_USER", "POSTGRES_PASSWORD"} <= defined
-    assert set(INTERPOLATED_NAME.findall(COMPOSE_FILE.read_text())) <= defined
+    values = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE))
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_APP_USER", "POSTGRES_APP_PASSWORD",
+            "REDIS_PASSWORD"} <= values.keys()
+    assert set(INTERPOLATED_NAME.findall(COMPOSE_FILE.read_text())) <= values.keys()
+    # Placeholders, never usable secrets; the app role is not the superuser.
+    assert all(value.startswith("change-me") for key, value in values.items() if SECRET_KEY.search(key))
+    assert values["POSTGRES_APP_USER"] != values["POSTGRES_USER"]
+
+
+def test_only_the_api_is_published(compose: dict[str, Any]) -> None:
+    assert published_port_problems(compose) == []
+    assert {name for name, service in compose["services"].items() if service.get("ports")} == {*WORKERS, "kafka-ui"}
+
+
+def test_internal_services_are_not_published(compose: dict[str, Any]) -> None:
+    assert internal_service_problems(compose) == []
+
+
+def test_kafka_ui_is_loopback_and_read_only(compose: dict[str, Any]) -> None:
+    assert "kafka-ui" in compose["services"]
+    assert kafka_ui_problems(compose) == []
+
+
+def test_redis_requires_its_password(compose: dict[str, Any]) -> None:
+    assert redis_problems(compose) == []
+
+
+def test_qastream_connects_as_its_own_role(compose: dict[str, Any]) -> None:
+    assert postgres_role_problems(compose) == []
+    # The postgres image runs an executable script and sources any other: sourcing would run
+    # its `set -eu` in the entrypoint's own shell.
+    assert os.access(INIT_SCRIPT, os.X_OK), f"{INIT_SCRIPT} is not executable"
+    assert "set -eu" in INIT_SCRIPT.read_text() and "ON_ERROR_STOP=1" in INIT_SCRIPT.read_text()
+
+
+def test_workers_require_api_keys(compose: dict[str, Any]) -> None:
+    assert auth_problems(compose) == []
+
+
+def test_published_ports_are_parsed_in_every_form() -> None:
+    service = {"ports": ["6066", "8080:80", "127.0.0.1:6066:6066/tcp", "[::1]:9000:9000",
+                         {"target": 1, "published": "2", "host_ip": "127.0.0.1"}]}
+    assert published_ports(service) == [("", "", 6066), ("", "8080", 80), ("127.0.0.1", "6066", 6066),
+                                        ("::1", "9000", 9000), ("127.0.0.1", "2", 1)]
+    assert url_credentials("redis://:${P:?x}@redis:6379/0") == ("", "${P:?x}")
+    assert url_credentials("postgresql+psycopg2://${U:?x}:${P:?x}@postgres/q") == ("${U:?x}", "${P:?x}")
+    assert url_credentials("http://ollama:11434") is None
+    assert interpolated("${P:-default}") == "P" and not required_interpolation("${P:-default}")
+    assert required_interpolation("${P:?set P}") and required_interpolation("${P?set P}")
 
 
 def test_dockerfile_runs_as_non_root(dockerfile: list[tuple[str, str]]) -> None:
@@ -391,6 +668,26 @@ def _set(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _drop(path: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
+    def mutate(doc: dict[str, Any]) -> None:
+        node = doc["services"]
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+    return mutate
+
+
+def _keep(doc: dict[str, Any]) -> None:
+    """For checks broken through their other input (the init script)."""
+
+
+def _script(old: str, new: str) -> Callable[[dict[str, Any]], list[str]]:
+    """postgres_role_problems reading an init script with ``old`` replaced by ``new``."""
+    text = INIT_SCRIPT.read_text()
+    assert old in text, old
+    return lambda doc: postgres_role_problems(doc, read=lambda path: text.replace(old, new))
+
+
 def _rewrite_init(old: str, new: str) -> Callable[[dict[str, Any]], None]:
     def mutate(doc: dict[str, Any]) -> None:
         init = doc["services"]["kafka-init"]
@@ -423,6 +720,65 @@ BROKEN = {
     "literal password in a URL": (secret_problems,
                                   _set(("migrate", "environment"),
                                        {"QASTREAM_DATABASE_URL": "postgresql://qastream:hunter2@postgres/qastream"})),
+    "literal password in a Redis URL": (secret_problems,
+                                        _set(("qastream-1", "environment", "QASTREAM_REDIS_URL"),
+                                             "redis://:hunter2@redis:6379/0")),
+    # only the API is published
+    "worker publishes a second port": (published_port_problems,
+                                       _set(("qastream-1", "ports"), ["127.0.0.1:6066:6066", "127.0.0.1:5678:5678"])),
+    "worker on every interface": (published_port_problems, _set(("qastream-2", "ports"), ["6067:6066"])),
+    "worker on a public address": (published_port_problems, _set(("qastream-2", "ports"), ["203.0.113.7:6067:6066"])),
+    "another service publishes": (published_port_problems,
+                                  _set(("debug",), {"image": "busybox:1.36", "ports": ["127.0.0.1:9000:9000"]})),
+    "a job on the host network": (published_port_problems, _set(("migrate", "network_mode"), "host")),
+    # internal services
+    "kafka published": (internal_service_problems, _set(("kafka", "ports"), ["127.0.0.1:29092:29092"])),
+    "postgres published": (internal_service_problems, _set(("postgres", "ports"), ["5432:5432"])),
+    "redis published (long form)": (internal_service_problems,
+                                    _set(("redis", "ports"), [{"target": 6379, "published": "6379"}])),
+    "ollama on the host network": (internal_service_problems, _set(("ollama", "network_mode"), "host")),
+    # kafka-ui
+    "kafka-ui on every interface": (kafka_ui_problems, _set(("kafka-ui", "ports"), ["8080:8080"])),
+    "kafka-ui writable": (kafka_ui_problems, _set(("kafka-ui", "environment", "KAFKA_CLUSTERS_0_READONLY"), "false")),
+    "kafka-ui read-only unset": (kafka_ui_problems, _drop(("kafka-ui", "environment", "KAFKA_CLUSTERS_0_READONLY"))),
+    # redis
+    "redis without a password": (redis_problems, _set(("redis", "command"), ["redis-server"])),
+    "redis password with a default": (redis_problems,
+                                      _set(("redis", "command"), ["redis-server", "--requirepass", "${REDIS_PASSWORD:-x}"])),
+    "redis healthcheck without the password": (redis_problems, _drop(("redis", "environment", "REDISCLI_AUTH"))),
+    "redis healthcheck trusts the exit status": (redis_problems,
+                                                 _set(("redis", "healthcheck", "test"), ["CMD", "redis-cli", "ping"])),
+    "app's Redis URL without the password": (redis_problems,
+                                             _set(("qastream-2", "environment", "QASTREAM_REDIS_URL"),
+                                                  "redis://redis:6379/0")),
+    # postgres role
+    "app connects as the superuser": (postgres_role_problems,
+                                      _set(("qastream-1", "environment", "QASTREAM_DATABASE_URL"),
+                                           "postgresql+psycopg2://${POSTGRES_USER:?x}:${POSTGRES_PASSWORD:?x}@postgres/qastream")),
+    "app connects as postgres": (postgres_role_problems,
+                                 _set(("migrate", "environment"), {"QASTREAM_DATABASE_URL":
+                                                                   "postgresql://postgres:${P:?x}@postgres/qastream"})),
+    "no init script": (postgres_role_problems, _set(("postgres", "volumes"), ["postgres-data:/var/lib/postgresql/data"])),
+    "init script missing from the tree": (postgres_role_problems,
+                                          _set(("postgres", "volumes"), ["./config/postgres/nope.sh:/docker-entrypoint-initdb.d/a.sh"])),
+    "app role as superuser": (_script("NOSUPERUSER ", "SUPERUSER "), _keep),
+    "app role may create roles": (_script("NOCREATEROLE", ""), _keep),
+    "app role altered to createdb": (_script("REVOKE ALL", "ALTER ROLE :\"app_user\" CREATEDB;\nREVOKE ALL"), _keep),
+    "app role in pg_read_all_data": (_script("REVOKE ALL", "GRANT pg_read_all_data TO :\"app_user\";\nREVOKE ALL"), _keep),
+    # secrets only from .env
+    "env_file": (secret_source_problems, _set(("postgres", "env_file"), ".env")),
+    "secret with a default": (secret_source_problems,
+                              _set(("postgres", "environment", "POSTGRES_PASSWORD"), "${POSTGRES_PASSWORD:-postgres}")),
+    "URL password that may be empty": (secret_source_problems,
+                                       _set(("qastream-1", "environment", "QASTREAM_REDIS_URL"),
+                                            "redis://:${REDIS_PASSWORD}@redis:6379/0")),
+    # API keys
+    "auth off": (auth_problems, _set(("qastream-1", "environment", "QASTREAM_AUTH"), "off")),
+    "auth unset": (auth_problems, _drop(("qastream-2", "environment", "QASTREAM_AUTH"))),
+    "anonymous allowed": (auth_problems, _set(("qastream-2", "environment", "QASTREAM_AUTH_ALLOW_ANONYMOUS"), "true")),
+    "healthcheck fails on 401": (auth_problems, _set(("qastream-1", "healthcheck"),
+                                                     {"test": ["CMD", "python", "-c", "import urllib.request; "
+                                                               "urllib.request.urlopen('http://qastream-1:6066/metrics')"]})),
 }
 
 
