@@ -27,6 +27,7 @@ from qastream.policy.ids import is_question_id
 from qastream.policy.lifecycle import State
 from qastream.services.cache import cache_key
 from qastream.services.storage import make_engine
+from qastream.services.urls import redacted
 
 NOT_FOUND = "(none)"
 
@@ -139,7 +140,7 @@ async def cache_entry(qid: str) -> tuple[Optional[dict], str]:
     finally:
         await client.aclose()
     if raw is None:
-        return None, f"no key {cache_key(qid)} in {settings.redis_url}"
+        return None, f"no key {cache_key(qid)} in {redacted(settings.redis_url)}"
     return {"key": cache_key(qid), "ttl_seconds": ttl, "value": json.loads(raw)}, "present"
 
 

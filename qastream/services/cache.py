@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 from mode import Service
 
+from qastream.services.urls import redacted
+
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "response:"
@@ -183,9 +185,9 @@ class RedisCache(Cache):
             await self.ping()
         except Exception:
             # The worker serves without the cache rather than refusing to start; /health says so.
-            logger.warning("redis cache at %s is unreachable: serving without it until it answers", self.url)
+            logger.warning("redis cache at %s is unreachable: serving without it until it answers", redacted(self.url))
         else:
-            logger.info("redis cache ready at %s", self.url)
+            logger.info("redis cache ready at %s", redacted(self.url))
 
     async def on_stop(self) -> None:
         if self.client is not None:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from mode import Service
 
 from qastream.policy.quota import Bucket, capacity, full_at, take, unlimited
+from qastream.services.urls import redacted
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class Limiter(Service):
             # Start anyway: requests are limited per worker until Redis answers.
             self._failed(exc)
         else:
-            logger.info("rate limits shared through redis at %s", self.redis_url)
+            logger.info("rate limits shared through redis at %s", redacted(self.redis_url))
 
     async def on_stop(self) -> None:
         if self.client is not None:
@@ -155,7 +156,7 @@ class Limiter(Service):
             return self.memory.take(key_id, rate, burst)
         if self.degraded:
             self.degraded = False
-            logger.info("redis at %s answers again: rate limits are shared again", self.redis_url)
+            logger.info("redis at %s answers again: rate limits are shared again", redacted(self.redis_url))
         return None if allowed == 1 else float(retry_after)
 
     def _failed(self, exc: BaseException) -> None:
