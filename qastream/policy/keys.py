@@ -13,6 +13,8 @@ import re
 import secrets
 from typing import Optional
 
+from qastream.errors import PermanentError
+
 PREFIX = "qsk_"
 #: A key name: what logs, ``keys list`` and a rate limiter show instead of the key.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -22,7 +24,7 @@ TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 MAX_TOKEN_CHARS = 200
 
 
-class BadCredentials(ValueError):
+class BadCredentials(PermanentError, ValueError):
     """The request's Authorization header is missing or is not ``Bearer <key>``; the message says which."""
 
 
