@@ -151,6 +151,7 @@ def bind_refusal(host: str, mode: AuthMode, allow_anonymous: bool) -> Optional[s
     """
     if mode == AuthMode.REQUIRED or allow_anonymous or is_loopback(host):
         return None
-    return (f"QASTREAM_WEB_HOST={host!r} is reachable from other machines while QASTREAM_AUTH=off: "
+    return (f"the web server binds to {host!r} (QASTREAM_WEB_HOST), reachable from other machines, while "
+            "QASTREAM_AUTH=off: "
             "set QASTREAM_AUTH=required (and create keys with `qastream keys create`), bind to 127.0.0.1, "
             "or set QASTREAM_AUTH_ALLOW_ANONYMOUS=true to serve without keys on purpose")
