@@ -64,7 +64,7 @@ def database(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "metrics", AsyncMock(side_effect=lambda: on_db(totals.read)))
     monkeypatch.setattr(storage, "throughput", AsyncMock(side_effect=lambda now: on_db(recent.throughput, now)))
     monkeypatch.setattr(storage, "latest_answers",
-                        AsyncMock(side_effect=lambda limit: on_db(recent.latest_answers, limit)))
+                        AsyncMock(side_effect=lambda limit, owner=None: on_db(recent.latest_answers, limit, owner)))
     monkeypatch.setattr(metrics, "parked", lambda table, topic: 0)
     lag = {"total": 3, "topics": {"t-questions-pending": {"lag": 3, "partitions": {
         "0": {"highwater": 10, "committed": 7, "lag": 3}}}}}
