@@ -9,13 +9,28 @@ every worker, with no cache or Redis to keep in step.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Iterable, Sequence
 
-from sqlalchemy import Connection, Table, and_, exists, func, select, update
+from sqlalchemy import Connection, Table, and_, exists, false, func, literal, select, update
 
-from qastream.db.schema import QuestionOwnerRow
+from qastream.db.schema import QuestionOwnerRow, QuestionRow
+from qastream.db.upsert import insert_for
 
 OWN: Table = QuestionOwnerRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
+Q: Table = QuestionRow.__table__  # type: ignore[assignment]
+
+
+def record_answered(connection: Connection, key_id: int, question_id: str, at: datetime) -> None:
+    """The key asked a question the cache answered: it owns it, closed (an answer never counts in flight).
+
+    Written only if the question has a row (a cache filled from elsewhere may
+    hold answers this database never saw) and the key does not own it yet.
+    """
+    rows = select(literal(key_id), Q.c.question_id, false(), literal(at, OWN.c.asked_at.type)) \
+        .where(Q.c.question_id == question_id)
+    connection.execute(insert_for(connection, OWN).from_select(["key_id", "question_id", "open", "asked_at"], rows)
+                       .on_conflict_do_nothing(index_elements=["key_id", "question_id"]))
 
 
 def close(connection: Connection, question_ids: Sequence[str]) -> None:

@@ -294,6 +294,11 @@ class Storage(Service):
         """Record that a key was used (at most once a minute: :func:`keys.touch`)."""
         await self._run(self._writer, self._write, keys.touch, key_id, now)
 
+    async def own_answered(self, key_id: int, question_id: str, at: float) -> None:
+        """Record that the key asked a question the cache answered (see :func:`owners.record_answered`)."""
+        await self._run(self._writer, self._write, owners.record_answered, key_id, question_id,
+                        queries.to_datetime(at))
+
     async def owns(self, key_id: int, question_id: str) -> bool:
         """Whether the key asked the question."""
         return await self._run(self._readers, self._read, owners.owns, key_id, question_id)

@@ -14,6 +14,7 @@ from qastream.db.inflight import OVER_LIMIT
 from qastream.db.queries import FOUND, IN_FLIGHT, Acceptance, Submission
 from qastream.errors import RequestError, RowRejected, Unavailable
 from qastream.models import Job
+from qastream.policy.access import Principal
 from qastream.policy.admission import retry_after_header
 from qastream.policy.ids import question_id
 from qastream.policy.lifecycle import Stage, State
@@ -67,6 +68,19 @@ async def enqueue(job: Job) -> None:
                                     "processed, retry later for its status", job.question_id) from None
 
 
+async def own_answered(owner: Principal, qid: str) -> None:
+    """Record that ``owner`` asked a question the cache answered, so its GET /status finds it.
+
+    The answer is in the response already: a database that does not take the
+    record in time costs the key that later lookup, not this answer.
+    """
+    try:
+        async with bounded("database", settings.db_statement_timeout_seconds):
+            await storage.own_answered(owner.key_id, qid, time.time())
+    except Exception as exc:
+        logger.warning("recording that key %r asked %s failed: %r", owner.name, qid, exc)
+
+
 def live_status(acceptance: Acceptance) -> str:
     """The freshest status this worker knows for an in-flight question."""
     record = status_table.get(acceptance.question_id)
@@ -84,10 +98,12 @@ class QueryView(web.View):
         query = parse_query(payload, settings.max_question_chars)
         qid = question_id(query.question_text)
         cached = await cache.get(qid)
+        owner = principal_of(request)
         if cached is not None:
             app.runtime.query_counts["cache"] += 1
+            if owner is not None and not owner.sees_everything:
+                await own_answered(owner, qid)
             return self.json(found("cache", cached))
-        owner = principal_of(request)
         try:
             acceptance = await accept(Submission(qid, query.question_text, query.original_answer, time.time(), owner))
         except RowRejected as exc:  # parse_query should have caught it; the database is the last word

@@ -152,3 +152,16 @@ def test_counting_a_keys_open_questions_reads_the_partial_index(engine):
             c, compile_kwargs={"literal_binds": True})
         plan = " ".join(r[-1] for r in c.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
         assert "ix_question_owners_open_question_id" in plan, plan
+
+
+def test_a_cache_answer_makes_the_key_an_owner_without_counting(engine):
+    with engine.begin() as c:
+        a, b = add_key(c, "a"), add_key(c, "b", limits=Limits(max_in_flight=1))
+        submit(c, a, 1, 2)
+        queries.save_completed(c, [answer(1)])
+        owners.record_answered(c, b.key_id, qid(1), queries.to_datetime(NOW))
+        owners.record_answered(c, b.key_id, qid(1), queries.to_datetime(NOW))  # twice is harmless
+        owners.record_answered(c, b.key_id, qid(9), queries.to_datetime(NOW))  # a question this database lacks
+        owners.record_answered(c, a.key_id, qid(2), queries.to_datetime(NOW))  # an open row stays open
+        assert owners.owns(c, b.key_id, qid(1)) and not owners.owns(c, b.key_id, qid(9))
+        assert open_count(c, b) == 0 and open_count(c, a) == 1
