@@ -65,7 +65,7 @@ async def lookup(key_hash: str) -> Optional[Lookup]:
 
 
 async def record_use(principal: Principal) -> None:
-    """Move the key's ``last_used_at``: once a minute per key at most, and never at the request's expense."""
+    """Move the key's ``last_used_at``, once a minute per key at most; a failure is logged and the request goes on."""
     now = time.time()
     if not app.runtime.keys.due_touch(principal.key_id, now):
         return
@@ -77,6 +77,7 @@ async def record_use(principal: Principal) -> None:
 
 
 def describe(request: aioweb.Request) -> str:
+    """A refused request as the log shows it: method, path and client, never its headers."""
     return f"{request.method} {request.path} from {request.remote}"
 
 
