@@ -22,6 +22,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 #: Longer than any key qastream makes; a longer header is refused before it is hashed.
 MAX_TOKEN_CHARS = 200
+#: Every key :func:`new_key` makes: the prefix and 32 bytes in URL-safe base64.
+KEY_SHAPE = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_-]{43}")
 
 
 class BadCredentials(PermanentError, ValueError):
@@ -31,6 +33,15 @@ class BadCredentials(PermanentError, ValueError):
 def new_key() -> str:
     """A fresh key: shown once to whoever creates it, never stored."""
     return PREFIX + secrets.token_urlsafe(32)
+
+
+def could_be_key(token: str) -> bool:
+    """Whether ``token`` has the shape of a key qastream makes; one that does not is refused unread.
+
+    A well-formed bearer token that no key could equal (a JWT, a typo) then
+    costs no database read.
+    """
+    return KEY_SHAPE.fullmatch(token) is not None
 
 
 def hash_key(key: str) -> str:

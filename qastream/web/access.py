@@ -30,7 +30,7 @@ from qastream.db.keys import Lookup
 from qastream.errors import Unavailable
 from qastream.policy.access import AuthMode, Principal, Scope, required_scope
 from qastream.policy.admission import retry_after_header
-from qastream.policy.keys import BadCredentials, bearer_token, hash_key
+from qastream.policy.keys import BadCredentials, bearer_token, could_be_key, hash_key
 from qastream.web.admission import bounded
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ async def authenticate(request: aioweb.Request, scope: Scope) -> aioweb.Response
         logger.info("refused %s: %s", describe(request), exc)
         return refusal(401, str(exc), INVALID if header and header.strip() else CHALLENGE)
     try:
-        found = await lookup(hash_key(token))
+        found = await lookup(hash_key(token)) if could_be_key(token) else None
     except Unavailable as exc:
         return _unavailable(exc.message)
     except Exception as exc:

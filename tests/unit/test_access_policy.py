@@ -17,7 +17,16 @@ from qastream.policy.access import (
     parse_scopes,
     required_scope,
 )
-from qastream.policy.keys import MAX_TOKEN_CHARS, PREFIX, BadCredentials, bearer_token, check_name, hash_key, new_key
+from qastream.policy.keys import (
+    MAX_TOKEN_CHARS,
+    PREFIX,
+    BadCredentials,
+    bearer_token,
+    check_name,
+    could_be_key,
+    hash_key,
+    new_key,
+)
 
 
 def test_new_keys_are_long_random_and_prefixed():
@@ -26,6 +35,13 @@ def test_new_keys_are_long_random_and_prefixed():
     for key in keys:
         assert key.startswith(PREFIX) and len(key) >= len(PREFIX) + 43  # 32 random bytes, base64
         assert bearer_token(f"Bearer {key}") == key  # every key qastream makes passes its own parser
+        assert could_be_key(key)
+
+
+@pytest.mark.parametrize("token", ["abc", "qsk_short", "qsk_" + "A" * 42, "qsk_" + "A" * 44, "QSK_" + "A" * 43,
+                                   "qsk_" + "A" * 42 + "=", "eyJhbGciOiJIUzI1NiJ9.e30.sig"])
+def test_tokens_no_key_could_equal(token):
+    assert not could_be_key(token)
 
 
 def test_the_hash_is_sha256_hex_and_never_the_key():

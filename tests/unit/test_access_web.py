@@ -118,6 +118,12 @@ async def test_malformed_and_unknown_keys_are_401(client, auth, header):
     assert (await response.json())["error"]
 
 
+async def test_a_token_of_no_keys_shape_costs_no_lookup(client, auth):
+    response = await client.get("/metrics", headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"})
+    assert response.status == 401 and (await response.json())["error"] == "unknown API key"
+    assert storage.key.await_count == 0
+
+
 async def test_a_non_ascii_header_is_401_not_a_crash(client, auth):
     response = await client.get("/metrics", headers={"Authorization": "Bearer \u00e9".encode().decode("latin-1")})
     assert response.status == 401
@@ -171,7 +177,7 @@ async def test_with_auth_off_nothing_is_asked(client, monkeypatch):
 
 async def test_a_database_that_fails_the_lookup_is_503_with_retry_after(client, auth, monkeypatch):
     monkeypatch.setattr(storage, "key", AsyncMock(side_effect=OSError("down")))
-    response = await client.get("/metrics", headers=bearer("qsk_abc"))
+    response = await client.get("/metrics", headers=bearer(new_key()))
     assert response.status == 503 and int(response.headers["Retry-After"]) >= 1
 
 
