@@ -201,6 +201,18 @@ def test_past_max_in_flight_is_429_with_retry_after_on_every_worker(stack):
     assert ask(stack.workers[1], stack.key("submit"), f"What is one too many {tag}?")[0] == 202
 
 
+def test_the_bound_holds_when_both_workers_accept_for_one_key_at_once(stack):
+    """Twelve questions at once, alternating workers: the database's count (keys locked in the acceptance
+    transaction) lets exactly three in, whichever worker got them."""
+    bounded = stack.key("submit", "--max-in-flight", "3")
+    tag = uuid.uuid4().hex[:8]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: ask(stack.workers[i % 2], bounded, f"What is rush {i} {tag}? [[fail:429]]"),
+                                range(12)))
+    codes = sorted(code for code, _, _ in answers)
+    assert codes == [202] * 3 + [429] * 9, answers
+
+
 def test_a_revoked_key_is_refused_by_every_worker_within_a_second(stack):
     doomed = stack.key("read")
     for worker in stack.workers:  # each worker now remembers the key as valid
