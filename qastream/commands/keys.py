@@ -112,7 +112,7 @@ def revoke(name: str) -> None:
     argument("name", required=False),
     option("--scope", "scopes", help="create: comma-separated scopes from submit, read, metrics, admin."),
     option("--rate", type=float, help="create: requests per second (default: unlimited)."),
-    option("--burst", type=int, help="create: requests allowed at once above the rate (default: one second's)."),
+    option("--burst", type=int, help="create: bucket size, the most requests at once (default: one second of --rate)."),
     option("--max-in-flight", type=int, help="create: most unanswered questions at once (default: unlimited)."),
     base=DirectCommand,
 )
