@@ -49,6 +49,22 @@ ROUTE_SCOPES: dict[str, Scope] = {
 }
 
 
+#: Routes whose view Faust may forward to the worker owning the key, with the client's headers: the
+#: owning worker charges the rate there (:func:`rate_charged_on_arrival`), so a forwarded request
+#: costs its key one token, not one per hop.
+FORWARDED_ROUTES = frozenset({"/status/{question_id}"})
+
+
+def rate_charged_on_arrival(route: str) -> bool:
+    """Whether the middleware charges a request on this route to its key's rate as it arrives.
+
+    ``GET /status`` is charged in the view, on the worker that answers it.
+    Faust's own ``/table/{name}/{key}/`` (``admin``) also forwards; it is
+    charged on both hops, as the view is Faust's.
+    """
+    return route not in FORWARDED_ROUTES
+
+
 def required_scope(route: str) -> Optional[Scope]:
     """The scope a route (its aiohttp canonical path) needs; ``None`` when it is open to anyone.
 

@@ -165,4 +165,4 @@ class Limiter(Service):
         if not self.degraded:
             self.degraded = True
             logger.warning("rate limiting without redis at %s (%r): each worker limits on its own until it "
-                           "answers", self.redis_url, exc)
+                           "answers", redacted(self.redis_url), exc)

@@ -25,10 +25,10 @@ from typing import Optional
 from aiohttp import web as aioweb
 from aiohttp.typedefs import Handler
 
-from qastream.app import app, settings, storage
+from qastream.app import app, limiter, settings, storage
 from qastream.db.keys import Lookup
 from qastream.errors import Unavailable
-from qastream.policy.access import AuthMode, Principal, Scope, required_scope
+from qastream.policy.access import AuthMode, Principal, Scope, rate_charged_on_arrival, required_scope
 from qastream.policy.admission import retry_after_header
 from qastream.policy.keys import BadCredentials, bearer_token, could_be_key, hash_key
 from qastream.web.admission import bounded
@@ -109,6 +109,27 @@ async def authenticate(request: aioweb.Request, scope: Scope) -> aioweb.Response
     return found.principal
 
 
+async def over_rate(principal: Principal) -> Optional[float]:
+    """Seconds until the key may make another request, or ``None`` when this one is within its rate.
+
+    The bucket lives in Redis when one is configured (shared by every
+    worker), otherwise in this worker (:class:`qastream.services.limiter.Limiter`).
+    """
+    limits = principal.limits
+    if limits.rate is None:
+        return None
+    return await limiter.take(str(principal.key_id), limits.rate, limits.burst or 1)
+
+
+def rate_refused(what: str, principal: Principal, wait: float) -> tuple[dict[str, str], dict[str, str]]:
+    """Log a request refused for its key's rate; the body and headers of its 429."""
+    limits = principal.limits
+    logger.info("refused %s: key %r is over its rate of %g/s", what, principal.name, limits.rate)
+    body = {"error": f"API key {principal.name!r} is over its rate of {limits.rate:g} requests/s (bursts of "
+                     f"{limits.burst}); retry after the Retry-After seconds"}
+    return body, {"Retry-After": retry_after_header(wait)}
+
+
 def _unavailable(message: str) -> aioweb.Response:
     """A 503 with Retry-After, as ``@guarded`` answers when the database does not."""
     return aioweb.json_response({"error": message}, status=503,
@@ -122,12 +143,18 @@ async def access_control(request: aioweb.Request, handler: Handler) -> aioweb.St
         return await handler(request)
     resource = request.match_info.route.resource
     # No resource: the router found no route (404) or no method (405); those answers reveal nothing.
-    scope = required_scope(resource.canonical) if resource is not None else None
-    if scope is None:
+    route = resource.canonical if resource is not None else None
+    scope = required_scope(route) if route is not None else None
+    if route is None or scope is None:
         return await handler(request)
     outcome = await authenticate(request, scope)
     if isinstance(outcome, aioweb.Response):
         return outcome
+    if rate_charged_on_arrival(route):
+        wait = await over_rate(outcome)
+        if wait is not None:
+            body, headers = rate_refused(describe(request), outcome, wait)
+            return aioweb.json_response(body, status=429, headers=headers)
     request[PRINCIPAL] = outcome
     await record_use(outcome)
     return await handler(request)

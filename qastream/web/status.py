@@ -10,7 +10,7 @@ from qastream.app import app, settings, storage
 from qastream.policy.lifecycle import State
 from qastream.streaming.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
-from qastream.web.access import principal_of
+from qastream.web.access import over_rate, principal_of, rate_refused
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_question_id
 
@@ -63,6 +63,11 @@ class StatusView(web.View):
         the database, shared by every worker, whichever worker answers.
         """
         principal = principal_of(request)
+        if principal is not None:
+            wait = await over_rate(principal)  # charged here, on the worker that answers: once per request
+            if wait is not None:
+                body, headers = rate_refused(f"GET /status/{question_id}", principal, wait)
+                return self.json(body, status=429, headers=headers)
         if principal is not None and not principal.sees_everything:
             async with bounded("database", settings.db_statement_timeout_seconds):
                 if not await storage.owns(principal.key_id, question_id):

@@ -12,6 +12,7 @@ import logging
 from unittest.mock import AsyncMock
 
 import pytest
+from faust.exceptions import SameNode
 
 import qastream.tables.parking  # noqa: F401  (the tables, as a worker discovers them)
 import qastream.tables.status  # noqa: F401
@@ -20,6 +21,7 @@ from qastream.db import keys
 from qastream.policy.access import Limits, Scope, parse_scopes, required_scope
 from qastream.policy.keycache import KeyCache
 from qastream.policy.keys import hash_key, new_key
+from qastream.services.limiter import Limiter
 from qastream.web import access, dashboard, health, metrics, openapi, prometheus, query, status  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -58,9 +60,9 @@ def auth(engine, monkeypatch):
     monkeypatch.setattr(storage, "key", AsyncMock(side_effect=lambda h: on_db(keys.lookup, h)))
     monkeypatch.setattr(storage, "touch_key", AsyncMock(side_effect=lambda i, now: on_db(keys.touch, i, now)))
 
-    def make(name, scopes, revoked=False):
+    def make(name, scopes, revoked=False, limits=None):
         key = new_key()
-        on_db(keys.create, name, hash_key(key), parse_scopes(scopes), Limits(), 1e9)
+        on_db(keys.create, name, hash_key(key), parse_scopes(scopes), limits or Limits(), 1e9)
         if revoked:
             on_db(keys.revoke, name, 1e9)
         return key
@@ -165,6 +167,34 @@ async def test_latest_answers_are_a_keys_own_unless_admin(client, auth, monkeypa
     assert response.status == 200
     key_id = auth.on_db(keys.lookup, hash_key(key)).principal.key_id
     assert latest.await_args.args == (5, None if sees_all else key_id)
+
+
+#: A rate so slow that no token comes back during a test: the burst is all a key gets.
+NO_REFILL = Limits(rate=0.001, burst=2)
+
+
+async def test_past_its_burst_a_key_is_429_with_retry_after_and_the_log_names_it(client, auth, monkeypatch, caplog):
+    monkeypatch.setattr(access, "limiter", Limiter())
+    monkeypatch.setattr(metrics, "snapshot", AsyncMock(return_value={"ok": 1}))
+    key = auth("scraper", "metrics", limits=NO_REFILL)
+    other = auth("grafana", "metrics", limits=NO_REFILL)
+    assert [(await client.get("/metrics", headers=bearer(key))).status for _ in range(2)] == [200, 200]
+    with caplog.at_level(logging.INFO, logger="qastream.web.access"):
+        refused = await client.get("/metrics", headers=bearer(key))
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 900   # 1 token / 1000 s
+    assert "scraper" in (await refused.json())["error"] and "'scraper' is over its rate" in caplog.text
+    assert key not in caplog.text
+    assert (await client.get("/metrics", headers=bearer(other))).status == 200     # buckets are per key
+
+
+async def test_a_status_request_costs_its_key_one_token_not_one_per_layer(client, auth, monkeypatch):
+    monkeypatch.setattr(access, "limiter", Limiter())
+    monkeypatch.setattr(storage, "owns", AsyncMock(return_value=False))
+    monkeypatch.setattr(status, "ensure_metadata", AsyncMock())
+    monkeypatch.setattr(app.router, "route_req", AsyncMock(side_effect=SameNode()))  # this worker owns it
+    key = auth("poller", "read", limits=NO_REFILL)
+    answers = [(await client.get(f"/status/{QID}", headers=bearer(key))).status for _ in range(3)]
+    assert answers == [404, 404, 429]
 
 
 async def test_with_auth_off_nothing_is_asked(client, monkeypatch):
