@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import faust
 from mode import ServiceT
 
+from qastream.policy.access import AuthMode
 from qastream.runtime import Runtime
 from qastream.services.cache import make_cache
 from qastream.services.health import DependencyProbe
@@ -53,6 +54,9 @@ class QAStreamApp(faust.App):
         self.idle_timeout = idle_timeout
         #: ``QASTREAM_LOG_LEVEL``: the level :class:`~qastream.streaming.worker.QAStreamWorker` uses when ``-l`` is not given.
         self.log_level: str | None = None
+        #: ``QASTREAM_AUTH`` and ``QASTREAM_AUTH_ALLOW_ANONYMOUS``, for the worker's check of its bind address.
+        self.auth_mode = AuthMode.OFF
+        self.allow_anonymous = False
 
     def _new_web(self) -> Any:
         web = super()._new_web()
@@ -126,6 +130,7 @@ app = QAStreamApp(
     **faust_options(settings),
 )
 app.log_level = settings.log_level
+app.auth_mode, app.allow_anonymous = AuthMode(settings.auth), settings.auth_allow_anonymous
 topics = Topics(app, settings)
 app.topic_layout = topics.layout()
 QAStreamTopic.dead_letter_topic = topics.permanent

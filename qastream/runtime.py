@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from qastream.policy.admission import Gate
 from qastream.policy.breaker import CircuitBreaker
+from qastream.policy.keycache import KeyCache
 from qastream.settings import Settings
 from qastream.telemetry.counters import WorkerCounts
 
@@ -58,10 +59,12 @@ class Runtime:
     consumer_lag_at: float = 0.0
     #: Slots for producing accepted questions (see :data:`ENQUEUE_SLOTS`).
     enqueue_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ENQUEUE_SLOTS))
+    #: Recent API key lookups (``qastream.db.keys.Lookup`` by key hash) and uses recorded.
+    keys: KeyCache[Any] = field(default_factory=lambda: KeyCache(0.0))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         """A fresh runtime with the breaker and gate ``settings`` configure."""
         return cls(breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
                                           settings.breaker_max_cooldown_seconds),
-                   gate=Gate(settings.max_requests_in_flight))
+                   gate=Gate(settings.max_requests_in_flight), keys=KeyCache(settings.auth_cache_seconds))

@@ -183,6 +183,20 @@ class Settings:
         5.0, "How often a worker asks the broker for the log end offsets behind GET /metrics' consumer_lag; "
              "a request returns the last figures and their age instead of waiting for the broker.", minimum=0.5)
 
+    # -- access control --------------------------------------------------------------
+    auth: str = _setting(
+        "off", "`required`: every route but /health, /, /dashboard, /static/* and /openapi.json needs "
+               "`Authorization: Bearer <key>` (`qastream keys create`); `off`: no keys, as before.",
+        choices=("off", "required"))
+    auth_allow_anonymous: bool = _setting(
+        False, "Let a worker with QASTREAM_AUTH=off listen on an address other machines can reach "
+               "(QASTREAM_WEB_HOST not loopback); without it such a worker refuses to start.")
+    auth_cache_seconds: float = _setting(
+        0.5, "How long a worker reuses a key lookup before asking the database again; a revoked key is refused "
+             "by every worker within this long (so at most 0.9).", minimum=0.0, maximum=0.9)
+    in_flight_retry_after_seconds: int = _setting(
+        2, "Retry-After of the 429 a key gets while it has its max_in_flight questions unanswered.", minimum=1)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Read every field from ``environ`` (default ``os.environ``)."""

@@ -19,10 +19,11 @@ from typing import Any, Optional, Sequence
 
 from sqlalchemy import Connection, Table, and_, bindparam, select, update
 
-from qastream.db import stats
+from qastream.db import owners, stats
 from qastream.db.schema import QuestionRow, ResponseRow
 from qastream.db.totals import count
 from qastream.db.upsert import insert_for
+from qastream.policy.access import Principal
 from qastream.policy.lifecycle import State
 
 Q: Table = QuestionRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
@@ -40,12 +41,13 @@ COUNTED = ("question_id", "bert_score", "low_quality", "error_retries", "process
 
 @dataclass(frozen=True)
 class Submission:
-    """A question as ``POST /query`` received it."""
+    """A question as ``POST /query`` received it, with the key that asked it (``None`` without access control)."""
 
     question_id: str
     question_text: str
     original_answer: Optional[str]
     at: float
+    owner: Optional[Principal] = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,7 @@ def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> l
             status=State.COMPLETED, epoch=bindparam("epoch"), updated_at=bindparam("at"), error_class=None, error_message=None),
         [{"qid": a.question_id, "epoch": a.epoch, "at": to_datetime(a.at)} for a in fresh],
     )
+    owners.close(connection, [a.question_id for a in fresh])
     count(connection, deltas)
     return fresh
 
@@ -314,6 +317,7 @@ def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Fai
             [{"qid": f.question_id, "at": to_datetime(f.at), "cls": f.error_class, "msg": f.error_message[:2000]}
              for f in fresh],
         )
+        owners.close(connection, [f.question_id for f in fresh])
     count(connection, deltas)
     return fresh
 

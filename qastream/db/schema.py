@@ -11,6 +11,11 @@ has none of its own: a report may scan.
 
 ``stats`` holds the running totals ``/metrics`` reads (see :mod:`qastream.db.stats`),
 written in the same transaction as the rows they count.
+
+``api_keys`` holds the keys of access control by the hash of the key (never
+the key), and ``question_owners`` which key asked which question, with an
+``open`` flag the acceptance sets and the store and dead-letter writes clear,
+so counting a key's questions in flight reads only its open rows.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -87,3 +92,50 @@ class StatRow(Base):
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ApiKeyRow(Base):
+    """An API key: its name, the SHA-256 of the key, its scopes and limits (:mod:`qastream.policy.access`)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        # Every authenticated request looks its key up by hash.
+        Index("ix_api_keys_key_hash", "key_hash", unique=True),
+        # ``qastream keys revoke NAME``; names are what people and logs use.
+        Index("ix_api_keys_name", "name", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(64))
+    rate: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    burst: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    max_in_flight: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class QuestionOwnerRow(Base):
+    """A key asked a question; ``open`` until the question is stored or dead-lettered.
+
+    The primary key (key, question) answers "did this key ask it" for
+    ``GET /status``; a question asked by two keys has two rows.
+    """
+
+    __tablename__ = "question_owners"
+    __table_args__ = (
+        # The in-flight bound counts a key's open questions: partial, so it holds only those.  The
+        # condition is spelled as each dialect renders ``open`` in a query, so the planner matches it.
+        Index("ix_question_owners_open_key_id", "key_id", postgresql_where=text("open"),
+              sqlite_where=text("open = 1")),
+        # save_completed/save_failed close the open rows of the questions they finish.
+        Index("ix_question_owners_open_question_id", "question_id", postgresql_where=text("open"),
+              sqlite_where=text("open = 1")),
+    )
+
+    key_id: Mapped[int] = mapped_column(Integer, ForeignKey("api_keys.id"), primary_key=True)
+    question_id: Mapped[str] = mapped_column(String(16), ForeignKey("questions.question_id"), primary_key=True)
+    open: Mapped[bool] = mapped_column(Boolean)
+    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

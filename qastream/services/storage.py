@@ -26,7 +26,7 @@ from mode import Service
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from qastream.db import queries, recent, totals
+from qastream.db import inflight, keys, owners, queries, recent, totals
 from qastream.db.batcher import GroupCommitter
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
@@ -232,7 +232,7 @@ class Storage(Service):
             return fn(connection, *args)
 
     async def _accept_batch(self, submissions: Sequence[Submission]) -> list[Acceptance]:
-        return await self._run(self._writer, self._write, queries.accept, submissions)
+        return await self._run(self._writer, self._write, inflight.accept, submissions)
 
     async def accept(self, submission: Submission) -> Acceptance:
         """Persist a submission (group-committed) and say what it did.
@@ -282,6 +282,23 @@ class Storage(Service):
         """Questions per minute accepted, completed and failed recently (see :mod:`qastream.db.recent`)."""
         return await self._run(self._readers, self._read, recent.throughput, now)
 
-    async def latest_answers(self, limit: int) -> list[dict[str, Any]]:
-        """The most recently stored answers, newest first."""
-        return await self._run(self._readers, self._read, recent.latest_answers, limit)
+    async def latest_answers(self, limit: int, owner: Optional[int] = None) -> list[dict[str, Any]]:
+        """The most recently stored answers, newest first (only key ``owner``'s questions, when given)."""
+        return await self._run(self._readers, self._read, recent.latest_answers, limit, owner)
+
+    async def key(self, key_hash: str) -> Optional[keys.Lookup]:
+        """The API key with this hash, or ``None``."""
+        return await self._run(self._readers, self._read, keys.lookup, key_hash)
+
+    async def touch_key(self, key_id: int, now: float) -> None:
+        """Record that a key was used (at most once a minute: :func:`keys.touch`)."""
+        await self._run(self._writer, self._write, keys.touch, key_id, now)
+
+    async def own_answered(self, key_id: int, question_id: str, at: float) -> None:
+        """Record that the key asked a question the cache answered (see :func:`owners.record_answered`)."""
+        await self._run(self._writer, self._write, owners.record_answered, key_id, question_id,
+                        queries.to_datetime(at))
+
+    async def owns(self, key_id: int, question_id: str) -> bool:
+        """Whether the key asked the question."""
+        return await self._run(self._readers, self._read, owners.owns, key_id, question_id)

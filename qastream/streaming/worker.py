@@ -18,6 +18,8 @@ import faust
 from click.core import ParameterSource
 from mode import ServiceT
 
+from qastream.policy.access import AuthMode, bind_refusal
+
 
 def resolve_loglevel(cli_level: Union[str, int, None], given_on_command_line: bool,
                      setting: Optional[str]) -> Union[str, int, None]:
@@ -43,10 +45,23 @@ def loglevel_given_on_command_line() -> bool:
 
 
 class QAStreamWorker(faust.Worker):
-    """A Faust worker whose log level defaults to the app's ``log_level`` (``QASTREAM_LOG_LEVEL``)."""
+    """A Faust worker whose log level defaults to the app's ``log_level`` (``QASTREAM_LOG_LEVEL``).
+
+    It also refuses to start serving an API without keys to other machines
+    (:func:`~qastream.policy.access.bind_refusal`).  The check reads the
+    address the web server will bind (``--web-bind`` included), and runs
+    here, in the worker only: ``qastream keys create`` must still work on
+    such a deployment, to make the keys it needs.
+    """
 
     def __init__(self, *services: ServiceT, loglevel: Union[str, int, None] = None, **kwargs: Any) -> None:
-        setting = getattr(services[0], "log_level", None) if services else None
+        app = services[0] if services else None
+        conf = getattr(app, "conf", None)
+        refusal = bind_refusal(str(getattr(conf, "web_bind", "")), getattr(app, "auth_mode", AuthMode.OFF),
+                               getattr(app, "allow_anonymous", False)) if conf is not None else None
+        if refusal:
+            raise click.ClickException(refusal)  # click prints the message and exits 1: no traceback
+        setting = getattr(app, "log_level", None)
         level = resolve_loglevel(loglevel, loglevel_given_on_command_line(), setting)
         # Faust's annotation says the first service is an AppT; the CLI passes the app there.
         super().__init__(*services, loglevel=level, **kwargs)  # type: ignore[arg-type]

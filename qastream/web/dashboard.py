@@ -19,6 +19,7 @@ from faust import web
 from qastream.app import app, settings, storage
 from qastream.db.recent import MAX_LATEST
 from qastream.errors import RequestError
+from qastream.web.access import principal_of
 from qastream.web.admission import bounded
 from qastream.web.requests import guarded
 
@@ -78,11 +79,13 @@ class StaticView(web.View):
 
 @app.page("/answers/latest")
 class LatestAnswersView(web.View):
-    """The most recently stored answers, newest first (``?limit=``, default 20)."""
+    """The most recently stored answers, newest first (``?limit=``, default 20); a key without admin sees its own."""
 
     @guarded
     async def get(self, request: web.Request) -> web.Response:
         limit = parse_limit(request.query.get("limit"))
+        principal = principal_of(request)
+        owner = principal.key_id if principal is not None and not principal.sees_everything else None
         async with bounded("database", settings.db_statement_timeout_seconds):
-            answers = await storage.latest_answers(limit)
+            answers = await storage.latest_answers(limit, owner)
         return self.json({"answers": answers})

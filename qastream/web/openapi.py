@@ -14,6 +14,7 @@ from faust import web
 import qastream
 from qastream.app import app, settings
 from qastream.db.recent import MAX_LATEST
+from qastream.policy.access import Scope, required_scope
 from qastream.policy.lifecycle import Stage, State
 
 NUMBER_OR_NULL = {"type": ["number", "null"]}
@@ -183,7 +184,8 @@ def paths() -> dict[str, Any]:
         }},
         "/status/{question_id}": get("Where a question is, from the worker owning its partition", {
             "200": json_body("the question's status, with the result once completed", ref("Status")),
-            "404": error("unknown question id, or not a question id at all"), "503": UNAVAILABLE},
+            "404": error("unknown question id, not a question id at all, or a question the key did not ask"),
+            "503": UNAVAILABLE},
             parameters=(qid,)),
         "/metrics": get("Figures as JSON", {"200": json_body("figures", ref("Metrics")), "503": UNAVAILABLE}),
         "/metrics/prometheus": get("Figures in the Prometheus text format", {
@@ -223,14 +225,43 @@ def paths() -> dict[str, Any]:
     }
 
 
+UNAUTHENTICATED = {**error("QASTREAM_AUTH=required and the Authorization header is missing, is not "
+                           "`Bearer <key>`, or names an unknown or revoked key"),
+                   "headers": {"WWW-Authenticate": {"schema": {"type": "string"},
+                                                    "description": "`Bearer realm=\"qastream\"`"}}}
+OVER_IN_FLIGHT = {**error("the key has its max_in_flight questions unanswered: retry after the Retry-After "
+                          "header (QASTREAM_IN_FLIGHT_RETRY_AFTER_SECONDS)"),
+                  "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
+SECURITY_SCHEMES = {"bearer": {
+    "type": "http", "scheme": "bearer",
+    "description": "An API key from `qastream keys create NAME --scope ...`, needed when QASTREAM_AUTH=required. "
+                   "Scopes: submit (POST /query), read (GET /status and /answers/latest, of the key's own "
+                   "questions), metrics (/metrics), admin (every route and every question)."}}
+
+
+def secured(path: str, item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` with the scope its route needs and the 401/403 it may answer (open routes need no key)."""
+    scope = required_scope(path)
+    if scope is None:
+        return {method: {**op, "security": []} for method, op in item.items()}
+    lacks = "the admin scope" if scope == Scope.ADMIN else f"the {scope} scope, or admin"
+    refused = {"401": UNAUTHENTICATED, "403": error(f"the key lacks {lacks}")}
+    if path == "/query":
+        refused["429"] = OVER_IN_FLIGHT
+    note = f" Needs the `{scope}` scope" + ("." if scope == Scope.ADMIN else " (or `admin`).")
+    return {method: {**op, "description": op.get("description", op["summary"]) + note,
+                     "responses": {**op["responses"], **refused}} for method, op in item.items()}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "qastream", "version": qastream.__version__,
                  "description": "Asynchronous LLM question answering on Faust. Every worker serves this API."},
-        "paths": paths(),
-        "components": {"schemas": SCHEMAS},
+        "paths": {path: secured(path, item) for path, item in paths().items()},
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
+        "security": [{"bearer": []}],
     }
 
 

@@ -10,12 +10,16 @@ from typing import Any
 from faust import web
 
 from qastream.app import app, cache, settings, storage, topics
+from qastream.db.inflight import OVER_LIMIT
 from qastream.db.queries import FOUND, IN_FLIGHT, Acceptance, Submission
 from qastream.errors import RequestError, RowRejected, Unavailable
 from qastream.models import Job
+from qastream.policy.access import Principal
+from qastream.policy.admission import retry_after_header
 from qastream.policy.ids import question_id
 from qastream.policy.lifecycle import Stage, State
 from qastream.tables.status import report, status_table
+from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_query, read_json
 
@@ -64,6 +68,19 @@ async def enqueue(job: Job) -> None:
                                     "processed, retry later for its status", job.question_id) from None
 
 
+async def own_answered(owner: Principal, qid: str) -> None:
+    """Record that ``owner`` asked a question the cache answered, so its GET /status finds it.
+
+    The answer is in the response already: a database that does not take the
+    record in time costs the key that later lookup, not this answer.
+    """
+    try:
+        async with bounded("database", settings.db_statement_timeout_seconds):
+            await storage.own_answered(owner.key_id, qid, time.time())
+    except Exception as exc:
+        logger.warning("recording that key %r asked %s failed: %r", owner.name, qid, exc)
+
+
 def live_status(acceptance: Acceptance) -> str:
     """The freshest status this worker knows for an in-flight question."""
     record = status_table.get(acceptance.question_id)
@@ -81,11 +98,14 @@ class QueryView(web.View):
         query = parse_query(payload, settings.max_question_chars)
         qid = question_id(query.question_text)
         cached = await cache.get(qid)
+        owner = principal_of(request)
         if cached is not None:
             app.runtime.query_counts["cache"] += 1
+            if owner is not None and not owner.sees_everything:
+                await own_answered(owner, qid)
             return self.json(found("cache", cached))
         try:
-            acceptance = await accept(Submission(qid, query.question_text, query.original_answer, time.time()))
+            acceptance = await accept(Submission(qid, query.question_text, query.original_answer, time.time(), owner))
         except RowRejected as exc:  # parse_query should have caught it; the database is the last word
             raise RequestError(400, f"the database cannot store this question: {exc.reason}") from None
         if acceptance.kind == FOUND:
@@ -93,6 +113,15 @@ class QueryView(web.View):
             app.runtime.query_counts["database"] += 1
             await cache.put_many([acceptance.result])
             return self.json(found("database", acceptance.result))
+        if acceptance.kind == OVER_LIMIT:
+            assert owner is not None and owner.limits.max_in_flight is not None  # only a bounded key is refused
+            app.runtime.query_counts["over_in_flight_limit"] += 1
+            logger.info("refused a question of key %r: its %d questions in flight are unanswered",
+                        owner.name, owner.limits.max_in_flight)
+            return self.json({"error": f"API key {owner.name!r} has {owner.limits.max_in_flight} questions "
+                                       "in flight (its max_in_flight); retry when one is answered"},
+                             status=429, headers={"Retry-After": retry_after_header(
+                                 settings.in_flight_retry_after_seconds)})
         if acceptance.kind == IN_FLIGHT:
             app.runtime.query_counts["in_flight"] += 1
             return self.json({"message": "question is already being processed", "question_id": qid,

@@ -10,6 +10,7 @@ from qastream.app import app, settings, storage
 from qastream.policy.lifecycle import State
 from qastream.streaming.routing import ensure_metadata
 from qastream.tables.status import attempts_table, status_table
+from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_question_id
 
@@ -34,6 +35,11 @@ def public_status(record: Mapping[str, Any], attempts: Mapping[str, Any] | None)
     return body
 
 
+def unknown(view: web.View, question_id: str) -> web.Response:
+    """The 404 of a question nobody asked, and of one the key did not: the two must not differ."""
+    return view.json({"error": f"unknown question id {question_id!r}"}, status=404)
+
+
 @app.page("/status/{question_id}")
 class StatusView(web.View):
     """Status of one question; routed to the worker owning its partition."""
@@ -50,7 +56,17 @@ class StatusView(web.View):
     # table_route's annotation drops the view's extra arguments; at run time it passes them on.
     @app.table_route(table=status_table, match_info="question_id")  # type: ignore[arg-type]
     async def owned(self, request: web.Request, question_id: str) -> web.Response:
-        """Answer from this worker's partition of the status table, then the database."""
+        """Answer from this worker's partition of the status table, then the database.
+
+        A key that did not ask the question gets the 404 of an unknown one,
+        so nobody learns which questions others asked.  Ownership is read from
+        the database, shared by every worker, whichever worker answers.
+        """
+        principal = principal_of(request)
+        if principal is not None and not principal.sees_everything:
+            async with bounded("database", settings.db_statement_timeout_seconds):
+                if not await storage.owns(principal.key_id, question_id):
+                    return unknown(self, question_id)
         record = status_table.get(question_id)
         if record is not None:
             return self.json(public_status(record, attempts_table.get(question_id)))
@@ -58,4 +74,4 @@ class StatusView(web.View):
             row = await storage.lookup(question_id)
         if row is not None:
             return self.json({**row, "source": "database"})
-        return self.json({"error": f"unknown question id {question_id!r}"}, status=404)
+        return unknown(self, question_id)

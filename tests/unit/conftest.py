@@ -1,7 +1,8 @@
 """Fixtures shared by unit tests: a migrated SQLite database, an Ollama-compatible echo server."""
 
 import pytest
-from aiohttp.test_utils import TestServer
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 
 from qastream.db.migrate import upgrade
 from qastream.devtools.llmserver.backends import EchoBackend
@@ -47,3 +48,20 @@ async def llm_server():
     yield start
     for http in started:
         await http.close()
+
+
+@pytest.fixture(scope="session")
+def web_app():
+    """The app's aiohttp application with Faust's blueprints applied, as the worker's web server has it."""
+    from qastream.app import app
+
+    app.web.init_server()
+    return app.web.web_app
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def client(web_app):
+    """A client of the app's web application.  One for the session: the application binds to the first
+    event loop that serves it, so every test module that uses it runs on the session's loop."""
+    async with TestClient(TestServer(web_app)) as c:
+        yield c

@@ -1,4 +1,4 @@
-"""The Alembic migrations on SQLite: 0002 and 0003 upgrade a populated 0001 database, and the model agrees with them."""
+"""The Alembic migrations on SQLite: 0002-0004 upgrade a populated older database, and the model agrees with them."""
 
 import pytest
 from alembic import command
@@ -6,11 +6,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from qastream.db import queries, recent, totals
+from qastream.db import inflight, keys, owners, queries, recent, totals
+from qastream.db.inflight import OVER_LIMIT
 from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.db.schema import Base
 from qastream.db.totals import S
+from qastream.policy.access import Limits, Scope
+from qastream.policy.keys import hash_key, new_key
 from qastream.policy.lifecycle import State
 from qastream.services.storage import make_engine
 
@@ -36,15 +39,15 @@ def answer(n, at):
                         model="m", at=at)
 
 
-def populate_at_0001(engine, n=300):
-    """Write at head with the stage code, then downgrade to 0001 (the stage code writes the stats table)."""
+def populate_at(engine, n=300, revision="0001"):
+    """Write at head with the stage code, then downgrade to ``revision`` (the stage code writes the stats table)."""
     upgrade(engine)
     with engine.begin() as connection:
         populate(connection, n)
     with engine.begin() as connection:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
-        command.downgrade(cfg, "0001")
+        command.downgrade(cfg, revision)
 
 
 def populate(connection, n=300):
@@ -100,13 +103,13 @@ def engine_at_0001(tmp_path):
 
 
 def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
-    populate_at_0001(engine_at_0001)
+    populate_at(engine_at_0001)
     with engine_at_0001.begin() as connection:
         before = snapshot(connection)
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
     inspector = inspect(engine_at_0001)
     for table, wanted in NEW_INDEXES.items():
         found = {i["name"]: i["column_names"] for i in inspector.get_indexes(table)}
@@ -117,7 +120,7 @@ def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
 
 
 def test_main_queries_use_an_index_and_never_sort_the_table(engine_at_0001):
-    populate_at_0001(engine_at_0001)
+    populate_at(engine_at_0001)
     upgrade(engine_at_0001)
     statements = main_queries()
     with engine_at_0001.begin() as connection:
@@ -149,10 +152,34 @@ def test_0003_fills_the_running_totals_the_writes_keep(engine_at_0001):
         populate(connection)
         kept = totals.read(connection)
         minutes = connection.execute(select(S).where(S.c.name.in_(["accepted", "completed", "failed"]))).all()
-    populate_at_0001(engine_at_0001, 0)  # back to 0001 with the rows written above
+    populate_at(engine_at_0001, 0)  # back to 0001 with the rows written above
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert totals.read(connection) == kept
         assert kept["questions_by_status"] == {State.PENDING: 199, State.COMPLETED: 100, State.FAILED: 1}
         # The rows are from 2023: older than the minutes kept, so the upgrade counts none of them.
         assert minutes and connection.execute(select(S).where(S.c.name == "accepted")).all() == []
+
+
+def test_0004_adds_empty_key_tables_to_a_populated_0003_database_and_keys_work_on_old_questions(engine_at_0001):
+    populate_at(engine_at_0001, revision="0003")
+    assert "api_keys" not in inspect(engine_at_0001).get_table_names()
+    with engine_at_0001.begin() as connection:
+        before, kept = snapshot(connection), totals.read(connection)
+    upgrade(engine_at_0001)
+    with engine_at_0001.begin() as connection:
+        assert snapshot(connection) == before and totals.read(connection) == kept
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar_one() == 0
+        assert connection.execute(text("SELECT count(*) FROM question_owners")).scalar_one() == 0
+        key = new_key()
+        keys.create(connection, "ci", hash_key(key), frozenset({Scope.SUBMIT}), Limits(max_in_flight=1), NOW)
+        principal = keys.lookup(connection, hash_key(key)).principal
+        # qid(0) was answered before the upgrade, qid(2) is still pending: asked now, the key owns both.
+        outcomes = inflight.accept(connection, [Submission(qid(i), f"question {i}", None, NOW, principal)
+                                                for i in (0, 2, 4)])
+        assert [o.kind for o in outcomes] == [queries.FOUND, queries.IN_FLIGHT, OVER_LIMIT]
+        assert owners.owns(connection, principal.key_id, qid(0)) and owners.owns(connection, principal.key_id, qid(2))
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine_at_0001).get_indexes("question_owners")}
+    assert indexes == {"ix_question_owners_open_key_id": ["key_id"],
+                       "ix_question_owners_open_question_id": ["question_id"]}

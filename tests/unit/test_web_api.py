@@ -13,8 +13,6 @@ from pathlib import Path
 from unittest.mock import AsyncMock
 
 import pytest
-import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,20 +32,10 @@ SEED_FIELDS = {"total_responses", "average_score", "attempts_distribution", "sco
                "error_retries_of_completed", "worker"}
 ISSUE_FIELDS = {"throughput", "errors_by_class", "retries", "consumer_lag", "worker_counts"}
 
-# One event loop for the module: the app's aiohttp application binds to the
-# first loop that serves it.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The session's event loop, as the shared ``client`` fixture (conftest.py): the app's aiohttp
+# application binds to the first loop that serves it.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def web_server_routes():
-    app.web.init_server()  # applies Faust's blueprints, as the worker's web server does
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def client():
-    async with TestClient(TestServer(app.web.web_app)) as c:
-        yield c
 
 
 @pytest.fixture
@@ -64,7 +52,7 @@ def database(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "metrics", AsyncMock(side_effect=lambda: on_db(totals.read)))
     monkeypatch.setattr(storage, "throughput", AsyncMock(side_effect=lambda now: on_db(recent.throughput, now)))
     monkeypatch.setattr(storage, "latest_answers",
-                        AsyncMock(side_effect=lambda limit: on_db(recent.latest_answers, limit)))
+                        AsyncMock(side_effect=lambda limit, owner=None: on_db(recent.latest_answers, limit, owner)))
     monkeypatch.setattr(metrics, "parked", lambda table, topic: 0)
     lag = {"total": 3, "topics": {"t-questions-pending": {"lag": 3, "partitions": {
         "0": {"highwater": 10, "committed": 7, "lag": 3}}}}}

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from faust.cli.faust import cli
 
 from qastream import app as app_module
+from qastream.policy.access import AuthMode
 from qastream.streaming.worker import QAStreamWorker, resolve_loglevel
 
 
@@ -62,3 +63,32 @@ def test_faust_worker_command_honours_the_setting_unless_given_l(started_levels,
         sys.argv[:] = pytest_argv
     assert result.exit_code == 0, result.output
     assert [str(level).upper() for level in started_levels] == [expected.upper()]
+
+
+@pytest.mark.filterwarnings("ignore::faust.exceptions.AlreadyConfiguredWarning")
+@pytest.mark.parametrize("bind, mode, anonymous, refused", [
+    ("0.0.0.0", AuthMode.OFF, False, True),
+    ("10.1.2.3", AuthMode.OFF, False, True),
+    ("0.0.0.0", AuthMode.OFF, True, False),
+    ("0.0.0.0", AuthMode.REQUIRED, False, False),
+    ("127.0.0.1", AuthMode.OFF, False, False),
+])
+def test_a_worker_reachable_from_other_machines_needs_keys_or_allow_anonymous(
+        started_levels, monkeypatch, bind, mode, anonymous, refused):
+    monkeypatch.setattr(app_module.app, "auth_mode", mode)
+    monkeypatch.setattr(app_module.app, "allow_anonymous", anonymous)
+    argv = ["-A", "qastream.app", "worker", "--web-bind", bind]
+    pytest_argv = list(sys.argv)
+    sys.argv[:] = ["faust", *argv]
+    try:
+        result = CliRunner().invoke(cli, argv)
+    finally:
+        sys.argv[:] = pytest_argv
+        app_module.app.conf.web_bind = app_module.settings.web_host
+    if refused:
+        assert result.exit_code == 1 and started_levels == []  # the worker never started
+        assert "QASTREAM_AUTH=" in result.output and "QASTREAM_AUTH_ALLOW_ANONYMOUS" in result.output
+        assert "Traceback" not in result.output
+    else:
+        assert result.exit_code == 0, result.output
+        assert len(started_levels) == 1
