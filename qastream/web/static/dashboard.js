@@ -47,9 +47,18 @@ function showKeyForm(message) {
   document.getElementById("key-message").textContent = message || "";
 }
 
+// What the previous key saw leaves the page with it: its answers, its question, the figures it could read.
 function keyChanged() {
   keyGeneration += 1;
   document.getElementById("key-forget").hidden = !currentKey();
+  history.length = 0;
+  blankMetrics(() => notice("…"));
+  const rows = document.querySelector("#answers tbody");
+  rows.replaceChildren();
+  cell(rows.insertRow(), "…", "muted").colSpan = 6;
+  following = null;
+  document.getElementById("ask-result").hidden = true;
+  document.getElementById("ask-submit").disabled = false;
   for (const poller of pollers) poller.restart();
 }
 
@@ -114,10 +123,15 @@ const OK = { ok: true };
 const failed = (response) => ({ ok: false, retryAfterMs: response ? retryAfterMs(response) : 0 });
 const REFUSED = { ok: false, refused: true };
 
-function denied(scope) {
+function notice(text, cls = "notice") {
   const p = document.createElement("p");
-  p.className = "denied";
-  p.append("this key lacks the ");
+  p.className = cls;
+  p.textContent = text;
+  return p;
+}
+
+function denied(scope) {
+  const p = notice("this key lacks the ", "notice denied");
   const code = document.createElement("code");
   code.textContent = scope;
   p.append(code, " scope");
@@ -312,17 +326,16 @@ function renderCharts(m) {
   { empty: "no partitions assigned", color: "#d97706" });
 }
 
-// The metrics panels (tiles, breaker, charts) when the key may not read /metrics.
-function denyMetrics() {
+// The metrics panels (tiles, breaker, charts) with what makeNode() says instead of figures.
+function blankMetrics(makeNode) {
   lastMetrics = null;
-  document.getElementById("tiles").replaceChildren(denied(SCOPE_OF.metrics));
+  document.getElementById("tiles").replaceChildren(makeNode());
   const breaker = document.getElementById("breaker");
   breaker.textContent = "LLM breaker: ?";
   breaker.className = "pill";
   for (const chart of document.querySelectorAll(".chart")) {
-    chart.replaceChildren(denied(SCOPE_OF.metrics));
+    chart.replaceChildren(makeNode());
     chart.dataset.points = "0";
-    chart.dataset.denied = SCOPE_OF.metrics;
   }
 }
 
@@ -332,11 +345,12 @@ async function pollMetrics() {
     response = await api("/metrics");
     if (response === null) return OK; // sent with another key: the poller asks again at once
     if (response.status === 401) {
+      blankMetrics(() => notice("an API key is needed"));
       document.getElementById("updated").textContent = "waiting for an API key";
       return REFUSED;
     }
     if (response.status === 403) {
-      denyMetrics();
+      blankMetrics(() => denied(SCOPE_OF.metrics));
       document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
       return REFUSED;
     }
@@ -354,7 +368,6 @@ async function pollMetrics() {
       q95: q.p95 !== null ? q.p95 : m.processing_time_ms.p95,
     });
     if (history.length > HISTORY) history.shift();
-    for (const chart of document.querySelectorAll(".chart")) delete chart.dataset.denied;
     renderTiles(m);
     renderCharts(m);
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
@@ -381,12 +394,11 @@ async function pollAnswers() {
     response = await api("/answers/latest?limit=12");
     if (response === null) return OK;
     const body = document.querySelector("#answers tbody");
-    if (response.status === 401) return REFUSED;
-    if (response.status === 403) {
+    if (response.status === 401 || response.status === 403) {
       body.replaceChildren();
       const td = body.insertRow().insertCell();
       td.colSpan = 6;
-      td.append(denied(SCOPE_OF.answers));
+      td.append(response.status === 401 ? notice("an API key is needed") : denied(SCOPE_OF.answers));
       return REFUSED;
     }
     if (!response.ok) return failed(response);
