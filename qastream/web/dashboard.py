@@ -4,6 +4,12 @@ The page is plain HTML with a small hand-written script that polls
 ``/metrics`` and draws SVG charts: nothing is fetched from outside the
 worker (the machines running it may have no internet).
 
+The page and its files need no key (``qastream.policy.access.OPEN_ROUTES``);
+the data it fetches does when ``QASTREAM_AUTH=required``.  The script asks
+for a key on the first 401, keeps it in ``sessionStorage`` only and sends it
+as ``Authorization: Bearer``; a panel whose route needs a scope the key lacks
+(a 403) names that scope, and the others keep working.
+
 Faust serves a placeholder index (``{"status": "OK"}``) at ``/`` from its
 production blueprint.  Views registered with ``app.page`` are added when this
 module is discovered, before Faust applies its blueprints as the web server

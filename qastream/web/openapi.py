@@ -193,7 +193,9 @@ def paths() -> dict[str, Any]:
         "/health": get("Readiness: tables recovered, no rebalance in progress, broker, database and Redis answer", {
             "200": json_body("ready", ref("Health")), "503": json_body("not ready yet", ref("Health"))}),
         "/": get("Redirects to the dashboard", {"302": {"description": "Location: /dashboard"}}),
-        "/dashboard": get("The live dashboard", {"200": text_body("HTML page", "text/html")}),
+        "/dashboard": get("The live dashboard", {"200": text_body(
+            "HTML page, open to all; its script sends the API key typed into its key form (shown on a 401, "
+            "kept in sessionStorage) and shows only the panels the key's scopes allow", "text/html")}),
         "/static/{name}": get("The dashboard's script and style sheet", {
             "200": text_body("the file", "text/javascript"), "404": error("no such file")},
             parameters=(path_param("name", "file name, e.g. dashboard.js"),)),

@@ -5,10 +5,16 @@ form, waits until the page shows the answer and its score, checks that every
 chart drew data, and leaves a screenshot in test-artifacts/dashboard.png.
 Then it holds and fails /metrics to check the page's polling: one request in
 flight, waits that double on errors and recover, nothing from a hidden tab.
+A second test runs the page against a worker with QASTREAM_AUTH=required: the key form,
+a key that may ask but not read /metrics, then an admin key (screenshots dashboard-*-key*.png).
 """
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -104,6 +110,9 @@ def test_dashboard_answers_a_question_in_the_browser(stack_env, start_worker_pro
     for chart in CHARTS_WITH_POINTS:
         assert page.locator(f"#{chart} svg").count() == 1
     expect(page.locator("#breaker")).to_have_text("LLM breaker: closed")
+    # Auth is off: nothing was refused, so the key form never showed.
+    expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator("#key-forget")).to_be_hidden()
 
     # Asked again: answered at once from the cache, and the page says so.
     page.click("#ask-submit")
@@ -173,3 +182,112 @@ def check_polling(page) -> None:
     page.evaluate(visibility, False)
     page.wait_for_timeout(1000)
     assert any("/metrics" in url for url in sent) and any("/answers/" in url for url in sent), sent
+
+
+def create_key(worker: Worker, name: str, scopes: str) -> str:
+    """``qastream keys create`` against the worker's own database (SQLite in its QASTREAM_DATA_DIR)."""
+    created = subprocess.run([sys.executable, "-m", "qastream", "keys", "create", name, "--scope", scopes],
+                             env=worker.env, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    return created.stdout.strip()
+
+
+def use_key(page, key: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#key-form")).to_be_visible()
+    page.fill("#key-input", key)
+    page.click("#key-use")
+    expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator("#key-forget")).to_be_visible()
+
+
+def refuse(status: int, body: dict, headers: dict):
+    """A route handler answering every request with this refusal."""
+    return lambda route: route.fulfill(status=status, content_type="application/json", body=json.dumps(body),
+                                       headers=headers)
+
+
+def stored_key(page) -> dict:
+    return page.evaluate("""() => ({ session: sessionStorage.getItem("qastream.apiKey"),
+                                     local: Object.keys(localStorage).map((k) => localStorage.getItem(k)),
+                                     url: location.href })""")
+
+
+def test_dashboard_shows_what_an_api_key_may_see(stack_env, start_worker_process, browser_page, artifacts):
+    """QASTREAM_AUTH=required: the page asks for a key, and shows each key what its scopes allow.
+
+    The status codes themselves (401, 403, 429) are tested against workers in test_access_control;
+    here the page's answer to each.
+    """
+    from playwright.sync_api import expect
+
+    page = browser_page
+    console = []
+    page.on("console", lambda msg: console.append(msg.text))
+    worker = start_worker_process(stack_env, auth="required")
+    reader, root = create_key(worker, "dash-reader", "submit,read"), create_key(worker, "dash-admin", "admin")
+
+    page.goto(worker.url + "/dashboard")
+    expect(page.locator("#key-message")).to_have_text("this worker needs an API key")
+    assert page.get_attribute("#key-input", "type") == "password"
+    expect(page.locator("#key-forget")).to_be_hidden()
+
+    # submit and read: the form asks and follows its question, the table shows it, the metrics panels
+    # say what is missing.
+    use_key(page, reader)
+    expect(page.locator("#chart-throughput .denied")).to_have_text("this key lacks the metrics scope")
+    expect(page.locator(".chart .denied")).to_have_count(6)
+    expect(page.locator("#tiles .denied")).to_have_text("this key lacks the metrics scope")
+    question = f"What does key {uuid.uuid4().hex[:8]} see on the dashboard?"
+    page.fill("#question", question)
+    page.fill("#reference", question)
+    with page.expect_request("**/query") as sent:
+        page.click("#ask-submit")
+    assert sent.value.all_headers()["authorization"] == f"Bearer {reader}"
+    expect(page.locator("#ask-status")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("#ask-answer")).to_have_text(question)
+    expect(page.locator(f'#answers tr[data-question-id="{question_id(question)}"]')).to_have_count(1, timeout=15_000)
+    assert stored_key(page) == {"session": reader, "local": [], "url": worker.url + "/dashboard"}
+    page.screenshot(path=str(artifacts / "dashboard-read-key.png"), full_page=True)
+
+    # The form says when the worker refuses a question (the real 403 and 429 are test_access_control's).
+    for status, body, headers, message in (
+            (403, {"error": "API key 'dash-reader' lacks the submit scope this route needs"}, {},
+             "this key lacks the submit scope"),
+            (429, {"error": "slow down"}, {"Retry-After": "7"}, "too many requests: slow down; retry in 7 s")):
+        page.route("**/query", refuse(status, body, headers))
+        page.click("#ask-submit")
+        expect(page.locator("#ask-answer")).to_have_text(message)
+        expect(page.locator("#ask-status")).to_have_text("error")
+        page.unroute("**/query")
+    # A refresh told to wait (429, 503) waits at least Retry-After, whatever its back-off says.
+    assert page.evaluate("""() => [
+        nextDelay(2000, 2000, false, 10, retryAfterMs(new Response(null, { headers: { "Retry-After": "7" } }))),
+        nextDelay(16000, 2000, false, 10, 7000), retryAfterMs(new Response(null)),
+        retryAfterMs(new Response(null, { headers: { "Retry-After": "86400" } }))]""") == [7000, 30000, 0, 300000]
+
+    # Forgotten, the key leaves the session, and what it saw leaves the page; an admin key sees everything.
+    page.click("#key-forget")
+    expect(page.locator("#key-form")).to_be_visible()
+    assert stored_key(page)["session"] is None
+    expect(page.locator("#chart-throughput .notice")).to_have_text("an API key is needed")
+    expect(page.locator("#answers tbody")).to_have_text("an API key is needed")
+    expect(page.locator("#ask-result")).to_be_hidden()
+    page.screenshot(path=str(artifacts / "dashboard-key-form.png"))
+    use_key(page, root)
+    page.wait_for_function(
+        "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
+        arg=list(CHARTS_WITH_POINTS), timeout=15_000)
+    expect(page.locator(".notice")).to_have_count(0)
+    expect(page.locator("#tiles .tile")).to_have_count(8)
+    expect(page.locator("#breaker")).to_have_text("LLM breaker: closed")
+    assert stored_key(page) == {"session": root, "local": [], "url": worker.url + "/dashboard"}
+
+    for key in (reader, root):
+        assert all(key not in text for text in console), "a key was written to the console"
+        assert all(key not in error for error in page.errors)
+    # What the browser reports as errors: the refusals this test asked for (401 without a key, 403 for
+    # /metrics with submit,read), never a script error.
+    unexpected = [e for e in page.errors if not re.match(r"(40[13]|429) |Failed to load resource: .* (40[13]|429)", e)]
+    assert unexpected == []

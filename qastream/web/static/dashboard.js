@@ -1,6 +1,12 @@
 // qastream dashboard: polls GET /metrics and GET /answers/latest, draws small SVG charts,
 // and submits questions with POST /query, following them with GET /status/{id}.
 // No library and no network beyond this worker: everything is drawn here.
+//
+// With QASTREAM_AUTH=required every data request carries the API key the user typed into the key form,
+// which appears on the first 401. The key lives in sessionStorage only: it is gone when the tab closes,
+// it never enters localStorage, the URL or the console. A 403 marks the panels that need a scope the key
+// lacks, and the others keep working: the page shows what the key may see. With auth off no request is
+// ever refused, so the form never appears.
 "use strict";
 
 const NS = "http://www.w3.org/2000/svg";
@@ -12,10 +18,125 @@ const STATUS_EVERY_MS = 500;
 // A refresh that fails, or takes longer than its interval, doubles the wait before the next one, up to
 // BACKOFF_CAP_MS: a loaded worker (or a /metrics that has a year of rows to count) is asked less, not more.
 const BACKOFF_CAP_MS = 30000;
+// A Retry-After (429, 503) is waited out in full, up to this long: a wrong header must not stop the page.
+const RETRY_AFTER_CAP_MS = 300000;
+const KEY_ITEM = "qastream.apiKey"; // the sessionStorage item
+// The scope each endpoint needs (qastream/policy/access.py), named on a panel when the key lacks it.
+const SCOPE_OF = { metrics: "metrics", answers: "read", query: "submit", status: "read" };
 const HISTORY = 150; // samples kept for the line charts: 5 minutes at one every 2 s
 
 const history = [];
 let lastMetrics = null;
+
+// -- the API key -----------------------------------------------------------------
+
+// Bumped whenever the key changes: an answer to a request sent with the previous key is ignored.
+let keyGeneration = 0;
+const pollers = [];
+
+function currentKey() {
+  try {
+    return sessionStorage.getItem(KEY_ITEM) || "";
+  } catch (err) {
+    return ""; // storage disabled: no key can be kept, and none is sent
+  }
+}
+
+function showKeyForm(message) {
+  document.getElementById("key-form").hidden = false;
+  document.getElementById("key-message").textContent = message || "";
+}
+
+// What the previous key saw leaves the page with it: its answers, its question, the figures it could read.
+function keyChanged() {
+  keyGeneration += 1;
+  document.getElementById("key-forget").hidden = !currentKey();
+  history.length = 0;
+  blankMetrics(() => notice("…"));
+  const rows = document.querySelector("#answers tbody");
+  rows.replaceChildren();
+  cell(rows.insertRow(), "…", "muted").colSpan = 6;
+  following = null;
+  document.getElementById("ask-result").hidden = true;
+  document.getElementById("ask-submit").disabled = false;
+  for (const poller of pollers) poller.restart();
+}
+
+function useKey(event) {
+  event.preventDefault();
+  const input = document.getElementById("key-input");
+  const key = input.value.trim();
+  // A header value must be Latin-1 (fetch throws otherwise); keys are printable ASCII.
+  if (!/^[\x21-\x7e]+$/.test(key)) {
+    showKeyForm("a key is one word of printable ASCII characters");
+    return;
+  }
+  try {
+    sessionStorage.setItem(KEY_ITEM, key);
+  } catch (err) {
+    showKeyForm("this browser keeps no session storage, so the page cannot hold a key");
+    return;
+  }
+  input.value = "";
+  document.getElementById("key-form").hidden = true;
+  keyChanged();
+}
+
+function forgetKey(event) {
+  event.preventDefault();
+  try {
+    sessionStorage.removeItem(KEY_ITEM);
+  } catch (err) {
+    // nothing was kept
+  }
+  showKeyForm("key forgotten: enter another");
+  keyChanged();
+}
+
+// fetch() with the key, if one is set. Resolves null when the key changed while the request was out (its
+// answer speaks for a key the page no longer uses). A 401 opens the key form.
+async function api(path, options = {}) {
+  const key = currentKey();
+  const generation = keyGeneration;
+  const headers = { ...(options.headers || {}) };
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, { cache: "no-store", ...options, headers });
+  if (generation !== keyGeneration) return null;
+  if (response.status === 401) {
+    const body = await response.json().catch(() => ({}));
+    showKeyForm(key ? `key refused: ${body.error || "HTTP 401"}` : "this worker needs an API key");
+  }
+  return response;
+}
+
+// Retry-After in ms (delay-seconds or an HTTP date), 0 without one.
+function retryAfterMs(response) {
+  const raw = (response.headers.get("Retry-After") || "").trim();
+  if (!raw) return 0;
+  const seconds = /^\d+$/.test(raw) ? Number(raw) : (Date.parse(raw) - Date.now()) / 1000;
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds * 1000, RETRY_AFTER_CAP_MS) : 0;
+}
+
+// What a refresh tells its poller: worked; failed (and how long the worker asked to be left alone); or
+// refused for this key (401, 403), which asking again with the same key cannot change: wait for another.
+const OK = { ok: true };
+const failed = (response) => ({ ok: false, retryAfterMs: response ? retryAfterMs(response) : 0 });
+const REFUSED = { ok: false, refused: true };
+
+function notice(text, cls = "notice") {
+  const p = document.createElement("p");
+  p.className = cls;
+  p.textContent = text;
+  return p;
+}
+
+function denied(scope) {
+  const p = notice("this key lacks the ", "notice denied");
+  const code = document.createElement("code");
+  code.textContent = scope;
+  p.append(code, " scope");
+  return p;
+}
 
 // -- drawing -----------------------------------------------------------------
 
@@ -205,10 +326,34 @@ function renderCharts(m) {
   { empty: "no partitions assigned", color: "#d97706" });
 }
 
-// Resolves true when the refresh worked, false when the worker answered with an error or not at all.
+// The metrics panels (tiles, breaker, charts) with what makeNode() says instead of figures.
+function blankMetrics(makeNode) {
+  lastMetrics = null;
+  document.getElementById("tiles").replaceChildren(makeNode());
+  const breaker = document.getElementById("breaker");
+  breaker.textContent = "LLM breaker: ?";
+  breaker.className = "pill";
+  for (const chart of document.querySelectorAll(".chart")) {
+    chart.replaceChildren(makeNode());
+    chart.dataset.points = "0";
+  }
+}
+
 async function pollMetrics() {
+  let response = null;
   try {
-    const response = await fetch("/metrics", { cache: "no-store" });
+    response = await api("/metrics");
+    if (response === null) return OK; // sent with another key: the poller asks again at once
+    if (response.status === 401) {
+      blankMetrics(() => notice("an API key is needed"));
+      document.getElementById("updated").textContent = "waiting for an API key";
+      return REFUSED;
+    }
+    if (response.status === 403) {
+      blankMetrics(() => denied(SCOPE_OF.metrics));
+      document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
+      return REFUSED;
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const m = await response.json();
     lastMetrics = m;
@@ -226,10 +371,10 @@ async function pollMetrics() {
     renderTiles(m);
     renderCharts(m);
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
-    return true;
+    return OK;
   } catch (err) {
     document.getElementById("updated").textContent = `metrics unavailable (${err.message})`;
-    return false;
+    return failed(response);
   }
 }
 
@@ -244,15 +389,24 @@ function cell(row, text, cls, title) {
 }
 
 async function pollAnswers() {
+  let response = null;
   try {
-    const response = await fetch("/answers/latest?limit=12", { cache: "no-store" });
-    if (!response.ok) return false;
-    const { answers } = await response.json();
+    response = await api("/answers/latest?limit=12");
+    if (response === null) return OK;
     const body = document.querySelector("#answers tbody");
+    if (response.status === 401 || response.status === 403) {
+      body.replaceChildren();
+      const td = body.insertRow().insertCell();
+      td.colSpan = 6;
+      td.append(response.status === 401 ? notice("an API key is needed") : denied(SCOPE_OF.answers));
+      return REFUSED;
+    }
+    if (!response.ok) return failed(response);
+    const { answers } = await response.json();
     body.replaceChildren();
     if (!answers.length) {
       cell(body.insertRow(), "no answers yet", "muted").colSpan = 6;
-      return true;
+      return OK;
     }
     for (const a of answers) {
       const row = body.insertRow();
@@ -265,43 +419,53 @@ async function pollAnswers() {
       cell(row, String(a.processing_attempts), "num");
       cell(row, fmt(a.total_processing_time_ms, 0), "num");
     }
-    return true;
+    return OK;
   } catch (err) {
-    return false; // the metrics line already says when the worker is unreachable
+    return failed(response); // the metrics line already says when the worker is unreachable
   }
 }
 
 // -- polling -------------------------------------------------------------------
 
-// The wait before the next refresh: the normal interval after a quick success, otherwise twice the last wait.
-function nextDelay(lastDelayMs, everyMs, ok, tookMs) {
+// The wait before the next refresh: the normal interval after a quick success, otherwise twice the last
+// wait, and never less than the Retry-After the worker sent with its refusal (429, 503).
+function nextDelay(lastDelayMs, everyMs, ok, tookMs, retryAfter = 0) {
   if (ok && tookMs <= everyMs) return everyMs;
-  return Math.min(Math.max(lastDelayMs, everyMs) * 2, BACKOFF_CAP_MS);
+  return Math.max(Math.min(Math.max(lastDelayMs, everyMs) * 2, BACKOFF_CAP_MS), retryAfter);
 }
 
 // Runs refresh() every everyMs, one at a time: the next is scheduled only when the previous has finished
 // (a setTimeout chain, not setInterval, so a slow worker never collects a pile of requests from one tab).
-// A hidden tab does not poll at all; it refreshes at once when it is shown again.
+// A hidden tab does not poll at all; it refreshes at once when it is shown again. A refresh refused for
+// the key (401, 403) stops the chain until restart(), which the key form calls with a new key.
 function poll(refresh, everyMs) {
   let delay = everyMs;
   let timer = null;
   let running = false;
+  let paused = false;
   const schedule = (ms) => {
-    if (timer === null && !running && !document.hidden) timer = setTimeout(tick, ms);
+    if (timer === null && !running && !paused && !document.hidden) timer = setTimeout(tick, ms);
   };
   async function tick() {
     timer = null;
     if (document.hidden) return;
     running = true;
+    const generation = keyGeneration;
     const started = performance.now();
-    let ok = false;
+    let outcome = failed(null);
     try {
-      ok = await refresh();
+      outcome = await refresh();
     } catch (err) {
-      ok = false; // a bug in drawing must not end the chain
+      // a bug in drawing must not end the chain
     }
     running = false;
-    delay = nextDelay(delay, everyMs, ok, performance.now() - started);
+    if (generation !== keyGeneration) {
+      delay = everyMs; // the key changed meanwhile: ask again, with the new one, now
+      schedule(0);
+      return;
+    }
+    paused = Boolean(outcome.refused);
+    delay = nextDelay(delay, everyMs, outcome.ok, performance.now() - started, outcome.retryAfterMs || 0);
     schedule(delay);
   }
   document.addEventListener("visibilitychange", () => {
@@ -313,6 +477,15 @@ function poll(refresh, everyMs) {
     }
   });
   schedule(0);
+  return {
+    restart() { // a new key: ask at once (a request still out is answered first, then ignored by tick)
+      paused = false;
+      delay = everyMs;
+      clearTimeout(timer);
+      timer = null;
+      schedule(0);
+    },
+  };
 }
 
 // -- asking --------------------------------------------------------------------
@@ -344,15 +517,35 @@ function showResult(status, body, origin = "pipeline") {
   }
 }
 
+// The message of a refused request, for the question form; null when the request was not refused.
+async function refusal(response, scope) {
+  if (response.status === 401) return "this worker needs an API key: enter one above";
+  if (response.status === 403) return `this key lacks the ${scope} scope`;
+  if (response.status === 429) {
+    const body = await response.json().catch(() => ({}));
+    const wait = retryAfterMs(response);
+    return `too many requests${body.error ? `: ${body.error}` : ""}` +
+      (wait ? `; retry in ${Math.ceil(wait / 1000)} s` : "");
+  }
+  return null;
+}
+
 async function follow(questionId, token) {
   while (following === token) {
-    const response = await fetch(`/status/${questionId}`, { cache: "no-store" });
+    let wait = STATUS_EVERY_MS;
+    const response = await api(`/status/${questionId}`);
+    if (response === null) continue; // the key changed: ask again with the new one
     if (response.status === 200) {
       const body = await response.json();
       showResult(body.status, body);
       if (body.status === "completed" || body.status === "failed") break;
+    } else if (response.status === 401 || response.status === 403) {
+      showResult("error", { question_id: questionId, error: await refusal(response, SCOPE_OF.status) });
+      break;
+    } else {
+      wait = Math.max(wait, retryAfterMs(response)); // a 429 or 503 says how long to leave the worker alone
     }
-    await new Promise((resolve) => setTimeout(resolve, STATUS_EVERY_MS));
+    await new Promise((resolve) => setTimeout(resolve, wait));
   }
   if (following === token) document.getElementById("ask-submit").disabled = false;
 }
@@ -368,9 +561,16 @@ async function ask(event) {
   const token = {};
   following = token;
   try {
-    const response = await fetch("/query", {
+    const response = await api("/query", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
     });
+    const refused = response === null ? "the key changed while the question was sent: submit it again"
+      : await refusal(response, SCOPE_OF.query);
+    if (refused) {
+      showResult("error", { error: refused });
+      button.disabled = false;
+      return;
+    }
     const body = await response.json();
     if (response.status === 200) {
       showResult("completed", { ...body, question_id: body.result.question_id }, body.source);
@@ -389,6 +589,8 @@ async function ask(event) {
 }
 
 document.getElementById("ask-form").addEventListener("submit", ask);
+document.getElementById("key-form").addEventListener("submit", useKey);
+document.getElementById("key-forget").addEventListener("click", forgetKey);
+document.getElementById("key-forget").hidden = !currentKey();
 window.addEventListener("resize", () => { if (lastMetrics) renderCharts(lastMetrics); });
-poll(pollMetrics, METRICS_EVERY_MS);
-poll(pollAnswers, ANSWERS_EVERY_MS);
+pollers.push(poll(pollMetrics, METRICS_EVERY_MS), poll(pollAnswers, ANSWERS_EVERY_MS));
