@@ -80,13 +80,18 @@ def revoke(connection: Connection, name: str, now: float) -> Optional[float]:
     return None if revoked is None else to_seconds(revoked.revoked_at)
 
 
+#: Hex digits of a key's hash that name its rate-limit bucket (128 bits: no two keys share one).
+BUCKET_CHARS = 32
+
+
 def lookup(connection: Connection, key_hash: str) -> Optional[Lookup]:
     """The key with this hash (one row read through ``ix_api_keys_key_hash``), or ``None``."""
     row = connection.execute(select(K.c.id, K.c.name, K.c.scopes, K.c.rate, K.c.burst, K.c.max_in_flight,
                                     K.c.revoked_at).where(K.c.key_hash == key_hash)).first()
     if row is None:
         return None
-    return Lookup(Principal(row.id, row.name, parse_scopes(row.scopes), _limits(row)), row.revoked_at is not None)
+    principal = Principal(row.id, row.name, parse_scopes(row.scopes), _limits(row), bucket=key_hash[:BUCKET_CHARS])
+    return Lookup(principal, row.revoked_at is not None)
 
 
 def touch(connection: Connection, key_id: int, now: float) -> None:

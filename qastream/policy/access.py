@@ -123,14 +123,17 @@ def check_limits(rate: Optional[float], burst: Optional[int], max_in_flight: Opt
 class Principal:
     """Who a request's key belongs to, with what it may do and its limits.
 
-    ``name`` is what logs show and what a rate limiter keys on; the key itself
-    never leaves the request that carried it.
+    ``name`` is what logs show; the key itself never leaves the request that
+    carried it.  ``bucket`` names the key's rate-limit bucket: a prefix of
+    the key's hash, because ids and names restart with each database and
+    two deployments may share one Redis.
     """
 
     key_id: int
     name: str
     scopes: frozenset[Scope]
     limits: Limits = Limits()
+    bucket: str = ""
 
     def allows(self, scope: Scope) -> bool:
         """Whether the key holds ``scope`` (``admin`` holds them all)."""

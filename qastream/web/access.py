@@ -118,7 +118,7 @@ async def over_rate(principal: Principal) -> Optional[float]:
     limits = principal.limits
     if limits.rate is None:
         return None
-    return await limiter.take(str(principal.key_id), limits.rate, limits.burst or 1)
+    return await limiter.take(principal.bucket, limits.rate, limits.burst or 1)
 
 
 def rate_refused(what: str, principal: Principal, wait: float) -> tuple[dict[str, str], dict[str, str]]:

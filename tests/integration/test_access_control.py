@@ -1,4 +1,4 @@
-"""Access control on real workers (issue 14): two workers on Tansu and PostgreSQL, keys made with the CLI.
+"""Access control on real workers (issue 14): two workers on Tansu, PostgreSQL and Redis, keys made with the CLI.
 
 Both workers start once for the module (each test uses its own keys and
 questions).  Two, because ``GET /status`` is forwarded to the worker owning
@@ -24,7 +24,17 @@ from typing import Any, Iterator, Optional
 
 import pytest
 from sqlalchemy import create_engine, text
-from stackutil import POSTGRES_URL, Broker, LLMServer, Worker, isolated_env, launch_worker, require_service, wait_until
+from stackutil import (
+    POSTGRES_URL,
+    REDIS_URL,
+    Broker,
+    LLMServer,
+    Worker,
+    isolated_env,
+    launch_worker,
+    require_service,
+    wait_until,
+)
 
 from qastream.policy.keys import hash_key
 
@@ -101,13 +111,14 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(broker: Broker, echo_llm: LLMServer, artifacts: Path, tmp_path_factory) -> Iterator[Stack]:
     require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_service("Redis", "127.0.0.1", 6379)  # the rate limits both workers share
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     env = {**isolated_env(broker, echo_llm, tmp_path_factory.mktemp("access") / "var"),
-           "QASTREAM_DATABASE_URL": url, "QASTREAM_AUTH": "required",
+           "QASTREAM_DATABASE_URL": url, "QASTREAM_REDIS_URL": REDIS_URL, "QASTREAM_AUTH": "required",
            "QASTREAM_RETRY_QUOTA_DELAY_SECONDS": "600"}
     workers: list[Worker] = []
     try:
@@ -211,6 +222,35 @@ def test_the_bound_holds_when_both_workers_accept_for_one_key_at_once(stack):
                                 range(12)))
     codes = sorted(code for code, _, _ in answers)
     assert codes == [202] * 3 + [429] * 9, answers
+
+
+def test_two_workers_together_keep_a_keys_rate_within_its_burst(stack):
+    """A key of 5 requests/s, bursts of 5, hammered on both workers at once for ~3 s: the bucket lives in
+    Redis, so together they let at most rate x elapsed + burst through (each alone would allow that much)."""
+    rate, burst = 5.0, 5
+    hammered = stack.key("metrics", "--rate", str(rate), "--burst", str(burst))
+    started = time.monotonic()
+    deadline = started + 3.0
+
+    def hammer(worker: Worker) -> list[tuple[int, dict[str, str]]]:
+        answers = []
+        while time.monotonic() < deadline:
+            code, _, headers = call(worker, "GET", "/metrics", hammered)
+            answers.append((code, headers))
+        return answers
+
+    with ThreadPoolExecutor(4) as pool:
+        per_worker = list(pool.map(hammer, [stack.workers[i % 2] for i in range(4)]))
+    elapsed = time.monotonic() - started
+    answers = [a for thread in per_worker for a in thread]
+    allowed = sum(code == 200 for code, _ in answers)
+    refused = [headers for code, headers in answers if code == 429]
+    assert {code for code, _ in answers} <= {200, 429}
+    assert burst <= allowed <= rate * elapsed + burst + 1, (allowed, elapsed)
+    assert refused and all(1 <= int(h["Retry-After"]) <= 2 for h in refused)
+    for i in (0, 1):  # both workers served and refused: the limit is shared, not one worker's
+        codes = {code for thread in per_worker[i::2] for code, _ in thread}
+        assert codes == {200, 429}, (i, codes)
 
 
 def test_a_revoked_key_is_refused_by_every_worker_within_a_second(stack):

@@ -45,7 +45,7 @@ def test_a_key_is_stored_as_its_hash_and_found_by_it(engine):
         assert keys.lookup(c, hash_key(new_key())) is None
         dump = "\n".join(c.connection.driver_connection.iterdump())
     assert found == keys.Lookup(Principal(found.principal.key_id, "ci", frozenset({Scope.SUBMIT, Scope.READ}),
-                                          Limits(5.0, 10, 3)), revoked=False)
+                                          Limits(5.0, 10, 3), bucket=hash_key(key)[:32]), revoked=False)
     assert key not in dump and key[len("qsk_"):] not in dump and hash_key(key) in dump
 
 

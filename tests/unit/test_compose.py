@@ -40,10 +40,6 @@ LONG_RUNNING = (*INTERNAL, *WORKERS)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 INIT_DIR = "/docker-entrypoint-initdb.d"
 SETTING_VARIABLES = frozenset(env_name(f.name) for f in dataclasses.fields(Settings))
-# Set in docker-compose.yml before this branch has the setting: QASTREAM_AUTH comes
-# with API keys (issue 14) from a parallel branch.  Delete this allow-list once
-# that is merged; a name that has become a setting is checked like any other.
-NOT_YET_SETTINGS = frozenset({"QASTREAM_AUTH"}) - SETTING_VARIABLES
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
 ONLY_INTERPOLATION = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?+][^}]*)?\}")
 # ${VAR}, ${VAR:-x}, ${VAR:?msg}, but not the $${VAR} escape (expanded in the container).
@@ -239,7 +235,7 @@ def unknown_settings(compose: dict[str, Any]) -> list[str]:
     return [f"{name}: {key} is not a qastream setting"
             for name, service in compose["services"].items()
             for key in environment(service)
-            if key.startswith("QASTREAM_") and key not in SETTING_VARIABLES | NOT_YET_SETTINGS]
+            if key.startswith("QASTREAM_") and key not in SETTING_VARIABLES]
 
 
 def worker_port_problems(compose: dict[str, Any], exposed: set[int]) -> list[str]:
@@ -504,7 +500,7 @@ def test_every_qastream_variable_is_a_setting(compose: dict[str, Any]) -> None:
 def test_worker_settings_parse(compose: dict[str, Any]) -> None:
     """Settings.from_env accepts each worker's environment (values, choices, ranges)."""
     for name in WORKERS:
-        env = {k: v or "" for k, v in environment(compose["services"][name]).items() if k not in NOT_YET_SETTINGS}
+        env = {k: v or "" for k, v in environment(compose["services"][name]).items()}
         settings = Settings.from_env(env)
         assert settings.broker_profile == "production"
         assert settings.broker_url == "kafka://kafka:9092"
