@@ -78,7 +78,8 @@ class Settings:
 
     # -- storage and cache -------------------------------------------------------
     database_url: str = _setting("", "SQLAlchemy URL; empty means the SQLite file `<data_dir>/qastream.db`.")
-    redis_url: str = _setting("", "Redis URL for the answer cache; empty means an in-process TTL cache.")
+    redis_url: str = _setting("", "Redis URL for the answer cache and the API keys' rate limits, shared by every "
+                                  "worker; empty means an in-process cache and per-worker limits.")
     cache_ttl_seconds: int = _setting(86400, "Time to live of cached answers.", minimum=1)
     cache_max_bytes: int = _setting(
         16 * 2**20, "Most bytes of answers (their JSON, plus ~200 bytes each) the in-process cache holds, used when no "
