@@ -21,11 +21,12 @@ Memory (SQLite, its own stack): 1,000 questions are produced to questions-pendin
 ``qastream load --via kafka`` and drained by a worker with ``QASTREAM_STATUS_RETENTION_SECONDS``
 at ``--retention`` (30 s: finished questions leave the status and attempts tables after it, which
 is what bounds memory); its VmRSS is read when they are stored and again once the retention has
-passed; then ``--questions`` - 1,000 more are loaded while it runs, ``--in-flight`` (1,000, as many as the first reading had) at a time,
-each batch drained before the next (so what is in flight stays bounded and only history grows), and
-the same two readings are taken.  The ratio compares the readings after the retention (target <= 1.5x); the one at the end of
-the drain, with the last ``rate x retention`` questions still in the tables, is printed too, and
-from it what the default retention (3600 s, which would hold all of them) would cost.
+passed; then ``--questions`` - 1,000 more are loaded while it runs, ``--in-flight`` at a time
+(1,000, as many as the first reading had), each batch drained before the next (so what is in
+flight stays bounded and only history grows), and the same two readings are taken.  The ratio
+compares the readings after the retention (target <= 1.5x); the one at the end of the drain, with
+the last ``rate x retention`` questions still in the tables, is printed too, and from it what the
+default retention (3600 s, which would hold all of them) would cost.
 
     .venv/bin/python bench/history.py [--answers 1000000] [--questions 100000] [--no-sqlite] [--no-postgres]
                                       [--memory-only | --no-memory]
