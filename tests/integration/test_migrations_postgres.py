@@ -76,16 +76,22 @@ def snapshot(connection):
             connection.execute(select(text("count(*)")).select_from(R)).scalar_one())
 
 
+def populated_at(engine, revision: str):
+    """Populate at head (the stage code writes the running totals too), go back to ``revision``; the snapshot."""
+    upgrade(engine)
+    with engine.begin() as connection:
+        populate(connection)
+        before = snapshot(connection)
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+    return before
+
+
 def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
     engine = make_engine(postgres_url)
     try:
-        upgrade(engine)  # the stage code writes the running totals too: populate at head, then go back to 0001
-        with engine.begin() as connection:
-            populate(connection)
-            before = snapshot(connection)
-            cfg = alembic_config()
-            cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0001")
+        before = populated_at(engine, "0001")
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
@@ -119,13 +125,7 @@ def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
 def test_0004_on_a_populated_0003_postgres_database(postgres_url):
     engine = make_engine(postgres_url)
     try:
-        upgrade(engine)
-        with engine.begin() as connection:
-            populate(connection)
-            before = snapshot(connection)
-            cfg = alembic_config()
-            cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0003")
+        before = populated_at(engine, "0003")
         assert "api_keys" not in inspect(engine).get_table_names()
         upgrade(engine)
         with engine.begin() as connection:
