@@ -231,8 +231,11 @@ UNAUTHENTICATED = {**error("QASTREAM_AUTH=required and the Authorization header 
                            "`Bearer <key>`, or names an unknown or revoked key"),
                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"},
                                                     "description": "`Bearer realm=\"qastream\"`"}}}
-OVER_IN_FLIGHT = {**error("the key has its max_in_flight questions unanswered: retry after the Retry-After "
-                          "header (QASTREAM_IN_FLIGHT_RETRY_AFTER_SECONDS)"),
+OVER_RATE = {**error("the key is over its rate (a token bucket: --rate requests/s, bursts of --burst, shared by "
+                     "every worker through Redis): retry after the Retry-After seconds"),
+             "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
+OVER_IN_FLIGHT = {**error("the key is over its rate, or has its max_in_flight questions unanswered (Retry-After: "
+                          "QASTREAM_IN_FLIGHT_RETRY_AFTER_SECONDS): retry after the Retry-After seconds"),
                   "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
 SECURITY_SCHEMES = {"bearer": {
     "type": "http", "scheme": "bearer",
@@ -247,9 +250,8 @@ def secured(path: str, item: dict[str, Any]) -> dict[str, Any]:
     if scope is None:
         return {method: {**op, "security": []} for method, op in item.items()}
     lacks = "the admin scope" if scope == Scope.ADMIN else f"the {scope} scope, or admin"
-    refused = {"401": UNAUTHENTICATED, "403": error(f"the key lacks {lacks}")}
-    if path == "/query":
-        refused["429"] = OVER_IN_FLIGHT
+    refused = {"401": UNAUTHENTICATED, "403": error(f"the key lacks {lacks}"),
+               "429": OVER_IN_FLIGHT if path == "/query" else OVER_RATE}
     note = f" Needs the `{scope}` scope" + ("." if scope == Scope.ADMIN else " (or `admin`).")
     return {method: {**op, "description": op.get("description", op["summary"]) + note,
                      "responses": {**op["responses"], **refused}} for method, op in item.items()}
