@@ -1,4 +1,4 @@
-"""Which partition a key lands on, as the producer (and so ``table_route``) computes it.
+"""Which partition a key lands on, as the producer computes it, and forwarding a request to its owner.
 
 The producer's partitioner needs the topic's partition count in its
 metadata, which it only loads for topics it has produced to.  A worker that
@@ -9,7 +9,17 @@ Once loaded it returns at once.
 
 from __future__ import annotations
 
+from typing import Optional
+
+from faust import web
+from faust.web.exceptions import ServiceUnavailable
+from yarl import URL
+
 from qastream.app import app
+
+#: Headers of the owning worker's answer that reach the client: a 429's ``Retry-After`` and a 401's
+#: challenge.  Faust's own ``table_route`` forwards status and body only.
+PASSED_BACK = ("Retry-After", "WWW-Authenticate")
 
 
 async def ensure_metadata(topic_name: str) -> None:
@@ -21,3 +31,30 @@ async def partition_of(topic_name: str, key: str) -> int:
     """The partition of ``topic_name`` that raw ``key`` hashes to."""
     await ensure_metadata(topic_name)
     return app.producer.key_partition(topic_name, key.encode()).partition
+
+
+def same_worker(a: URL, b: URL) -> bool:
+    """Whether two worker URLs name the same web server (host and port)."""
+    return (a.host, a.port) == (b.host, b.port)
+
+
+async def forwarded(view: web.View, request: web.Request, table_name: str, key: str) -> Optional[web.Response]:
+    """The answer of the worker owning ``key`` in ``table_name``, or ``None`` when it is this one.
+
+    As Faust's ``table_route`` does, the request goes on with the client's
+    headers (the owner checks the key again); unlike it, the owner's
+    :data:`PASSED_BACK` headers come back with its status and body, so a
+    429 keeps its ``Retry-After``.  Bounded by the HTTP client's
+    ``forward_timeout_seconds``.
+    """
+    try:
+        owner = app.router.key_store(table_name, key)
+    except KeyError:  # no assignment yet (rebalancing)
+        raise ServiceUnavailable() from None
+    if same_worker(owner, URL(str(app.conf.canonical_url))):
+        return None
+    url = request.url.with_host(owner.host or "").with_port(owner.port)
+    async with app.http_client.request(method=request.method, headers=request.headers, url=url) as response:
+        body = await response.read()
+        headers = {name: response.headers[name] for name in PASSED_BACK if name in response.headers}
+        return view.bytes(body, content_type=response.content_type, status=response.status, headers=headers)

@@ -8,7 +8,7 @@ from faust import web
 
 from qastream.app import app, settings, storage
 from qastream.policy.lifecycle import State
-from qastream.streaming.routing import ensure_metadata
+from qastream.streaming.routing import ensure_metadata, forwarded
 from qastream.tables.status import attempts_table, status_table
 from qastream.web.access import over_rate, principal_of, rate_refused
 from qastream.web.admission import admitted, bounded
@@ -51,10 +51,9 @@ class StatusView(web.View):
         # Metadata comes from the broker the first time: a stalled broker must cost a 503, not a hang.
         async with bounded("broker", settings.forward_timeout_seconds):
             await ensure_metadata(status_table.changelog_topic.get_topic_name())
-        return await self.owned(request, question_id=question_id)  # type: ignore[call-arg]
+        response = await forwarded(self, request, status_table.name, question_id)
+        return response if response is not None else await self.owned(request, question_id)
 
-    # table_route's annotation drops the view's extra arguments; at run time it passes them on.
-    @app.table_route(table=status_table, match_info="question_id")  # type: ignore[arg-type]
     async def owned(self, request: web.Request, question_id: str) -> web.Response:
         """Answer from this worker's partition of the status table, then the database.
 

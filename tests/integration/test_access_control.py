@@ -253,6 +253,16 @@ def test_two_workers_together_keep_a_keys_rate_within_its_burst(stack):
         assert codes == {200, 429}, (i, codes)
 
 
+def test_a_status_read_past_the_rate_is_429_with_retry_after_whichever_worker_owns_it(stack):
+    """One token (no refill within the test): the first read is served; every later one, forwarded to the
+    owning worker or not, is refused there with its Retry-After passed back to the client."""
+    slow = stack.key("read", "--rate", "0.001", "--burst", "1")
+    answers = [call(stack.workers[i % 2], "GET", f"/status/{NEVER_ASKED}", slow) for i in range(4)]
+    assert [code for code, _, _ in answers] == [404, 429, 429, 429], answers
+    for _, body, headers in answers[1:]:
+        assert int(headers["Retry-After"]) >= 900 and stack.name_of(slow) in body["error"]
+
+
 def test_a_revoked_key_is_refused_by_every_worker_within_a_second(stack):
     doomed = stack.key("read")
     for worker in stack.workers:  # each worker now remembers the key as valid

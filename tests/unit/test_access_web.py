@@ -12,7 +12,6 @@ import logging
 from unittest.mock import AsyncMock
 
 import pytest
-from faust.exceptions import SameNode
 
 import qastream.tables.parking  # noqa: F401  (the tables, as a worker discovers them)
 import qastream.tables.status  # noqa: F401
@@ -191,7 +190,7 @@ async def test_a_status_request_costs_its_key_one_token_not_one_per_layer(client
     monkeypatch.setattr(access, "limiter", Limiter())
     monkeypatch.setattr(storage, "owns", AsyncMock(return_value=False))
     monkeypatch.setattr(status, "ensure_metadata", AsyncMock())
-    monkeypatch.setattr(app.router, "route_req", AsyncMock(side_effect=SameNode()))  # this worker owns it
+    monkeypatch.setattr(status, "forwarded", AsyncMock(return_value=None))  # this worker owns the question
     key = auth("poller", "read", limits=NO_REFILL)
     answers = [(await client.get(f"/status/{QID}", headers=bearer(key))).status for _ in range(3)]
     assert answers == [404, 404, 429]
