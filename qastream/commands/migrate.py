@@ -12,7 +12,7 @@ from tqdm import tqdm
 from qastream.app import app, cache, settings
 from qastream.datasets.jsonfile import read_objects
 from qastream.datasets.records import BadRows
-from qastream.db.imports import BATCH_SIZE, import_batches, results_for, validated
+from qastream.db.imports import BATCH_SIZE, import_batches, results_for, settle, validated
 from qastream.db.migrate import upgrade
 from qastream.services.storage import make_engine
 
@@ -45,6 +45,8 @@ async def migrate(self, path: str, batch_size: int, no_cache: bool) -> None:
                 bar.update(batch.records + bad.total - invalid_seen)  # invalid records count as read too
                 invalid_seen = bad.total
                 bar.set_postfix(imported=imported, duplicates=duplicates, invalid=bad.total)
+        if imported:
+            settle(engine)
     finally:
         if warm:
             await cache.stop()

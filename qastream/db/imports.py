@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from qastream.datasets.jsonfile import first_of
 from qastream.datasets.records import BadRows
 from qastream.db import stats
 from qastream.db.queries import JOINED, Answer, Q, R, response_values, result_from_row, to_datetime
-from qastream.db.totals import count
+from qastream.db.totals import S, count
 from qastream.db.upsert import insert_for
 from qastream.errors import PermanentError
 from qastream.policy.ids import normalise, question_id
@@ -173,8 +173,16 @@ def validated(objects: Iterable[tuple[str, Mapping[str, Any]]], bad: BadRows, *,
             bad.add(str(exc), where)
 
 
-def insert_absent(connection: Connection, records: Sequence[Historical]) -> BatchResult:
-    """Insert the records whose question is not in the database yet, in the caller's transaction."""
+def insert_absent(connection: Connection, records: Sequence[Historical], now: Optional[float] = None) -> BatchResult:
+    """Insert the records whose question is not in the database yet, in the caller's transaction.
+
+    Throughput counters are kept per minute for the last ``KEEP_MINUTES``
+    only, so a historical answer older than that adds none: adding them
+    would insert a row per old minute that the same transaction deletes,
+    and on PostgreSQL a million imported answers left ``stats`` with a
+    million dead rows that every ``/metrics`` read scanned.
+    """
+    recent_since = (time.time() if now is None else now) - stats.KEEP_MINUTES * 60
     unique: dict[str, Historical] = {}
     for record in records:
         unique.setdefault(record.question_id, record)  # the first of a repeated question wins
@@ -196,8 +204,11 @@ def insert_absent(connection: Connection, records: Sequence[Historical]) -> Batc
         for record, row in zip(fresh, rows):  # each question row is new, so each answer is too
             stats.add_response(deltas, row, 1)
             stats.add_transition(deltas, None, (State.COMPLETED, None))
-            stats.add(deltas, stats.ACCEPTED, stats.minute_key(record.at - record.total_processing_time_ms / 1000.0))
-            stats.add(deltas, stats.COMPLETED, stats.minute_key(record.at))
+            accepted_at = record.at - record.total_processing_time_ms / 1000.0
+            if accepted_at >= recent_since:
+                stats.add(deltas, stats.ACCEPTED, stats.minute_key(accepted_at))
+            if record.at >= recent_since:
+                stats.add(deltas, stats.COMPLETED, stats.minute_key(record.at))
         count(connection, deltas)
     imported = [r.question_id for r in fresh]
     return BatchResult(imported, len(records) - len(imported), len(records))
@@ -221,6 +232,20 @@ def _commit(engine: Engine, batch: Sequence[Historical]) -> BatchResult:
     # transaction would let the caller read (and cache) rows not yet visible.
     with engine.begin() as connection:
         return insert_absent(connection, batch)
+
+
+def settle(engine: Engine) -> None:
+    """After a bulk import on PostgreSQL: vacuum and analyze the tables it wrote.
+
+    The planner has no statistics for a million new rows until autovacuum
+    gets to them, and the counter rows of ``stats`` were rewritten once per
+    batch; ``/metrics`` and ``/answers/latest`` should be as fast right after
+    an import as a day later.  SQLite needs neither.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"VACUUM (ANALYZE) {S.name}, {Q.name}, {R.name}"))
 
 
 def results_for(engine: Engine, ids: Sequence[str]) -> list[dict[str, Any]]:

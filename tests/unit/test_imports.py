@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from qastream.datasets.jsonfile import read_objects
 from qastream.datasets.records import BadRows
-from qastream.db import queries
+from qastream.db import queries, stats, totals
 from qastream.db.imports import (
     Historical,
     InvalidRecord,
@@ -19,6 +19,7 @@ from qastream.db.imports import (
     validated,
 )
 from qastream.db.queries import Q, R, Submission
+from qastream.db.totals import S
 from qastream.policy.ids import question_id
 
 NOW = 1_700_000_000.0
@@ -134,3 +135,18 @@ def test_file_to_database_counts_invalid_by_reason(engine, tmp_path):
     batches = list(import_batches(engine, validated(read_objects(path, bad), bad, max_chars=100, now=NOW)))
     assert sum(len(b.imported) for b in batches) == 1 and sum(b.duplicates for b in batches) == 1
     assert bad.as_dict() == {"invalid JSON line": 1, "bert_score outside [-1, 1]": 1}
+
+
+def test_only_answers_of_the_last_minutes_add_throughput_counters(engine):
+    """Old answers count in every total but in no per-minute counter: those cover KEEP_MINUTES only, and
+    adding a row per old minute that the prune deletes at once bloated PostgreSQL's stats table."""
+    at = parse(seed_record(1)).at
+    records = [parse(seed_record(1)), parse(seed_record(2, timestamp=at + 14 * 60))]  # 6 min before now: recent
+    with engine.begin() as c:
+        insert_absent(c, records, now=at + 20 * 60)
+    with engine.connect() as c:
+        minutes = c.execute(select(S.c.name, S.c.key, S.c.n).where(S.c.name.in_(stats.MINUTE_NAMES))).all()
+        assert totals.read(c)["total_responses"] == 2
+    accepted, completed = at + 14 * 60 - 1.5, at + 14 * 60  # total_processing_time_ms is 1500
+    assert sorted(minutes) == [(stats.ACCEPTED, stats.minute_key(accepted), 1),
+                               (stats.COMPLETED, stats.minute_key(completed), 1)]
