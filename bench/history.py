@@ -25,8 +25,7 @@ passed; then ``--questions`` - 1,000 more are loaded while it runs, ``--in-fligh
 (1,000, as many as the first reading had), each batch drained before the next (so what is in
 flight stays bounded and only history grows), and the same two readings are taken.  The ratio
 compares the readings after the retention (target <= 1.5x); the one at the end of the drain, with
-the last ``rate x retention`` questions still in the tables, is printed too, and from it what the
-default retention (3600 s, which would hold all of them) would cost.
+the last ``rate x retention`` questions still in the tables, is printed too.
 
     .venv/bin/python bench/history.py [--answers 1000000] [--questions 100000] [--no-sqlite] [--no-postgres]
                                       [--memory-only | --no-memory]
@@ -50,7 +49,6 @@ from runner import fmt, run_benchmark  # noqa: E402
 from stack import Stack, sqlite_scalar, wait_until  # noqa: E402
 
 from qastream.policy.ids import question_id  # noqa: E402
-from qastream.settings import Settings  # noqa: E402
 
 METRICS_P99_MS, METRICS_RATIO, LATEST_P99_MS, MEMORY_RATIO = 50.0, 2.0, 10.0, 1.5
 ENDPOINTS = ("metrics", "latest", "status")
@@ -169,19 +167,11 @@ def memory_run(args: argparse.Namespace) -> dict:
         time.sleep(settle)
         large = rss_mb(worker.pid)
     rate = (args.questions - first) / drain
-    # Questions finished within the last retention were still in the tables at the end of the drain.
-    held = min(args.questions - first, rate * args.retention)
-    per_question_kb = max(large_done - small, 0.0) * 1024 / held if held else None
-    default_held = min(args.questions, rate * Settings().status_retention_seconds)
     return {
         "questions": args.questions, "retention_s": args.retention, "through_per_s": round(rate, 1),
         "rss_mb_after_1000_done": small_done, "rss_mb_after_1000": small,
         "rss_mb_after_all_done": large_done, "rss_mb_after_all": large, "rss_mb_peak": peak,
         "memory_ratio": round(large / small, 3), "memory_ratio_at_drain_end": round(large_done / small, 3),
-        "held_at_drain_end_estimate": round(held), "kb_per_held_question": round(per_question_kb, 2)
-        if per_question_kb is not None else None,
-        "default_retention_rss_mb_estimate": round(small + (per_question_kb or 0) * default_held / 1024, 1),
-        "default_retention_held": round(default_held),
     }
 
 
@@ -249,9 +239,7 @@ def fields(databases: list[str]) -> list[tuple[str, str, int]]:
                   ("rss_mb_after_all_done", "worker RSS MB at the end of the drain", 1),
                   ("rss_mb_after_all", "worker RSS MB after all (+ retention)", 1),
                   ("memory_ratio_at_drain_end", "RSS drain end / after 1,000", 3),
-                  ("memory_ratio", "RSS after all / after 1,000 (target <= 1.5)", 3),
-                  ("kb_per_held_question", "KB per question held in the tables (estimate)", 2),
-                  ("default_retention_rss_mb_estimate", "RSS MB at default retention 3600 s (estimate)", 0)]
+                  ("memory_ratio", "RSS after all / after 1,000 (target <= 1.5)", 3)]
 
 
 def main() -> None:
