@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import run_loadgen  # noqa: E402
 from migrate import DEFAULT_POSTGRES, record_text, write_records  # noqa: E402
 from runner import fmt, run_benchmark  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 from stack import Stack, sqlite_scalar, wait_until  # noqa: E402
 
 from qastream.policy.ids import question_id  # noqa: E402
@@ -93,6 +94,19 @@ def ratio(full: float | None, empty: float | None) -> float | None:
     return round(full / empty, 2) if full and empty else None
 
 
+def pending(stack: Stack, database_url: str | None) -> int:
+    """Questions not yet answered in the stack's database (SQLite file, or ``database_url``)."""
+    statement = "SELECT count(*) FROM questions WHERE status = 'pending'"
+    if not database_url:
+        return sqlite_scalar(stack.db_path, statement) or 0
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text(statement)).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def database_run(args: argparse.Namespace, name: str, records: Path, status_paths: list[str],
                  database_url: str | None) -> dict:
     settings: dict = {"scorer_enabled": False}
@@ -104,6 +118,9 @@ def database_run(args: argparse.Namespace, name: str, records: Path, status_path
         stack.start_llm(latency=0, parallel=64)
         stack.start_worker(**settings)
         empty = measure_endpoints(stack, args, status_paths, f"{token}-empty")
+        # The POST step's questions are answered before the worker stops: left pending, the next
+        # worker would be answering them during the imported database's GET steps.
+        wait_until(lambda: pending(stack, database_url) == 0, 300, "the POST step's questions answered")
         stack.stop_worker()
         started = time.perf_counter()
         stack.qastream("migrate", str(records), "--no-cache", timeout=7200, **settings)
