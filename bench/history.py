@@ -1,17 +1,21 @@
 """History: the read endpoints and POST /query with 1,000,000 imported answers vs an empty database,
 and a worker's memory after 100,000 questions vs after 1,000.
 
-Per database (SQLite, and PostgreSQL in a fresh schema dropped afterwards), one stack (Tansu, echo
-LLM with no latency, one worker with the scorer off):
+Per database (SQLite, and PostgreSQL in two fresh schemas dropped afterwards), two stacks side by
+side (each Tansu, echo LLM with no latency, one worker with the scorer off), one on an empty database
+and one on a database into which the real ``qastream migrate FILE --no-cache`` first imported
+``--answers`` records of the shape ``bench/migrate.py`` writes (its time is printed):
 
-1. Empty database: the worker starts; after ``--pause`` s and a short warm-up, the load generator (open loop, its own
-   process) asks ``GET /metrics``, ``GET /answers/latest`` and ``GET /status/{id}`` at ``--rate``
-   req/s for ``--seconds`` each, then posts unique questions to ``POST /query`` at ``--query-rate``.
+1. Both workers start; after ``--pause`` s and a short warm-up of each, the load generator (open
+   loop, its own process) asks ``GET /metrics``, ``GET /answers/latest`` and ``GET /status/{id}`` at
+   ``--rate`` req/s, ``--seconds`` per endpoint and stack, split into ``--rounds`` rounds that
+   alternate between the stacks (empty first, then imported first, ...); each figure is the median
+   over the rounds.  Measured in the same minutes, the two databases share whatever else the machine
+   does, which a sequential run (empty first, import, then imported) charged to the imported one.
    The status ids are those of imported records, so the empty database answers them 404 after the
-   same table and database look-ups that find them later.
-2. The worker stops; the real ``qastream migrate FILE --no-cache`` imports ``--answers`` records of
-   the shape ``bench/migrate.py`` writes (its time is printed).
-3. The worker starts again with the same settings and the same requests are sent.
+   same table and database look-ups that find them on the other.
+2. Each stack then gets unique questions on ``POST /query`` at ``--query-rate``, one stack after the
+   other, each drained before the next.
 
 Printed per database: p50/p99 of each endpoint on both, POST /query's accepted fraction and p99, and
 imported / empty ratios.  Targets: ``/metrics`` p99 <= 50 ms imported and <= 2x empty,
@@ -71,22 +75,47 @@ def get_step(stack: Stack, paths: list[str], rate: float, seconds: float) -> dic
                         "paths": paths, "request_timeout": 30})
 
 
-def measure_endpoints(stack: Stack, args: argparse.Namespace, status_paths: list[str], token: str) -> dict:
-    """p50/p99 of each GET endpoint, then POST /query's acceptance, all open loop."""
+def median(values: list[float]) -> float | None:
+    present = sorted(v for v in values if v is not None)
+    return present[len(present) // 2] if present else None
+
+
+def measure_endpoints(stacks: dict[str, Stack], args: argparse.Namespace, status_paths: list[str],
+                      token: str) -> dict[str, dict]:
+    """p50/p99 of each GET endpoint on both stacks, interleaved, then POST /query's acceptance on each.
+
+    Each endpoint is asked in ``--rounds`` rounds of ``--seconds / --rounds`` per stack, alternating
+    which stack goes first, and each figure is the median over the rounds: whatever else the
+    machine does during the run falls on both databases alike instead of on whichever ran later.
+    """
     paths = {"metrics": ["/metrics"], "latest": ["/answers/latest"], "status": status_paths}
-    time.sleep(args.pause)  # a fresh worker: recovery, the first lag reading, questions left from before a restart
-    get_step(stack, [p for ps in paths.values() for p in ps[:50]], args.rate, 2)  # connections, caches, metadata
-    result: dict = {}
+    time.sleep(args.pause)  # fresh workers: recovery, the first lag reading
+    for stack in stacks.values():  # connections, caches, metadata
+        get_step(stack, [p for ps in paths.values() for p in ps[:50]], args.rate, 2)
+    steps: dict[str, dict[str, list[dict]]] = {side: {name: [] for name in paths} for side in stacks}
+    order = list(stacks)
     for name, endpoint_paths in paths.items():
-        step = get_step(stack, endpoint_paths, args.rate, args.seconds)
-        result.update({f"{name}_p50_ms": step["p50_ms"], f"{name}_p99_ms": step["p99_ms"],
-                       f"{name}_statuses": step["statuses"], f"{name}_errors": step["errors"]})
-    step = run_loadgen({"url": stack.url, "mode": "open", "rate": args.query_rate, "duration": args.seconds,
-                        "bodies": {"unique": token}, "max_connections": 512, "request_timeout": 30})
-    accepted = step["statuses"].get("202", 0)
-    result.update({"query_accepted_fraction": round(accepted / step["requests"], 4) if step["requests"] else None,
-                   "query_accepted_per_s": round(accepted / step["seconds"], 1), "query_p50_ms": step["p50_ms"],
-                   "query_p99_ms": step["p99_ms"], "query_statuses": step["statuses"]})
+        for round_ in range(args.rounds):
+            for side in order if round_ % 2 == 0 else order[::-1]:
+                steps[side][name].append(get_step(stacks[side], endpoint_paths, args.rate,
+                                                  args.seconds / args.rounds))
+    result: dict[str, dict] = {}
+    for side, stack in stacks.items():
+        one: dict = {}
+        for name, runs in steps[side].items():
+            one.update({f"{name}_p50_ms": median([r["p50_ms"] for r in runs]),
+                        f"{name}_p99_ms": median([r["p99_ms"] for r in runs]),
+                        f"{name}_statuses": [r["statuses"] for r in runs],
+                        f"{name}_errors": [r["errors"] for r in runs]})
+        step = run_loadgen({"url": stack.url, "mode": "open", "rate": args.query_rate, "duration": args.seconds,
+                            "bodies": {"unique": f"{token}-{side}"}, "max_connections": 512, "request_timeout": 30})
+        accepted = step["statuses"].get("202", 0)
+        one.update({"query_accepted_fraction": round(accepted / step["requests"], 4) if step["requests"] else None,
+                    "query_accepted_per_s": round(accepted / step["seconds"], 1), "query_p50_ms": step["p50_ms"],
+                    "query_p99_ms": step["p99_ms"], "query_statuses": step["statuses"]})
+        result[side] = one
+        # The next stack's POST step must not share the cores with this one's pipeline.
+        wait_until(lambda s=stack: pending(s, s.database_url) == 0, 300, f"the {side} POST step answered")
     return result
 
 
@@ -95,8 +124,8 @@ def ratio(full: float | None, empty: float | None) -> float | None:
 
 
 def pending(stack: Stack, database_url: str | None) -> int:
-    """Questions not yet answered in the stack's database (SQLite file, or ``database_url``)."""
-    statement = "SELECT count(*) FROM questions WHERE status = 'pending'"
+    """Questions not yet answered (neither completed nor failed) in the stack's database (SQLite file, or ``database_url``)."""
+    statement = "SELECT count(*) FROM questions WHERE status NOT IN ('completed', 'failed')"
     if not database_url:
         return sqlite_scalar(stack.db_path, statement) or 0
     engine = create_engine(database_url)
@@ -108,33 +137,35 @@ def pending(stack: Stack, database_url: str | None) -> int:
 
 
 def database_run(args: argparse.Namespace, name: str, records: Path, status_paths: list[str],
-                 database_url: str | None) -> dict:
-    settings: dict = {"scorer_enabled": False}
-    if database_url:
-        settings["database_url"] = database_url
+                 database_urls: dict[str, str | None]) -> dict:
+    """Two stacks side by side, one on an empty database and one on ``records`` imported, measured together."""
     token = uuid.uuid4().hex[:8]
-    with Stack(f"history-{name}", keep=args.keep) as stack:
-        stack.start_broker()
-        stack.start_llm(latency=0, parallel=64)
-        stack.start_worker(**settings)
-        empty = measure_endpoints(stack, args, status_paths, f"{token}-empty")
-        # The POST step's questions are answered before the worker stops: left pending, the next
-        # worker would be answering them during the imported database's GET steps.
-        wait_until(lambda: pending(stack, database_url) == 0, 300, "the POST step's questions answered")
-        stack.stop_worker()
+    with Stack(f"history-{name}-empty", keep=args.keep) as empty, \
+            Stack(f"history-{name}-full", keep=args.keep) as full:
+        stacks = {"empty": empty, "full": full}
+        settings: dict[str, dict] = {}
+        for side, stack in stacks.items():
+            stack.database_url = database_urls[side]
+            settings[side] = {"scorer_enabled": False}
+            if database_urls[side]:
+                settings[side]["database_url"] = database_urls[side]
+            stack.start_broker()
+            stack.start_llm(latency=0, parallel=64)
         started = time.perf_counter()
-        stack.qastream("migrate", str(records), "--no-cache", timeout=7200, **settings)
+        full.qastream("migrate", str(records), "--no-cache", timeout=7200, **settings["full"])
         import_seconds = time.perf_counter() - started
-        stack.start_worker(**settings)
-        full = measure_endpoints(stack, args, status_paths, f"{token}-full")
+        for side, stack in stacks.items():
+            stack.start_worker(**settings[side])
+        measured = measure_endpoints(stacks, args, status_paths, token)
     result: dict = {"database": name, "answers": args.answers, "import_seconds": round(import_seconds, 1),
                     "import_records_per_s": round(args.answers / import_seconds)}
-    for key, value in empty.items():
+    for key, value in measured["empty"].items():
         result[f"empty_{key}"] = value
-        result[f"full_{key}"] = full[key]
+        result[f"full_{key}"] = measured["full"][key]
     for key in [f"{e}_{p}" for e in ENDPOINTS + ("query",) for p in ("p50_ms", "p99_ms")]:
-        result[f"ratio_{key}"] = ratio(full[key], empty[key])
-    result["ratio_query_accepted_fraction"] = ratio(full["query_accepted_fraction"], empty["query_accepted_fraction"])
+        result[f"ratio_{key}"] = ratio(measured["full"][key], measured["empty"][key])
+    result["ratio_query_accepted_fraction"] = ratio(measured["full"]["query_accepted_fraction"],
+                                                    measured["empty"]["query_accepted_fraction"])
     return result
 
 
@@ -216,26 +247,30 @@ def import_runs(args: argparse.Namespace, index: int) -> dict:
         token = write_records(records, args.answers)
         step = max(args.answers // STATUS_IDS, 1)
         status_paths = [f"/status/{question_id(record_text(token, i))}" for i in range(0, args.answers, step)]
-        targets: list[tuple[str, str | None, str | None]] = [("sqlite", None, None)] if args.sqlite else []
+        targets: list[tuple[str, dict[str, str | None]]] = [("sqlite", {"empty": None, "full": None})] \
+            if args.sqlite else []
+        schemas: list[str] = []
         if args.postgres:
-            from sqlalchemy import create_engine, text
-
-            schema = f"bench_{uuid.uuid4().hex[:8]}"
             admin = create_engine(args.postgres_url)
-            with admin.begin() as connection:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-            targets.append(("postgres", f"{args.postgres_url}?options=-csearch_path%3D{schema}", schema))
+            urls: dict[str, str | None] = {}
+            for side in ("empty", "full"):
+                schema = f"bench_{side}_{uuid.uuid4().hex[:8]}"
+                with admin.begin() as connection:
+                    connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+                schemas.append(schema)
+                urls[side] = f"{args.postgres_url}?options=-csearch_path%3D{schema}"
+            targets.append(("postgres", urls))
         try:
-            for name, url, _ in targets:
-                one = database_run(args, name, records, status_paths, url)
+            for name, urls_ in targets:
+                one = database_run(args, name, records, status_paths, urls_)
                 print(json.dumps({"run": index, "step": name, **one}), flush=True)
                 result[name] = one
         finally:
-            for _, _, schema in targets:
-                if schema:
-                    with admin.begin() as connection:
+            if schemas:
+                with admin.begin() as connection:
+                    for schema in schemas:
                         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                    admin.dispose()
+                admin.dispose()
     return result
 
 
@@ -268,7 +303,8 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--rate", type=float, default=100.0, help="GET requests/s per endpoint")
     parser.add_argument("--query-rate", type=float, default=200.0, help="POST /query requests/s")
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each step, per stack")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds each GET step is split into, alternating stacks")
     parser.add_argument("--pause", type=float, default=5.0, help="idle seconds after a worker starts")
     parser.add_argument("--retention", type=float, default=30.0, help="QASTREAM_STATUS_RETENTION_SECONDS, memory run")
     parser.add_argument("--in-flight", type=int, default=1000,

@@ -52,6 +52,8 @@ class Stack:
         self.llm_port: Optional[int] = None
         self.web_port: Optional[int] = None
         self.worker: Optional[subprocess.Popen] = None
+        #: The worker's database when not the stack's own SQLite file (``db_path``).
+        self.database_url: Optional[str] = None
         self._processes: list[tuple[str, subprocess.Popen]] = []
 
     # -- processes
