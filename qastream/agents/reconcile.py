@@ -7,8 +7,12 @@ which is the status table's, so exactly one worker acts on each) and
 re-enqueues, in a new epoch, those that are stranded:
 
 * the status table knows nothing of the question ``reconcile_after_seconds``
-  after its acceptance: its first messages were lost (the broker restarted
-  empty, or the status table was rebuilt from a changelog that was lost);
+  after its acceptance, although this worker has read its events partition
+  to the end: its first messages were lost (the broker restarted empty, or
+  the status table was rebuilt from a changelog that was lost).  While the
+  partition lags (a worker starting on a long events log, a slow ``track``)
+  the question's ``queued`` event may simply not be applied yet, so nothing
+  is judged unknown there until it has caught up;
 * its status has not moved past its stage's deadline
   (:func:`qastream.policy.deadlines.overdue`): the message it waits on was lost
   after its status event was written;
@@ -61,6 +65,29 @@ def stranded(candidates: Mapping[str, Optional[Mapping[str, Any]]], unknown_ids:
     return out
 
 
+def caught_up(read: Optional[int], highwater: Optional[int]) -> bool:
+    """True when a consumer that last read offset ``read`` has read a partition whose log ends at ``highwater``.
+
+    ``None`` for ``highwater`` (no fetch answered yet) cannot tell, so it is not caught up.
+    """
+    if highwater is None:
+        return False
+    return (read + 1 if read is not None else 0) >= highwater
+
+
+async def events_applied(ids: set[str]) -> set[str]:
+    """The ids whose events partition this worker has read to its end (so the status table has all they sent)."""
+    consumer = app.consumer
+    events = topics.events.get_topic_name()
+    # Faust keeps the read offsets on the consumer with no public accessor (as rewind_past_log_end reads them).
+    read = dict(getattr(consumer, "_read_offset", {}))
+    done: dict[int, bool] = {}
+    for tp in consumer.assignment():
+        if tp.topic == events:
+            done[tp.partition] = caught_up(read.get(tp), cached_highwater(consumer, tp))
+    return {qid for qid in ids if done.get(await partition_of(events, qid), False)}
+
+
 async def owned(ids: list[str]) -> list[str]:
     """The ids whose status partition this worker actively owns."""
     events = topics.events.get_topic_name()
@@ -98,7 +125,8 @@ async def requeue_stranded(now: float) -> int:
     candidates = await owned(await storage.pending_before(max(now - earliest, lost_at)))
     if not candidates:
         return 0
-    unknown_ids = set(await storage.pending_before(max(now - settings.reconcile_after_seconds, lost_at)))
+    unknown_ids = await events_applied(
+        set(await storage.pending_before(max(now - settings.reconcile_after_seconds, lost_at))))
     stages = stranded({qid: status_table.get(qid) for qid in candidates}, unknown_ids, now, deadlines,
                       line_held=line_held(), topics_lost_at=lost_at)
     if not stages:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from qastream.agents.reconcile import UNKNOWN, past_log_end, stranded
+from qastream.agents.reconcile import UNKNOWN, caught_up, past_log_end, stranded
 from qastream.policy.deadlines import Deadlines
 
 LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0)
@@ -39,3 +39,15 @@ def test_stranded(candidates, unknown_ids, line_held, expected):
 ])
 def test_past_log_end(committed, read, highwater, expected):
     assert past_log_end(committed, read, highwater) is expected
+
+
+@pytest.mark.parametrize("read, highwater, expected", [
+    (9, 10, True),        # read the last record (offset 9 of 0..9)
+    (7, 10, False),       # two records not read yet: their events may be what the table lacks
+    (None, 0, True),      # an empty partition
+    (None, 3, False),     # nothing read of three records
+    (9, None, False),     # no fetch answered yet: cannot tell
+    (12, 10, True),       # read past a log end the last fetch reported
+])
+def test_caught_up(read, highwater, expected):
+    assert caught_up(read, highwater) is expected
