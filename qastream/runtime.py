@@ -59,6 +59,9 @@ class Runtime:
     consumer_lag_at: float = 0.0
     #: Slots for producing accepted questions (see :data:`ENQUEUE_SLOTS`).
     enqueue_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ENQUEUE_SLOTS))
+    #: Work a request started and does not wait for (enqueueing a batch's questions): held so it is not
+    #: collected before it ends.
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Recent API key lookups (``qastream.db.keys.Lookup`` by key hash) and uses recorded.
     keys: KeyCache[Any] = field(default_factory=lambda: KeyCache(0.0))
 
