@@ -27,7 +27,7 @@ from qastream.db.keys import K
 from qastream.db.queries import Acceptance, Q, R, Submission, to_datetime, to_seconds
 from qastream.db.schema import BatchItemRow, BatchRow
 from qastream.db.totals import count
-from qastream.policy.batches import FINISHED, BatchStatus, RequestCounts, fold_counts
+from qastream.policy.batches import FINISHED, BatchStatus, RequestCounts, after_cancel, fold_counts
 from qastream.policy.lifecycle import State
 
 B: Table = BatchRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
@@ -212,12 +212,15 @@ def cancel(connection: Connection, batch_id: str, now: float) -> tuple[Optional[
     when the batch had already left ``in_progress`` by a race with the timer:
     nothing of a finished batch is pending, so that cancels nothing.
     """
-    moved = connection.execute(
-        update(B).where(and_(B.c.batch_id == batch_id, B.c.status == BatchStatus.IN_PROGRESS))
-        .values(status=BatchStatus.CANCELLING, cancelled_at=to_datetime(now), updated_at=to_datetime(now))).rowcount
-    if moved:
+    batch = get(connection, batch_id)
+    if batch is None:
+        return None, []
+    new = after_cancel(batch.status)
+    if new is not None and connection.execute(
+            update(B).where(and_(B.c.batch_id == batch_id, B.c.status == batch.status))
+            .values(status=new, cancelled_at=to_datetime(now), updated_at=to_datetime(now))).rowcount:
         deltas = stats.new_deltas()
-        _move(deltas, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING)
+        _move(deltas, batch.status, new)
         count(connection, deltas)
     cancelled = cancel_questions(connection, question_ids(connection, batch_id), now)
     return get(connection, batch_id), cancelled

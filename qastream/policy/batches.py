@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Iterable, Optional
 
-from qastream.policy.lifecycle import TERMINAL, State
+from qastream.policy.lifecycle import State
 
 
 class BatchStatus(StrEnum):
@@ -97,8 +97,3 @@ def after_cancel(current: str) -> Optional[BatchStatus]:
     as ``cancelled`` when its last in-flight question is terminal.
     """
     return BatchStatus.CANCELLING if current == BatchStatus.IN_PROGRESS else None
-
-
-def is_terminal_status(status: Optional[str]) -> bool:
-    """Whether a question status (as the database stores it) is final."""
-    return status in TERMINAL
