@@ -164,6 +164,10 @@ class Settings:
         2.0, "How often the leader worker looks for batches whose every question is terminal, ends them and "
              "calls the end-of-batch hook: a batch shows completed at most this long after its last answer.",
         minimum=0.1)
+    batch_cancel_grace_seconds: float = _setting(
+        130.0, "A cancelled batch stays `cancelling` this long after the cancel, so the LLM calls that were in "
+               "flight (at most QASTREAM_LLM_TIMEOUT_SECONDS) are stored and counted before it ends `cancelled` "
+               "and its hook runs; an answer stored later still shows in its results.", minimum=0.0)
     idle_timeout_seconds: float = _setting(
         75.0, "An HTTP connection with no request in flight (kept alive, or opened and never used) is closed "
               "after this long, so idle clients cannot hoard connections (aiohttp's default is an hour).",

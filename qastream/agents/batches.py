@@ -43,7 +43,8 @@ async def end_batches(now: float) -> int:
     ended = 0
     for batch in await storage.unfinished_batches(BATCHES_PER_TICK):
         counts = await storage.batch_counts(batch)
-        new = next_status(batch.status, counts)
+        new = next_status(batch.status, counts, now=now, cancelled_at=batch.cancelled_at,
+                          grace=settings.batch_cancel_grace_seconds)
         if new is not None and await storage.finish_batch(batch, new, now):
             logger.info("batch %s: %s -> %s (%s)", batch.batch_id, batch.status, new, counts.as_json())
             ended += 1

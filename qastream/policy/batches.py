@@ -83,9 +83,19 @@ def fold_counts(total: int, items: Iterable[tuple[Optional[str], Optional[bool]]
     return RequestCounts(total, completed, low_quality, failed, cancelled)
 
 
-def next_status(current: str, counts: RequestCounts) -> Optional[BatchStatus]:
-    """The state a batch moves to now, or ``None`` when it stays where it is."""
+def next_status(current: str, counts: RequestCounts, *, now: float = 0.0, cancelled_at: Optional[float] = None,
+                grace: float = 0.0) -> Optional[BatchStatus]:
+    """The state a batch moves to now, or ``None`` when it stays where it is.
+
+    A cancel marks every question not answered yet ``cancelled`` at once,
+    including the few whose LLM call is in flight (the database does not
+    know which those are); their answers replace the cancel when stored.  So
+    a cancelling batch ends only ``grace`` seconds after its cancel, once
+    those calls had time to finish, and its counts are final when it ends.
+    """
     if current in FINISHED or not counts.done:
+        return None
+    if current == BatchStatus.CANCELLING and cancelled_at is not None and now < cancelled_at + grace:
         return None
     return ENDS_AS[current]
 

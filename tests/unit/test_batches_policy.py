@@ -34,6 +34,13 @@ def test_next_status(current, counts, expected):
     assert next_status(current, counts) == expected
 
 
+@pytest.mark.parametrize("now, expected", [(100.0, None), (129.9, None), (130.0, BatchStatus.CANCELLED)])
+def test_a_cancelled_batch_ends_after_the_grace_its_calls_in_flight_have(now, expected):
+    counts = RequestCounts(2, completed=1, cancelled=1)
+    assert next_status("cancelling", counts, now=now, cancelled_at=100.0, grace=30.0) == expected
+    assert next_status("in_progress", counts, now=now, cancelled_at=None, grace=30.0) == BatchStatus.COMPLETED
+
+
 @pytest.mark.parametrize("current, expected", [
     ("in_progress", BatchStatus.CANCELLING), ("cancelling", None), ("cancelled", None), ("completed", None),
 ])

@@ -164,9 +164,12 @@ async def test_cancelling_a_batch_cancels_its_pending_questions_once(client, dat
     hook = AsyncMock()
     batch_timer_hook = batch_timer.batch_finished
     batch_timer.batch_finished = hook
+    grace = batch_timer.settings.batch_cancel_grace_seconds
     try:
-        assert await batch_timer.end_batches(time.time()) >= 1
-        assert await batch_timer.end_batches(time.time()) == 0
+        assert await batch_timer.end_batches(time.time()) == 0  # calls in flight have the grace to be stored
+        assert (await (await client.get(f"/batches/{batch_id}")).json())["status"] == "cancelling"
+        assert await batch_timer.end_batches(time.time() + grace + 1) >= 1
+        assert await batch_timer.end_batches(time.time() + grace + 1) == 0
         assert await batch_timer.notify_finished() >= 1
         assert await batch_timer.notify_finished() == 0
     finally:
