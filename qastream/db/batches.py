@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import Connection, Table, and_, select, update
+from sqlalchemy import Connection, Table, and_, func, select, update
 
 from qastream.db import inflight, owners, stats
 from qastream.db.keys import K
@@ -122,6 +122,13 @@ def accept_items(connection: Connection, batch_id: str, items: Sequence[Item]) -
         connection.execute(BI.insert(), [{"batch_id": batch_id, "line": item.line, "custom_id": item.custom_id,
                                          "question_id": item.submission.question_id} for item in items])
     return outcomes
+
+
+def shrink(connection: Connection, batch_id: str) -> int:
+    """Set the batch's total to the items it holds (its acceptance stopped part way); returns the new total."""
+    stored = connection.execute(select(func.count()).select_from(BI).where(BI.c.batch_id == batch_id)).scalar_one()
+    connection.execute(update(B).where(B.c.batch_id == batch_id).values(total=stored))
+    return int(stored)
 
 
 def get(connection: Connection, batch_id: str) -> Optional[Batch]:

@@ -313,6 +313,10 @@ class Storage(Service):
         """Accept a chunk of a batch's questions and record its items, in one transaction."""
         return await self._run(self._writer, self._write, batches.accept_items, batch_id, items)
 
+    async def shrink_batch(self, batch_id: str) -> int:
+        """Make the batch's total the items it holds (after a failed acceptance); the new total."""
+        return await self._run(self._writer, self._write, batches.shrink, batch_id)
+
     async def batch(self, batch_id: str) -> Optional[batches.Batch]:
         """The batch, or ``None``."""
         return await self._run(self._readers, self._read, batches.get, batch_id)

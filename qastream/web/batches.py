@@ -110,17 +110,56 @@ def job_of(item: Item, acceptance: Acceptance) -> Job:
                epoch=acceptance.epoch)
 
 
+class PartlyStored(Exception):
+    """A batch's acceptance stopped part way (the database failed or did not answer in time)."""
+
+    def __init__(self, stored: int, cause: BaseException) -> None:
+        super().__init__(f"{stored} line(s) stored: {cause!r}")
+        self.stored = stored
+
+
 async def accept_items(batch_id: str, items: list[Item]) -> tuple[list[Acceptance], list[Job]]:
-    """Accept the items chunk by chunk; their acceptances and the jobs of the questions to produce."""
+    """Accept the items chunk by chunk; their acceptances and the jobs of the questions to produce.
+
+    Raises :class:`PartlyStored` when a chunk fails; the jobs of the chunks
+    stored before it are produced all the same.
+    """
     outcomes: list[Acceptance] = []
     jobs: list[Job] = []
-    for start in range(0, len(items), ACCEPT_CHUNK):
-        chunk = items[start:start + ACCEPT_CHUNK]
-        async with bounded("database", settings.db_statement_timeout_seconds):
-            accepted = await storage.accept_batch_items(batch_id, chunk)
-        outcomes.extend(accepted)
-        jobs.extend(job_of(item, a) for item, a in zip(chunk, accepted) if a.kind in (CREATED, RESUBMITTED))
+    try:
+        for start in range(0, len(items), ACCEPT_CHUNK):
+            chunk = items[start:start + ACCEPT_CHUNK]
+            async with bounded("database", settings.db_statement_timeout_seconds):
+                accepted = await storage.accept_batch_items(batch_id, chunk)
+            outcomes.extend(accepted)
+            jobs.extend(job_of(item, a) for item, a in zip(chunk, accepted) if a.kind in (CREATED, RESUBMITTED))
+    except Exception as exc:
+        if jobs:
+            in_background(jobs, batch_id)
+        raise PartlyStored(len(outcomes), exc) from exc
     return outcomes, jobs
+
+
+async def cut_short(view: web.View, batch_id: str, total: int, failure: PartlyStored) -> web.Response:
+    """The 503 of a batch whose acceptance stopped part way, made a smaller batch of what was stored.
+
+    Its total becomes the items it holds (read on the single writer, after a
+    chunk that timed out but still commits), so it can still end; the
+    client learns which lines to send again.  If even that fails, the batch
+    keeps a total it cannot reach and stays in progress (logged).
+    """
+    stored = failure.stored
+    try:
+        async with bounded("database", settings.db_statement_timeout_seconds):
+            stored = await storage.shrink_batch(batch_id)
+    except Exception as exc:
+        logger.error("batch %s: its total could not be cut to the lines stored (%r); it cannot end", batch_id, exc)
+    logger.warning("batch %s: acceptance stopped after %d of %d line(s): %s", batch_id, stored, total,
+                   failure.__cause__)
+    return view.json({"error": f"the database failed while storing the batch: its first {stored} of {total} "
+                               "valid line(s) were stored as this batch and will be answered; submit the rest "
+                               "again", "batch_id": batch_id, "stored_lines": stored},
+                     status=503, headers={"Retry-After": retry_after_header(settings.retry_after_seconds)})
 
 
 def in_background(jobs: list[Job], batch_id: str) -> None:
@@ -199,7 +238,10 @@ class BatchesView(web.View):
                                        "would take it past that; retry when some are answered"},
                              status=429, headers={"Retry-After": retry_after_header(
                                  settings.in_flight_retry_after_seconds)})
-        outcomes, jobs = await accept_items(batch.batch_id, items)
+        try:
+            outcomes, jobs = await accept_items(batch.batch_id, items)
+        except PartlyStored as failure:
+            return await cut_short(self, batch.batch_id, len(items), failure)
         if jobs:
             in_background(jobs, batch.batch_id)
         app.runtime.query_counts["batch_questions"] += len(items)

@@ -207,3 +207,65 @@ async def test_delete_query_leaves_an_answered_question_and_404s_an_unknown_one(
     assert (await client.delete("/query/nope")).status == 404
     assert (await client.get("/batches/batch_000000000000000000000000")).status == 404
     assert (await client.get("/batches/../etc")).status == 404
+
+
+async def test_a_batch_cut_short_by_the_database_keeps_what_was_stored_and_can_end(client, database, monkeypatch):
+    monkeypatch.setattr(batches, "ACCEPT_CHUNK", 2)
+    real = storage.accept_batch_items
+    calls = []
+
+    async def fail_the_second_chunk(batch_id, items):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise OSError("database went away")
+        return await real(batch_id, items)
+
+    monkeypatch.setattr(storage, "accept_batch_items", fail_the_second_chunk)
+    status, body = await post_batch(client, [{"question_text": f"Cut {n}?"} for n in range(5)])
+    assert status == 503 and body["stored_lines"] == 2 and "first 2 of 5" in body["error"]
+    await settle()
+    assert len(database.enqueued) == 2
+    shown = await (await client.get(f"/batches/{body['batch_id']}")).json()
+    assert shown["request_counts"]["total"] == 2
+
+
+# The access middleware keeps the principal under a str key, which aiohttp warns about once per process.
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+async def test_a_key_sees_and_cancels_only_its_own_batches_and_questions(client, database, monkeypatch):
+    from qastream.db import keys
+    from qastream.policy.access import Limits, parse_scopes
+    from qastream.policy.keycache import KeyCache
+    from qastream.policy.keys import hash_key, new_key
+    from qastream.web import access
+
+    monkeypatch.setattr(access, "settings", dataclasses.replace(access.settings, auth="required"))
+    batches.app.runtime.keys = KeyCache(0.5)
+
+    def key(name, scopes, limits=Limits()):
+        secret = new_key()
+        on_db(database, keys.create, name, hash_key(secret), parse_scopes(scopes), limits, 1e9)
+        return {"Authorization": f"Bearer {secret}"}
+
+    alice, bob, root = key("alice", "submit,read"), key("bob", "submit,read"), key("root", "admin")
+    bounded = key("small", "submit,read", Limits(max_in_flight=2))
+    response = await client.post("/batches", json={"questions": [{"question_text": "Alice's question?"}]},
+                                 headers=alice)
+    batch_id = (await response.json())["batch_id"]
+    qid = question_id("Alice's question?")
+    for method, path in (("GET", f"/batches/{batch_id}"), ("GET", f"/batches/{batch_id}/results"),
+                         ("DELETE", f"/batches/{batch_id}"), ("DELETE", f"/query/{qid}")):
+        refused = await client.request(method, path, headers=bob)
+        assert refused.status == 404, (method, path)
+    assert (await (await client.get("/batches", headers=bob)).json())["batches"] == []
+    assert [b["batch_id"] for b in (await (await client.get("/batches", headers=alice)).json())["batches"]] == [
+        batch_id]
+    assert (await client.get(f"/batches/{batch_id}", headers=root)).status == 200
+    response = await client.delete(f"/query/{qid}", headers=alice)
+    assert response.status == 200 and (await response.json())["status"] == "cancelled"
+    # a key's in-flight bound is checked once for the whole batch
+    response = await client.post("/batches", json={"questions": [{"question_text": f"Small {n}?"} for n in range(3)]},
+                                 headers=bounded)
+    assert response.status == 429 and "Retry-After" in response.headers
+    response = await client.post("/batches", json={"questions": [{"question_text": f"Small {n}?"} for n in range(2)]},
+                                 headers=bounded)
+    assert response.status == 202
