@@ -31,7 +31,7 @@ from faust import web
 from qastream.app import app, settings, storage
 from qastream.db.batches import Batch, Item, NewBatch
 from qastream.db.queries import CREATED, FOUND, RESUBMITTED, Acceptance, Submission
-from qastream.errors import RequestError
+from qastream.errors import RequestError, RetryableError
 from qastream.models import Job
 from qastream.policy.access import Limits, Principal
 from qastream.policy.admission import retry_after_header
@@ -110,8 +110,11 @@ def job_of(item: Item, acceptance: Acceptance) -> Job:
                epoch=acceptance.epoch)
 
 
-class PartlyStored(Exception):
-    """A batch's acceptance stopped part way (the database failed or did not answer in time)."""
+class PartlyStored(RetryableError):
+    """A batch's acceptance stopped part way (the database failed or did not answer in time).
+
+    The lines not stored can be sent again; the request answers 503 (:func:`cut_short`).
+    """
 
     def __init__(self, stored: int, cause: BaseException) -> None:
         super().__init__(f"{stored} line(s) stored: {cause!r}")

@@ -241,9 +241,9 @@ async def test_a_key_sees_and_cancels_only_its_own_batches_and_questions(client,
     monkeypatch.setattr(access, "settings", dataclasses.replace(access.settings, auth="required"))
     batches.app.runtime.keys = KeyCache(0.5)
 
-    def key(name, scopes, limits=Limits()):
+    def key(name, scopes, limits=None):
         secret = new_key()
-        on_db(database, keys.create, name, hash_key(secret), parse_scopes(scopes), limits, 1e9)
+        on_db(database, keys.create, name, hash_key(secret), parse_scopes(scopes), limits or Limits(), 1e9)
         return {"Authorization": f"Bearer {secret}"}
 
     alice, bob, root = key("alice", "submit,read"), key("bob", "submit,read"), key("root", "admin")
