@@ -88,7 +88,7 @@ def public_batch(batch: Batch, counts: RequestCounts) -> dict[str, Any]:
             "created_at": batch.created_at, "updated_at": batch.updated_at, "finished_at": batch.finished_at,
             "cancelled_at": batch.cancelled_at, "metadata": batch.metadata,
             # The delivery state is filled in by the webhook delivery (not part of this module).
-            "webhook": {"url": batch.webhook_url, "state": None} if batch.webhook_url else None}
+            "webhook": {"url": batch.webhook_url, "state": None}}
 
 
 def unbounded(owner: Optional[Principal]) -> Optional[Principal]:

@@ -179,8 +179,9 @@ SCHEMAS: dict[str, Any] = {
                        "request_counts": ref("RequestCounts"), "created_at": {"type": "number"},
                        "updated_at": {"type": "number"}, "finished_at": NUMBER_OR_NULL,
                        "cancelled_at": NUMBER_OR_NULL, "metadata": {"type": ["object", "null"]},
-                       "webhook": {"type": ["object", "null"], "properties": {
-                           "url": {"type": "string"}, "state": {"type": ["string", "null"]}}}},
+                       "webhook": {"type": "object", "description": "the webhook URL (null without one) and "
+                                                                    "its delivery state", "properties": {
+                           "url": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]}}}},
     },
     "BatchAccepted": {
         "type": "object", "required": ["batch_id", "status", "request_counts"],

@@ -12,12 +12,13 @@ import time
 from unittest.mock import AsyncMock
 
 import pytest
+from sqlalchemy import func, select
 
 import qastream.tables.parking  # noqa: F401  (the tables, as a worker discovers them)
 import qastream.tables.status  # noqa: F401
 from qastream.agents import batches as batch_timer
 from qastream.app import storage
-from qastream.db import queries
+from qastream.db import owners, queries
 from qastream.db.queries import StoredAnswer, Submission
 from qastream.policy.ids import question_id
 from qastream.web import batches, cancel
@@ -194,6 +195,7 @@ async def test_delete_query_cancels_a_pending_question_and_is_idempotent(client,
         assert response.status == 200
         assert await response.json() == {"question_id": qid, "status": "cancelled", "cancelled": True}
     assert [c.question_id for c in database.announced] == [qid]
+    assert on_db(database, queries.pending_before, time.time() + 1) == []  # reconciliation never takes it again
     # asked again, it starts over in a new epoch
     [again] = on_db(database, queries.accept, [Submission(qid, "Pending question?", None, time.time())])
     assert (again.kind, again.epoch) == (queries.RESUBMITTED, 2)
@@ -260,8 +262,11 @@ async def test_a_key_sees_and_cancels_only_its_own_batches_and_questions(client,
     assert [b["batch_id"] for b in (await (await client.get("/batches", headers=alice)).json())["batches"]] == [
         batch_id]
     assert (await client.get(f"/batches/{batch_id}", headers=root)).status == 200
+    assert on_db(database, lambda c: c.execute(select(func.count()).where(owners.OWN.c.open)).scalar()) == 1
     response = await client.delete(f"/query/{qid}", headers=alice)
     assert response.status == 200 and (await response.json())["status"] == "cancelled"
+    # cancelled, it is no longer in flight for alice's bound
+    assert on_db(database, lambda c: c.execute(select(func.count()).where(owners.OWN.c.open)).scalar()) == 0
     # a key's in-flight bound is checked once for the whole batch
     response = await client.post("/batches", json={"questions": [{"question_text": f"Small {n}?"} for n in range(3)]},
                                  headers=bounded)
