@@ -35,14 +35,14 @@ from qastream.errors import RequestError, RetryableError
 from qastream.models import Job
 from qastream.policy.access import Limits, Principal
 from qastream.policy.admission import retry_after_header
-from qastream.policy.batches import RequestCounts, fold_counts
+from qastream.policy.batches import BatchStatus, RequestCounts, fold_counts
 from qastream.policy.ids import question_id
 from qastream.policy.lifecycle import State
 from qastream.streaming.bulk import enqueue_batch
 from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
 from qastream.web.batch_input import is_ndjson, parse_batch, refusal_body
-from qastream.web.cancel import announce
+from qastream.web.cancel import announce_later
 from qastream.web.requests import JSON_TYPES, guarded, http, read_body
 
 logger = logging.getLogger(__name__)
@@ -176,10 +176,7 @@ def in_background(jobs: list[Job], batch_id: str) -> None:
             logger.error("batch %s: enqueueing failed (%r); reconciliation re-enqueues what was not sent",
                          batch_id, exc)
 
-    task = asyncio.get_running_loop().create_task(run())
-    background = app.runtime.background
-    background.add(task)
-    task.add_done_callback(background.discard)
+    app.runtime.spawn(run())
 
 
 async def read_batch_body(request: web.Request) -> tuple[bytes, bool]:
@@ -250,7 +247,7 @@ class BatchesView(web.View):
         app.runtime.query_counts["batch_questions"] += len(items)
         logger.info("batch %s: %d line(s), %d new question(s), %d skipped", batch.batch_id, len(items), len(jobs),
                     len(checked.errors))
-        answer: dict[str, Any] = {"batch_id": batch.batch_id, "status": "in_progress",
+        answer: dict[str, Any] = {"batch_id": batch.batch_id, "status": BatchStatus.IN_PROGRESS,
                                   "request_counts": counts_at_acceptance(outcomes).as_json()}
         if checked.errors:
             answer["skipped_lines"] = refusal_body(checked.errors)["invalid_lines"]
@@ -291,7 +288,7 @@ class BatchView(web.View):
         if cancelled:
             app.runtime.query_counts["cancelled"] += len(cancelled)
             logger.info("batch %s: cancelled %d question(s)", batch.batch_id, len(cancelled))
-            await announce(cancelled)
+            announce_later(cancelled)
         async with bounded("database", settings.db_statement_timeout_seconds):
             counts = await storage.batch_counts(after)
         return self.json(public_batch(after, counts))

@@ -15,7 +15,7 @@ answer finds the question cancelled.  Only a call whose check ran before
 the commit can still start, within the moment between that check and the
 call itself: that is a call already in flight, and its answer is stored.
 
-The ``cancelled`` event sent afterwards brings the status table (``GET
+The ``cancelled`` event sent after the answer brings the status table (``GET
 /status``, the deadlines, expiry) in step; ``generate`` also checks the table
 first, which spares the database read once the event is applied.  If the
 event is lost, ``generate`` reports the cancellation itself when it skips
@@ -27,6 +27,7 @@ it for every asker, and asking it again starts it over in a new epoch.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Sequence
 
@@ -40,6 +41,8 @@ from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_question_id
 from qastream.web.status import unknown
+
+logger = logging.getLogger(__name__)
 
 #: The ``detail`` of a cancelled question's status.
 CANCELLED_DETAIL = "cancelled by request before it was generated"
@@ -56,6 +59,21 @@ async def announce(cancelled: Sequence[Cancelled]) -> None:
     now = time.time()
     for item in cancelled:
         await topics.events.send(key=item.question_id, value=cancel_event(item, now))
+
+
+def announce_later(cancelled: Sequence[Cancelled]) -> None:
+    """Send the events after the answer: the cancel is in the database already, and a batch's 20,000 events
+    would hold the request for seconds.  An event lost to a broker outage is reported by ``generate`` when it
+    meets the question and finds it cancelled in the database."""
+
+    async def run() -> None:
+        try:
+            await announce(cancelled)
+        except Exception as exc:
+            logger.warning("sending %d cancel event(s) failed (%r); generate reports them as it meets the questions",
+                           len(cancelled), exc)
+
+    app.runtime.spawn(run())
 
 
 @app.page("/query/{question_id}")
@@ -77,6 +95,6 @@ class QuestionView(web.View):
             return unknown(self, question_id)
         if cancelled:
             app.runtime.query_counts["cancelled"] += 1
-            await announce(cancelled)
+            announce_later(cancelled)
         return self.json({"question_id": question_id, "status": status,
                           "cancelled": status == State.CANCELLED})

@@ -41,7 +41,6 @@ def database(engine, monkeypatch):
         announced.extend(cancelled)
 
     monkeypatch.setattr(batches, "enqueue_batch", enqueue_batch)
-    monkeypatch.setattr(batches, "announce", announce)
     monkeypatch.setattr(cancel, "announce", announce)
     engine.enqueued, engine.announced = enqueued, announced
     yield engine
@@ -151,11 +150,13 @@ async def test_cancelling_a_batch_cancels_its_pending_questions_once(client, dat
     batch_id = body["batch_id"]
     first = await client.delete(f"/batches/{batch_id}")
     shown = await first.json()
+    await settle()
     assert first.status == 200 and shown["status"] == "cancelling" and shown["cancelled_at"] is not None
     assert shown["request_counts"] == {"total": 3, "completed": 1, "low_quality": 0, "failed": 0, "cancelled": 2}
     assert sorted(c.question_id for c in database.announced) == sorted(
         [question_id("Never asked?"), question_id("In flight?")])
     second = await client.delete(f"/batches/{batch_id}")
+    await settle()
     assert second.status == 200 and (await second.json())["request_counts"] == shown["request_counts"]
     assert len(database.announced) == 2  # nothing cancelled twice
     lines = await results_of(client, batch_id)
@@ -192,6 +193,7 @@ async def test_delete_query_cancels_a_pending_question_and_is_idempotent(client,
     on_db(database, queries.accept, [Submission(qid, "Pending question?", None, time.time())])
     for _ in range(2):
         response = await client.delete(f"/query/{qid}")
+        await settle()
         assert response.status == 200
         assert await response.json() == {"question_id": qid, "status": "cancelled", "cancelled": True}
     assert [c.question_id for c in database.announced] == [qid]
