@@ -48,13 +48,16 @@ async def cancelled(job: Job) -> bool:
 
 async def skip_cancelled(job: Job) -> None:
     """Start nothing for a cancelled question; a regeneration's best answer so far is kept, as it was paid for."""
-    logger.info("%s attempt %d: cancelled, not generated", job.question_id, job.attempt)
+    logger.debug("%s attempt %d: cancelled, not generated", job.question_id, job.attempt)
     if job.attempt > 1 and job.best_answer is not None:
         await topics.validated.send(key=job.question_id, value=keep_best(job))
 
 
 async def generate_one(job: Job) -> None:
     """Call the LLM for one job and route the outcome."""
+    if is_cancelled(status_table.get(job.question_id), job.epoch):  # before is_stale: a cancel is no redelivery
+        await skip_cancelled(job)
+        return
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
