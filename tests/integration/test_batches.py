@@ -112,7 +112,7 @@ def test_cancelling_a_batch_of_2000_behind_a_slow_llm(
     try:
         worker = start_worker_process({**stack_env, "QASTREAM_OLLAMA_URL": slow.url}, database_url=postgres_url,
                                       redis_url=redis_url, llm_concurrency="4", batch_check_interval_seconds="0.5",
-                                      batch_cancel_grace_seconds="3")
+                                      batch_cancel_grace_seconds="12")
         token = uuid.uuid4().hex[:8]
         questions = [f"Which part {i} of machine {token} turns?" for i in range(2000)]
         code, accepted = worker.request("POST", "/batches", {"questions": [
