@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Coroutine, Optional
 
 from qastream.policy.admission import Gate
 from qastream.policy.breaker import CircuitBreaker
@@ -59,8 +59,21 @@ class Runtime:
     consumer_lag_at: float = 0.0
     #: Slots for producing accepted questions (see :data:`ENQUEUE_SLOTS`).
     enqueue_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ENQUEUE_SLOTS))
+    #: Work a request started and does not wait for (enqueueing a batch's questions): held so it is not
+    #: collected before it ends.
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Recent API key lookups (``qastream.db.keys.Lookup`` by key hash) and uses recorded.
     keys: KeyCache[Any] = field(default_factory=lambda: KeyCache(0.0))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` after the request that started it has answered; held until it ends.
+
+        ``work`` must handle its own failures: nothing awaits the task.
+        """
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

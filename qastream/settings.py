@@ -156,6 +156,18 @@ class Settings:
     web_port: int = _setting(6066, "Port of the HTTP API.", minimum=1, maximum=65535)
     max_body_bytes: int = _setting(65536, "Largest accepted request body; larger gets 413.", minimum=1)
     max_question_chars: int = _setting(4000, "Longest accepted question or reference answer.", minimum=1)
+    batch_max_questions: int = _setting(
+        20000, "Most questions (lines) one POST /batches may carry; more gets 413.", minimum=1)
+    batch_max_bytes: int = _setting(
+        16 * 1024 * 1024, "Largest POST /batches body (JSON or NDJSON); larger gets 413.", minimum=1)
+    batch_check_interval_seconds: float = _setting(
+        2.0, "How often the leader worker looks for batches whose every question is terminal, ends them and "
+             "calls the end-of-batch hook: a batch shows completed at most this long after its last answer.",
+        minimum=0.1)
+    batch_cancel_grace_seconds: float = _setting(
+        130.0, "A cancelled batch stays `cancelling` this long after the cancel, so the LLM calls that were in "
+               "flight (at most QASTREAM_LLM_TIMEOUT_SECONDS) are stored and counted before it ends `cancelled` "
+               "and its hook runs; an answer stored later still shows in its results.", minimum=0.0)
     idle_timeout_seconds: float = _setting(
         75.0, "An HTTP connection with no request in flight (kept alive, or opened and never used) is closed "
               "after this long, so idle clients cannot hoard connections (aiohttp's default is an hour).",

@@ -4,11 +4,15 @@ Shared by tests/unit/test_running_totals.py (SQLite) and
 tests/integration/test_running_totals_postgres.py: the totals must not depend on the dialect.
 """
 
+from collections import Counter
+
 from sqlalchemy import select
 
-from qastream.db import imports, queries
+from qastream.db import batches, imports, queries
+from qastream.db.batches import B, Item, NewBatch
 from qastream.db.imports import Historical
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
+from qastream.policy.batches import BatchStatus
 from qastream.policy.lifecycle import State
 from qastream.telemetry.stats import nearest_rank_index
 
@@ -59,6 +63,19 @@ def mixed_sequence(engine):
         lambda c: queries.save_failed(c, [failure(21, "overload")]),                   # never accepted
         lambda c: imports.insert_absent(c, [historical(1, 0.3), historical(30, 0.45), historical(31, None)]),
         lambda c: queries.save_completed(c, [answer(30, score=0.6)]),                  # an imported answer replaced
+        # batches: one cancelled while a question is in flight, whose answer then arrives; one that completes
+        lambda c: batches.create_within(c, NewBatch("batch_a", 3, T0 + 50, None, None, None), 3, None),
+        lambda c: batches.accept_items(c, "batch_a", [Item(n - 39, None, Submission(qid(n), f"question {n}", None,
+                                                                                    T0 + 50)) for n in (40, 41, 1)]),
+        lambda c: batches.cancel(c, "batch_a", T0 + 51),
+        lambda c: batches.cancel(c, "batch_a", T0 + 52),                                 # a second cancel: nothing
+        lambda c: queries.save_completed(c, [answer(41, at=T0 + 53)]),                   # was in flight: stored
+        lambda c: queries.save_failed(c, [failure(40, "overload", at=T0 + 53)]),         # cancelled stays cancelled
+        lambda c: batches.finish(c, batches.get(c, "batch_a"), BatchStatus.CANCELLED, T0 + 54),
+        lambda c: batches.finish(c, batches.get(c, "batch_a"), BatchStatus.CANCELLED, T0 + 55),  # read again: moved
+        lambda c: batches.create_within(c, NewBatch("batch_b", 1, T0 + 60, None, None, None), 1, None),
+        lambda c: batches.accept_items(c, "batch_b", [Item(1, "x", Submission(qid(40), "question 40", None,
+                                                                              T0 + 60))]),  # cancelled: asked again
     ]
     for step in steps:
         with engine.begin() as connection:
@@ -89,6 +106,7 @@ def scanned(connection):
         "attempts_distribution": dict(sorted(attempts.items(), key=lambda kv: int(kv[0]))),
         "score_distribution": buckets,
         "questions_by_status": by_status,
+        "batches_by_status": dict(Counter(connection.execute(select(B.c.status)).scalars())),
         "dead_letters": sum(by_class.values()),
         "dead_letters_by_class": by_class,
         "error_retries_of_completed": sum(r.error_retries for r in responses),

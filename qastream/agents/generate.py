@@ -1,4 +1,10 @@
-"""questions-pending -> LLM -> llm-responses-success, or an error topic by class."""
+"""questions-pending -> LLM -> llm-responses-success, or an error topic by class.
+
+No LLM call starts for a cancelled question: :func:`cancelled` is checked
+after the breaker's wait and right before the call (why the database is
+read, and not only the status table: :mod:`qastream.web.cancel`).  That
+covers retries and regenerations too, which come back through this topic.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,51 @@ import logging
 
 import faust
 
-from qastream.app import app, llm, settings, topics
+from qastream.app import app, llm, settings, storage, topics
 from qastream.errors import LLM_CALL_ERRORS, signals_outage
 from qastream.models import Job
 from qastream.policy.ids import generation_seed
-from qastream.policy.lifecycle import Stage, is_stale
+from qastream.policy.lifecycle import Stage, is_cancelled, is_stale
+from qastream.policy.quality import keep_best
 from qastream.tables.status import report, status_table
 
 logger = logging.getLogger(__name__)
 
 
+async def cancelled(job: Job) -> bool:
+    """Whether ``job``'s question was cancelled in its epoch: the status table first, then the database.
+
+    The table is this worker's own partition (the events topic is
+    co-partitioned with pending) and spares the read once the cancel event
+    is applied.  The database read is bounded; if the database does not
+    answer, the question is generated (a cancel needs the database too, so
+    one that could not be read now is at worst one the table has not seen).
+    """
+    if is_cancelled(status_table.get(job.question_id), job.epoch):
+        return True
+    try:
+        async with asyncio.timeout(settings.db_statement_timeout_seconds):
+            found = await storage.is_cancelled(job.question_id, job.epoch)
+    except Exception as exc:
+        logger.warning("%s: could not check for a cancellation (%r); generating", job.question_id, exc)
+        return False
+    if found:
+        await report(job, Stage.CANCELLED)  # the cancel's own event may have been lost: bring the table in step
+    return found
+
+
+async def skip_cancelled(job: Job) -> None:
+    """Start nothing for a cancelled question; a regeneration's best answer so far is kept, as it was paid for."""
+    logger.debug("%s attempt %d: cancelled, not generated", job.question_id, job.attempt)
+    if job.attempt > 1 and job.best_answer is not None:
+        await topics.validated.send(key=job.question_id, value=keep_best(job))
+
+
 async def generate_one(job: Job) -> None:
     """Call the LLM for one job and route the outcome."""
+    if is_cancelled(status_table.get(job.question_id), job.epoch):  # before is_stale: a cancel is no redelivery
+        await skip_cancelled(job)
+        return
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
@@ -27,6 +66,9 @@ async def generate_one(job: Job) -> None:
         breaker.held += 1
         while not breaker.allow():
             await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
+    if await cancelled(job):
+        await skip_cancelled(job)
+        return
     await report(job, Stage.GENERATING)
     try:
         generation = await llm.generate(job.question_text, generation_seed(job.question_id, job.epoch, job.attempt))

@@ -156,8 +156,8 @@ JOINED = select(
 def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Acceptance]:
     """Record submissions; one :class:`Acceptance` per submission, in order.
 
-    A new question is inserted as pending; a failed one is reset to pending
-    in a new epoch; anything else is reported as it is.  Concurrent workers
+    A new question is inserted as pending; a failed or cancelled one is reset
+    to pending in a new epoch; anything else is reported as it is.  Concurrent workers
     accepting the same new question race on the primary key: only the one
     whose insert returns the row enqueues it.
     """
@@ -185,11 +185,11 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
         elif row.status == State.COMPLETED:
             outcome = Acceptance(FOUND, row.question_id, State.COMPLETED, row.epoch, to_seconds(row.accepted_at),
                                  row.original_answer, result_from_row(row))
-        elif row.status == State.FAILED:
+        elif row.status in (State.FAILED, State.CANCELLED):  # asked again: it starts over in a new epoch
             reference = row.original_answer or sub.original_answer
             changed = connection.execute(
                 update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
-                                     Q.c.status == State.FAILED))
+                                     Q.c.status == row.status))
                 .values(status=State.PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(sub.at), updated_at=to_datetime(sub.at),
                         original_answer=reference, error_class=None, error_message=None)
             ).rowcount
@@ -298,12 +298,17 @@ def save_completed(connection: Connection, answers: Sequence[StoredAnswer]) -> l
 
 
 def save_failed(connection: Connection, failures: Sequence[Failure]) -> list[Failure]:
-    """Mark questions failed unless a newer epoch or a completion already superseded them."""
+    """Mark questions failed unless a newer epoch, a completion or a cancellation already superseded them.
+
+    A cancelled question stays cancelled when the call that was in flight
+    fails: only an answer (``save_completed``) ends it otherwise.
+    """
     deltas = stats.new_deltas()
     current = _current_epochs(connection, failures, deltas)
     fresh = [f for f in failures
              if f.epoch >= current[f.question_id][0]
-             and not (f.epoch == current[f.question_id][0] and current[f.question_id][1] == State.COMPLETED)]
+             and not (f.epoch == current[f.question_id][0]
+                      and current[f.question_id][1] in (State.COMPLETED, State.CANCELLED))]
     for f in fresh:
         epoch, status, error_class = current[f.question_id]
         if status != State.FAILED:

@@ -16,6 +16,11 @@ written in the same transaction as the rows they count.
 the key), and ``question_owners`` which key asked which question, with an
 ``open`` flag the acceptance sets and the store and dead-letter writes clear,
 so counting a key's questions in flight reads only its open rows.
+
+``batches`` holds each ``POST /batches`` job and ``batch_items`` its lines,
+one row per line (a question asked twice in a batch has two items and one
+question row); a batch's counts and results join its items to ``questions``
+and ``responses`` by primary key, so they cost what the batch holds.
 """
 
 from __future__ import annotations
@@ -139,3 +144,45 @@ class QuestionOwnerRow(Base):
     question_id: Mapped[str] = mapped_column(String(16), ForeignKey("questions.question_id"), primary_key=True)
     open: Mapped[bool] = mapped_column(Boolean)
     asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchRow(Base):
+    """A batch of questions submitted together (``POST /batches``), with its lifecycle and webhook."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        # GET /batches for an admin: newest first, batch_id breaking ties, LIMIT n read from the index end.
+        Index("ix_batches_created_at_batch_id", "created_at", "batch_id"),
+        # GET /batches for a key: its own batches, newest first.
+        Index("ix_batches_owner_key_id_created_at", "owner_key_id", "created_at", "batch_id"),
+        # The completion timer: batches not finished yet, and finished ones whose hook has not run.
+        Index("ix_batches_status_notified_at", "status", "notified_at"),
+    )
+
+    batch_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancelled_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    # ``metadata`` is the column; the attribute cannot share the name with the declarative MetaData.
+    meta: Mapped[Optional[str]] = mapped_column("metadata", Text, nullable=True)
+    webhook_url: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    notified_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
+    owner_key_id: Mapped[Optional[int]] = mapped_column(Integer, ForeignKey("api_keys.id"), nullable=True)
+
+
+class BatchItemRow(Base):
+    """One line of a batch: its ``custom_id`` and the question it asked."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (
+        # Which batches hold a question (cancelling a question, a webhook per question later).
+        Index("ix_batch_items_question_id", "question_id"),
+    )
+
+    batch_id: Mapped[str] = mapped_column(String(32), ForeignKey("batches.batch_id"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    custom_id: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    question_id: Mapped[str] = mapped_column(String(16), ForeignKey("questions.question_id"))

@@ -30,6 +30,7 @@ SCORE = "score"                  # key: score bucket index (SCORE_BUCKETS)
 PROCESSING = "processing_ms"     # key: processing-time bucket index (processing_bucket)
 STATUS = "status"                # key: question status
 FAILED_CLASS = "failed_class"    # key: error class of the failed questions
+BATCHES = "batches"              # key: batch status (qastream.policy.batches.BatchStatus)
 ACCEPTED = "accepted"            # key: minute (minute_key): questions accepted (or taken again)
 COMPLETED = "completed"          # key: minute: answers first stored
 FAILED = "failed"                # key: minute: questions that turned failed
@@ -159,6 +160,7 @@ def fold(rows: Iterable[Any]) -> dict[str, Any]:
         "attempts_distribution": {k: keyed[ATTEMPTS][k] for k in sorted(keyed[ATTEMPTS], key=int)},
         "score_distribution": {labels[i]: keyed[SCORE].get(str(i), 0) for i in range(len(labels))},
         "questions_by_status": keyed[STATUS],
+        "batches_by_status": keyed[BATCHES],
         "dead_letters": sum(failed_by_class.values()),
         "dead_letters_by_class": failed_by_class,
         "error_retries_of_completed": single.get(ERROR_RETRIES, (0, 0.0))[0],

@@ -18,9 +18,9 @@ from typing import Optional
 class Scope(StrEnum):
     """What a key may do; ``admin`` may do everything."""
 
-    #: ``POST /query``.
+    #: ``POST /query``, ``POST /batches``, cancelling (``DELETE``) the key's own questions and batches.
     SUBMIT = "submit"
-    #: ``GET /status/{id}`` and ``/answers/latest``, for the key's own questions.
+    #: ``GET /status/{id}``, ``/answers/latest`` and ``GET /batches...``, for the key's own questions and batches.
     READ = "read"
     #: ``/metrics`` and ``/metrics/prometheus``.
     METRICS = "metrics"
@@ -46,6 +46,16 @@ ROUTE_SCOPES: dict[str, Scope] = {
     "/answers/latest": Scope.READ,
     "/metrics": Scope.METRICS,
     "/metrics/prometheus": Scope.METRICS,
+    "/batches": Scope.READ,
+    "/batches/{batch_id}": Scope.READ,
+    "/batches/{batch_id}/results": Scope.READ,
+    "/query/{question_id}": Scope.SUBMIT,
+}
+
+#: Methods of a route that need another scope than its reading one: what changes something needs ``submit``.
+METHOD_SCOPES: dict[tuple[str, str], Scope] = {
+    ("/batches", "POST"): Scope.SUBMIT,
+    ("/batches/{batch_id}", "DELETE"): Scope.SUBMIT,
 }
 
 
@@ -65,14 +75,14 @@ def rate_charged_on_arrival(route: str) -> bool:
     return route not in FORWARDED_ROUTES
 
 
-def required_scope(route: str) -> Optional[Scope]:
-    """The scope a route (its aiohttp canonical path) needs; ``None`` when it is open to anyone.
+def required_scope(route: str, method: str = "GET") -> Optional[Scope]:
+    """The scope a request on a route (its aiohttp canonical path) needs; ``None`` when it is open to anyone.
 
     Fails closed: a route added later and not named here needs ``admin``.
     """
     if route in OPEN_ROUTES:
         return None
-    return ROUTE_SCOPES.get(route, Scope.ADMIN)
+    return METHOD_SCOPES.get((route, method.upper()), ROUTE_SCOPES.get(route, Scope.ADMIN))
 
 
 def parse_scopes(text: str) -> frozenset[Scope]:

@@ -7,6 +7,16 @@ they can arrive twice or late.  Each event carries a *version*
 ``(epoch, attempt, retries, stage rank)`` and the fold keeps the newest: a
 redelivered or late event never moves a question backwards, and applying the
 same event twice changes nothing.
+
+Cancellation (``DELETE /query``, ``DELETE /batches``) is the one event that
+does not fit that order: the canceller knows the question's epoch (from the
+database) but not how far its attempt went, so a ``cancelled`` event is
+folded apart (:func:`fold_status`): it ends its epoch whatever the attempt,
+and within that epoch only ``completed`` can follow it -- the answer of a
+call that was already in flight, which is stored.  A ``queued`` or
+``generating`` event of the same epoch arriving later (a send that raced the
+cancel, a retry, a regeneration) is stale, so the question never looks
+as if it were being generated again.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ class State(StrEnum):
     RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Stage(StrEnum):
@@ -35,9 +46,10 @@ class Stage(StrEnum):
     REGENERATING = "regenerating"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-TERMINAL = frozenset({State.COMPLETED, State.FAILED})
+TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 
 #: The ``stage`` of an expiry event: not a step in a question's life (it has no state
 #: and no rank) but the expiry timer asking ``track`` to drop a finished question from
@@ -53,10 +65,12 @@ STAGE_STATE: dict[str, State] = {
     Stage.REGENERATING: State.PROCESSING,
     Stage.COMPLETED: State.COMPLETED,
     Stage.FAILED: State.FAILED,
+    Stage.CANCELLED: State.CANCELLED,
 }
 #: Orders events of the same (epoch, attempt, retries).  Explicit because versions are
 #: persisted in the status changelog and compared across an upgrade: 5 belonged to the
-#: removed stage ``storing`` and stays unused, so completed and failed keep 6 and 7.
+#: removed stage ``storing`` and stays unused, so completed and failed keep 6 and 7; cancelled,
+#: added later, takes 8 (its fold does not rest on the rank alone: see the module docstring).
 STAGE_RANK: dict[str, int] = {
     Stage.QUEUED: 0,
     Stage.WAITING_RETRY: 1,
@@ -65,6 +79,7 @@ STAGE_RANK: dict[str, int] = {
     Stage.REGENERATING: 4,
     Stage.COMPLETED: 6,
     Stage.FAILED: 7,
+    Stage.CANCELLED: 8,
 }
 
 Version = tuple[int, int, int, int]
@@ -125,18 +140,31 @@ def fold_status(current: Optional[StatusRecord], event: StatusEventFields) -> Op
 
     ``event`` is a status event as a mapping (``StatusEvent.asdict()``).
     The record keeps the acceptance time and the last result so that a
-    completed question still answers with its answer.
+    completed question still answers with its answer.  A cancellation and
+    what follows it in its epoch are folded as the module docstring says.
     """
     new_version = version(event["epoch"], event["attempt"], event["retries"], event["stage"])
-    if current is not None and tuple(current["version"]) > new_version:
+    cancelled_here = current is not None and current["state"] == State.CANCELLED and current["epoch"] == event["epoch"]
+    if event["stage"] == Stage.CANCELLED:
+        if current is not None and (current["epoch"] > event["epoch"] or (
+                current["epoch"] == event["epoch"] and current["state"] in (State.COMPLETED, State.CANCELLED))):
+            return None
+        if current is not None and current["epoch"] == event["epoch"]:
+            # The canceller does not know the attempt: keep the one the question reached.
+            new_version = version(event["epoch"], current["attempt"], current["retries"], Stage.CANCELLED)
+    elif cancelled_here:
+        if event["stage"] != Stage.COMPLETED:
+            return None
+    elif current is not None and tuple(current["version"]) > new_version:
         return None
+    attempt, retries = new_version[1], new_version[2]
     record: StatusRecord = {
         "question_id": event["question_id"],
         "state": STAGE_STATE[event["stage"]],
         "stage": event["stage"],
         "epoch": event["epoch"],
-        "attempt": event["attempt"],
-        "retries": event["retries"],
+        "attempt": attempt,
+        "retries": retries,
         "version": list(new_version),
         "accepted_at": event["accepted_at"],
         "updated_at": event["at"],
@@ -156,6 +184,8 @@ def fold_attempts(current: Optional[AttemptCounts], event: StatusEventFields) ->
     carries, never incremented, so a redelivered event cannot double them.
     """
     stage = event["stage"]
+    if stage == Stage.CANCELLED:
+        return None  # a cancellation generates nothing and carries no attempt of its own
     generations = event["attempt"] if STAGE_RANK[stage] >= STAGE_RANK[Stage.SCORING] else event["attempt"] - 1
     if stage == Stage.FAILED:
         generations = event["attempt"] - 1
@@ -177,6 +207,15 @@ def is_stale(current: Optional[StatusRecord], epoch: int, attempt: int, retries:
     if current is None:
         return False
     return tuple(current["version"]) > version(epoch, attempt, retries, stage)
+
+
+def is_cancelled(current: Optional[StatusRecord], epoch: int) -> bool:
+    """True when the question was cancelled in ``epoch``: no LLM call may start for it in that epoch.
+
+    Separate from :func:`is_stale` because a cancellation ends every attempt
+    and retry of its epoch, not only the ones its version is ahead of.
+    """
+    return current is not None and current["state"] == State.CANCELLED and current["epoch"] == epoch
 
 
 def due_to_expire(record: StatusRecord, now: float, retention: float) -> bool:

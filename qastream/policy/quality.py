@@ -57,3 +57,13 @@ def after_scoring(job: "Job", score: Optional[float], threshold: float, max_atte
     if verdict is Verdict.ACCEPT_LOW:
         scored = scored.derive(answer=best[0], score=best[1], low_quality=True)
     return verdict, scored
+
+
+def keep_best(job: "Job") -> "Job":
+    """The job that ends a question with its best answer so far, flagged low quality.
+
+    For a question cancelled between attempts: the answers already paid for
+    are kept, as when attempts run out, and no new one is asked for.  ``job``
+    is the next attempt's job (no answer of its own yet).
+    """
+    return job.derive(attempt=job.attempt - 1, answer=job.best_answer, score=job.best_score, low_quality=True)

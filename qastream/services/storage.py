@@ -26,11 +26,12 @@ from mode import Service
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from qastream.db import inflight, keys, owners, queries, recent, totals
+from qastream.db import batches, inflight, keys, owners, queries, recent, totals
 from qastream.db.batcher import GroupCommitter
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
 from qastream.errors import RowRejected
+from qastream.policy.batches import BatchStatus, RequestCounts
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -302,3 +303,64 @@ class Storage(Service):
     async def owns(self, key_id: int, question_id: str) -> bool:
         """Whether the key asked the question."""
         return await self._run(self._readers, self._read, owners.owns, key_id, question_id)
+
+    # -- batches and cancellation (qastream.db.batches) -------------------------------------------
+    async def create_batch(self, batch: batches.NewBatch, distinct: int, bound: Optional[int]) -> bool:
+        """Create a batch unless it would take its key past ``bound`` (see :func:`batches.create_within`)."""
+        return await self._run(self._writer, self._write, batches.create_within, batch, distinct, bound)
+
+    async def accept_batch_items(self, batch_id: str, items: Sequence[batches.Item]) -> list[Acceptance]:
+        """Accept a chunk of a batch's questions and record its items, in one transaction."""
+        return await self._run(self._writer, self._write, batches.accept_items, batch_id, items)
+
+    async def shrink_batch(self, batch_id: str) -> int:
+        """Make the batch's total the items it holds (after a failed acceptance); the new total."""
+        return await self._run(self._writer, self._write, batches.shrink, batch_id)
+
+    async def batch(self, batch_id: str) -> Optional[batches.Batch]:
+        """The batch, or ``None``."""
+        return await self._run(self._readers, self._read, batches.get, batch_id)
+
+    async def batch_counts(self, batch: batches.Batch) -> RequestCounts:
+        """The batch's request counts, folded from its questions."""
+        return await self._run(self._readers, self._read, batches.counts, batch)
+
+    async def batch_results(self, batch_id: str, after_line: int, limit: int) -> list[dict[str, Any]]:
+        """A page of the batch's result lines after ``after_line``."""
+        return await self._run(self._readers, self._read, batches.results, batch_id, after_line, limit)
+
+    async def latest_batches(self, limit: int, owner: Optional[int] = None) -> list[batches.Batch]:
+        """The newest batches (only key ``owner``'s, when given)."""
+        return await self._run(self._readers, self._read, batches.latest, limit, owner)
+
+    async def cancel_batch(self, batch_id: str, now: float) -> tuple[Optional[batches.Batch], list[batches.Cancelled]]:
+        """Cancel a batch and its pending questions (idempotent)."""
+        return await self._run(self._writer, self._write, batches.cancel, batch_id, now)
+
+    async def cancel_questions(self, question_ids: Sequence[str], now: float) -> list[batches.Cancelled]:
+        """Cancel the pending questions among ``question_ids``."""
+        return await self._run(self._writer, self._write, batches.cancel_questions, question_ids, now)
+
+    async def finish_batch(self, batch: batches.Batch, new: BatchStatus, now: float) -> bool:
+        """End a batch once (a conditional update); False when another worker ended it first."""
+        return await self._run(self._writer, self._write, batches.finish, batch, new, now)
+
+    async def unfinished_batches(self, limit: int) -> list[batches.Batch]:
+        """Batches not finished yet, oldest first."""
+        return await self._run(self._readers, self._read, batches.unfinished, limit)
+
+    async def unnotified_batches(self, limit: int) -> list[batches.Batch]:
+        """Finished batches whose end-of-batch hook has not completed."""
+        return await self._run(self._readers, self._read, batches.unnotified, limit)
+
+    async def mark_batch_notified(self, batch_id: str, now: float) -> None:
+        """Record that the end-of-batch hook ran."""
+        await self._run(self._writer, self._write, batches.mark_notified, batch_id, now)
+
+    async def question_status(self, question_id: str) -> Optional[str]:
+        """The question's status in the database, or ``None``."""
+        return await self._run(self._readers, self._read, batches.question_status, question_id)
+
+    async def is_cancelled(self, question_id: str, epoch: int) -> bool:
+        """Whether the question was cancelled in ``epoch``."""
+        return await self._run(self._readers, self._read, batches.is_cancelled, question_id, epoch)

@@ -144,7 +144,7 @@ async def access_control(request: aioweb.Request, handler: Handler) -> aioweb.St
     resource = request.match_info.route.resource
     # No resource: the router found no route (404) or no method (405); those answers reveal nothing.
     route = resource.canonical if resource is not None else None
-    scope = required_scope(route) if route is not None else None
+    scope = required_scope(route, request.method) if route is not None else None
     if route is None or scope is None:
         return await handler(request)
     outcome = await authenticate(request, scope)

@@ -135,6 +135,7 @@ SCHEMAS: dict[str, Any] = {
             "total_responses": {"type": "integer"}, "scored_responses": {"type": "integer"},
             "average_score": NUMBER_OR_NULL, "low_quality_responses": {"type": "integer"},
             "attempts_distribution": COUNTS, "score_distribution": COUNTS, "questions_by_status": COUNTS,
+            "batches_by_status": COUNTS,
             "dead_letters": {"type": "integer"}, "dead_letters_by_class": COUNTS,
             "error_retries_of_completed": {"type": "integer"}, "processing_time_ms": ref("Percentiles"),
             "throughput": {"type": "object", "additionalProperties": {
@@ -149,6 +150,57 @@ SCHEMAS: dict[str, Any] = {
                              "properties": {"total": {"type": "integer"}, "topics": OBJECT}},
             "worker": OBJECT, "generated_at": {"type": "number"},
         },
+    },
+    "BatchQuestion": {
+        "type": "object", "required": ["question_text"],
+        "description": "One line of a batch: checked exactly as a POST /query body, plus the client's custom_id.",
+        "properties": {"question_text": {"type": "string", "minLength": 1},
+                       "original_answer": {"type": ["string", "null"]},
+                       "custom_id": {"type": ["string", "null"], "maxLength": 256}},
+    },
+    "BatchRequest": {
+        "type": "object", "required": ["questions"],
+        "properties": {"questions": {"type": "array", "items": ref("BatchQuestion")},
+                       "webhook_url": {"type": ["string", "null"], "format": "uri",
+                                       "description": "http(s) URL called when the batch ends"},
+                       "metadata": {"type": ["object", "null"], "description": "kept and shown as given (8 KB of JSON)"}},
+    },
+    "RequestCounts": {
+        "type": "object", "required": ["total", "completed", "low_quality", "failed", "cancelled"],
+        "description": "completed + failed + cancelled <= total (the rest are in flight); low_quality is the "
+                       "part of completed kept below the quality threshold",
+        "properties": {name: {"type": "integer"} for name in ("total", "completed", "low_quality", "failed",
+                                                                "cancelled")},
+    },
+    "Batch": {
+        "type": "object", "required": ["batch_id", "status", "request_counts"],
+        "properties": {"batch_id": {"type": "string"},
+                       "status": {"enum": ["in_progress", "cancelling", "completed", "cancelled"]},
+                       "request_counts": ref("RequestCounts"), "created_at": {"type": "number"},
+                       "updated_at": {"type": "number"}, "finished_at": NUMBER_OR_NULL,
+                       "cancelled_at": NUMBER_OR_NULL, "metadata": {"type": ["object", "null"]},
+                       "webhook": {"type": "object", "description": "the webhook URL (null without one) and "
+                                                                    "its delivery state", "properties": {
+                           "url": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]}}}},
+    },
+    "BatchAccepted": {
+        "type": "object", "required": ["batch_id", "status", "request_counts"],
+        "properties": {"batch_id": {"type": "string"}, "status": {"const": "in_progress"},
+                       "request_counts": ref("RequestCounts"),
+                       "skipped_lines": {"type": "array", "items": ref("LineError")}},
+    },
+    "LineError": {"type": "object", "required": ["line", "error"],
+                  "properties": {"line": {"type": "integer"}, "error": {"type": "string"}}},
+    "BatchRefused": {
+        "type": "object", "required": ["error", "invalid_lines", "invalid_count"],
+        "properties": {"error": {"type": "string"}, "invalid_count": {"type": "integer"},
+                       "invalid_lines": {"type": "array", "items": ref("LineError"),
+                                         "description": "the first 100 bad lines"}},
+    },
+    "Cancelled": {
+        "type": "object", "required": ["question_id", "status", "cancelled"],
+        "properties": {"question_id": {"type": "string"}, "status": {"type": "string"},
+                       "cancelled": {"type": "boolean"}},
     },
     "LatestAnswers": {
         "type": "object", "required": ["answers"],
@@ -187,6 +239,73 @@ def paths() -> dict[str, Any]:
             "404": error("unknown question id, not a question id at all, or a question the key did not ask"),
             "503": UNAVAILABLE},
             parameters=(qid,)),
+        "/query/{question_id}": {"delete": {
+            "summary": "Cancel a question not generated yet (its asker or an admin key); idempotent",
+            "description": "The question is cancelled in the database before the answer, so no LLM call for it "
+                           "starts afterwards; a call already in flight finishes and its answer is stored. The "
+                           "answer is the question's status after the request (completed, failed or cancelled "
+                           "stay as they are).",
+            "tags": ["qastream"], "parameters": [qid],
+            "responses": {"200": json_body("the question's status now", ref("Cancelled")),
+                          "404": error("unknown question id, or a question the key did not ask"),
+                          "405": WRONG_METHOD, "503": UNAVAILABLE}}},
+        "/batches": {
+            "post": {
+                "summary": "Submit a batch of questions (JSON, or NDJSON with one question object per line)",
+                "tags": ["batches"],
+                "parameters": [
+                    {"name": "skip_invalid", "in": "query", "required": False, "schema": {"type": "boolean"},
+                     "description": "accept the batch without its invalid lines instead of refusing it"},
+                    {"name": "webhook_url", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "the webhook of an NDJSON batch (a JSON body's own field wins)"}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": ref("BatchRequest")},
+                    "application/x-ndjson": {"schema": {"type": "string",
+                                                        "description": "one BatchQuestion object per line"}}}},
+                "responses": {
+                    "202": json_body("stored; questions already answered count as completed",
+                                     ref("BatchAccepted")),
+                    "400": {"description": "bad lines (each with its line number), no valid line, a bad "
+                                           "webhook_url or metadata, or a body that is not JSON",
+                            "content": {"application/json": {"schema": ref("BatchRefused")}}},
+                    "405": WRONG_METHOD,
+                    "408": error("the body did not arrive within QASTREAM_BODY_TIMEOUT_SECONDS"),
+                    "413": error("more lines than QASTREAM_BATCH_MAX_QUESTIONS or a body larger than "
+                                 "QASTREAM_BATCH_MAX_BYTES"),
+                    "415": error("Content-Type is neither application/json nor application/x-ndjson"),
+                    "503": UNAVAILABLE}},
+            "get": {
+                "summary": "The latest batches, newest first (a key without admin sees its own)",
+                "tags": ["batches"],
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}}],
+                "responses": {
+                    "200": json_body("batches", {"type": "object", "properties": {
+                        "batches": {"type": "array", "items": ref("Batch")}}}),
+                    "400": error("limit is not an integer from 1 to 50"), "405": WRONG_METHOD,
+                    "503": UNAVAILABLE}}},
+        "/batches/{batch_id}": {
+            "get": {"summary": "A batch's status, counts, timestamps, metadata and webhook", "tags": ["batches"],
+                    "parameters": [path_param("batch_id", "batch id from POST /batches")],
+                    "responses": {"200": json_body("the batch", ref("Batch")),
+                                  "404": error("unknown batch, or a batch of another key"),
+                                  "405": WRONG_METHOD, "503": UNAVAILABLE}},
+            "delete": {"summary": "Cancel a batch: its questions not generated yet are never generated; idempotent",
+                       "tags": ["batches"],
+                       "parameters": [path_param("batch_id", "batch id from POST /batches")],
+                       "responses": {"200": json_body("the batch after the cancel (cancelling until the calls in "
+                                                      "flight finish, then cancelled)", ref("Batch")),
+                                     "404": error("unknown batch, or a batch of another key"),
+                                     "405": WRONG_METHOD, "503": UNAVAILABLE}}},
+        "/batches/{batch_id}/results": {"get": {
+            "summary": "The batch's results as NDJSON, one line per question line of the batch, in order",
+            "tags": ["batches"], "parameters": [path_param("batch_id", "batch id from POST /batches")],
+            "responses": {
+                "200": text_body("lines of {custom_id, question_id, status, answer, score, attempts, low_quality, "
+                                 "error}; answer, score, attempts and low_quality are null until completed",
+                                 "application/x-ndjson"),
+                "404": error("unknown batch, or a batch of another key"), "405": WRONG_METHOD,
+                "503": UNAVAILABLE}}},
         "/metrics": get("Figures as JSON", {"200": json_body("figures", ref("Metrics")), "503": UNAVAILABLE}),
         "/metrics/prometheus": get("Figures in the Prometheus text format", {
             "200": text_body("exposition text", "text/plain"), "503": UNAVAILABLE}),
@@ -240,21 +359,27 @@ OVER_IN_FLIGHT = {**error("the key is over its rate, or has its max_in_flight qu
 SECURITY_SCHEMES = {"bearer": {
     "type": "http", "scheme": "bearer",
     "description": "An API key from `qastream keys create NAME --scope ...`, needed when QASTREAM_AUTH=required. "
-                   "Scopes: submit (POST /query), read (GET /status and /answers/latest, of the key's own "
-                   "questions), metrics (/metrics), admin (every route and every question)."}}
+                   "Scopes: submit (POST /query, POST /batches, DELETE of the key's own questions and batches), "
+                   "read (GET /status, /answers/latest and /batches, of the key's own questions and batches), "
+                   "metrics (/metrics), admin (every route and every question)."}}
 
 
 def secured(path: str, item: dict[str, Any]) -> dict[str, Any]:
-    """``item`` with the scope its route needs and the 401/403 it may answer (open routes need no key)."""
-    scope = required_scope(path)
+    """``item`` with the scope each method needs and the 401/403 it may answer (open routes need no key)."""
+    return {method: secured_operation(path, method, op) for method, op in item.items()}
+
+
+def secured_operation(path: str, method: str, op: dict[str, Any]) -> dict[str, Any]:
+    scope = required_scope(path, method)
     if scope is None:
-        return {method: {**op, "security": []} for method, op in item.items()}
+        return {**op, "security": []}
     lacks = "the admin scope" if scope == Scope.ADMIN else f"the {scope} scope, or admin"
+    bounded = (path, method) in (("/query", "post"), ("/batches", "post"))
     refused = {"401": UNAUTHENTICATED, "403": error(f"the key lacks {lacks}"),
-               "429": OVER_IN_FLIGHT if path == "/query" else OVER_RATE}
+               "429": OVER_IN_FLIGHT if bounded else OVER_RATE}
     note = f" Needs the `{scope}` scope" + ("." if scope == Scope.ADMIN else " (or `admin`).")
-    return {method: {**op, "description": op.get("description", op["summary"]) + note,
-                     "responses": {**op["responses"], **refused}} for method, op in item.items()}
+    return {**op, "description": op.get("description", op["summary"]) + note,
+            "responses": {**op["responses"], **refused}}
 
 
 def document() -> dict[str, Any]:

@@ -63,6 +63,8 @@ def families(m: Mapping[str, Any], histograms: Mapping[str, Mapping[str, Distrib
     yield _gauge("qastream_db_responses", "Stored answers.", (), [((), m["total_responses"])])
     yield _gauge("qastream_db_questions", "Questions by status.", ("status",),
                  (((s,), n) for s, n in m["questions_by_status"].items()))
+    yield _gauge("qastream_db_batches", "Batches by status.", ("status",),
+                 (((s,), n) for s, n in m["batches_by_status"].items()))
     yield _gauge("qastream_db_average_score", "Average BERTScore F1 of stored answers.", (),
                  [((), m["average_score"])])
     yield _gauge("qastream_db_low_quality_responses", "Answers kept below the threshold.", (),

@@ -1,12 +1,13 @@
-"""Migrations 0002-0004 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
-indexes and the running totals 0003 fills equal a scan; 0004's key tables work on questions asked before them."""
+"""Migrations 0002-0005 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
+indexes and the running totals 0003 fills equal a scan; 0004's key tables and 0005's batches work on questions
+asked before them."""
 
 import pytest
 from alembic import command
 from sqlalchemy import inspect, select, text
 from totals_scenario import scanned
 
-from qastream.db import inflight, keys, owners, queries, recent, totals
+from qastream.db import batches, inflight, keys, owners, queries, recent, totals
 from qastream.db.inflight import OVER_LIMIT
 from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
@@ -95,7 +96,7 @@ def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
             kept, scan = totals.read(connection), scanned(connection)
             assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
             assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=0.045)
@@ -130,7 +131,7 @@ def test_0004_on_a_populated_0003_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
             key = new_key()
             keys.create(connection, "ci", hash_key(key), frozenset({Scope.SUBMIT}), Limits(max_in_flight=1), NOW)
             principal = keys.lookup(connection, hash_key(key)).principal
@@ -151,5 +152,49 @@ def test_0004_on_a_populated_0003_postgres_database(postgres_url):
                 compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
                 plan = "\n".join(connection.exec_driver_sql(f"EXPLAIN {compiled}").scalars())
                 assert index in plan, plan
+    finally:
+        engine.dispose()
+
+
+def test_0005_on_a_populated_0004_postgres_database(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        before = populated_at(engine, "0004")
+        assert "batches" not in inspect(engine).get_table_names()
+        upgrade(engine)
+        with engine.begin() as connection:
+            assert snapshot(connection) == before
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+            counted = totals.read(connection)
+            # A batch over questions from before the upgrade: bulk ones answered, pending and failed, and new ones.
+            olds = [f"{1000000 + g:016x}" for g in range(1, 41)]
+            batches.create_within(connection, batches.NewBatch("batch_pg", 50, NOW, None, None, None), 50, None)
+            texts = {r.question_id: r.question_text for r in connection.execute(
+                select(Q.c.question_id, Q.c.question_text).where(Q.c.question_id.in_(olds)))}
+            items = [batches.Item(n, str(n), queries.Submission(old, texts[old], None, NOW))
+                     for n, old in enumerate(olds, start=1)]
+            items += [batches.Item(41 + n, None, queries.Submission(qid(900 + n), f"new {n}", None, NOW))
+                      for n in range(10)]
+            batches.accept_items(connection, "batch_pg", items)
+            batch = batches.get(connection, "batch_pg")
+            counts = batches.counts(connection, batch)
+            assert counts.total == 50 and counts.completed == 39  # g = 1 failed -> resubmitted, the rest completed
+            after, cancelled = batches.cancel(connection, "batch_pg", NOW + 1)
+            assert after.status == "cancelling" and len(cancelled) == 11
+            assert batches.counts(connection, after).cancelled == 11
+            # The bulk rows bypassed the running totals (written by SQL at 0004): compare what the batch moved.
+            kept = totals.read(connection)
+            moved = {s: kept["questions_by_status"].get(s, 0) - counted["questions_by_status"].get(s, 0)
+                     for s in ("pending", "failed", "cancelled", "completed")}
+            assert moved == {"pending": 0, "failed": -1, "cancelled": 11, "completed": 0}
+            assert kept["batches_by_status"] == scanned(connection)["batches_by_status"] == {"cancelling": 1}
+            connection.execute(text("ANALYZE questions; ANALYZE responses; ANALYZE batch_items; ANALYZE batches"))
+        with engine.begin() as connection:
+            # What a request reads of a batch is bounded by the batch: its items by their primary key, joined by key.
+            for call in (lambda c: batches.counts(c, batches.get(c, "batch_pg")),
+                         lambda c: batches.results(c, "batch_pg", 0, 500),
+                         lambda c: batches.latest(c, 10), lambda c: batches.latest(c, 10, owner=1)):
+                plan = explain(connection, statement_of(call))
+                assert "Seq Scan on questions" not in plan and "Seq Scan on responses" not in plan, plan
     finally:
         engine.dispose()

@@ -21,7 +21,7 @@ from qastream.policy.access import Limits, Scope, parse_scopes, required_scope
 from qastream.policy.keycache import KeyCache
 from qastream.policy.keys import hash_key, new_key
 from qastream.services.limiter import Limiter
-from qastream.web import access, dashboard, health, metrics, openapi, prometheus, query, status  # noqa: F401
+from qastream.web import access, batches, cancel, dashboard, health, metrics, openapi, prometheus, query, status  # noqa: F401,E501
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -33,11 +33,18 @@ EXPECTED = {
     "/table/": Scope.ADMIN, "/table/{name}/": Scope.ADMIN, "/table/{name}/{key}/": Scope.ADMIN,
     "/router/": Scope.ADMIN, "/router/topics": Scope.ADMIN, "/router/{name}/": Scope.ADMIN,
     "/router/{name}/{key}/": Scope.ADMIN,
+    "/batches": Scope.READ, "/batches/{batch_id}": Scope.READ, "/batches/{batch_id}/results": Scope.READ,
+    "/query/{question_id}": Scope.SUBMIT,
 }
+#: Methods whose scope differs from their route's (what changes something needs submit).
+EXPECTED_METHODS = {("/batches", "POST"): Scope.SUBMIT, ("/batches/{batch_id}", "DELETE"): Scope.SUBMIT}
+BATCH = "batch_0123456789abcdef01234567"
 #: A concrete request for each route.
 SAMPLE = {"/status/{question_id}": "/status/0123456789abcdef", "/static/{name}": "/static/dashboard.js",
           "/table/{name}/": "/table/nope/", "/table/{name}/{key}/": "/table/nope/k/",
-          "/router/{name}/": "/router/nope/", "/router/{name}/{key}/": "/router/nope/k/"}
+          "/router/{name}/": "/router/nope/", "/router/{name}/{key}/": "/router/nope/k/",
+          "/batches/{batch_id}": f"/batches/{BATCH}", "/batches/{batch_id}/results": f"/batches/{BATCH}/results",
+          "/query/{question_id}": "/query/0123456789abcdef"}
 QID = "0123456789abcdef"
 
 
@@ -75,7 +82,7 @@ def bearer(key):
 
 
 def request_of(route):
-    method = "post" if route == "/query" else "get"
+    method = {"/query": "post", "/query/{question_id}": "delete"}.get(route, "get")
     return method, SAMPLE.get(route, route)
 
 
@@ -83,6 +90,14 @@ async def test_every_route_in_the_router_is_classified(web_app):
     assert router_paths() == set(EXPECTED), "a route was added or removed: classify it in EXPECTED"
     for route, scope in EXPECTED.items():
         assert required_scope(route) == scope, route
+    for (route, method), scope in EXPECTED_METHODS.items():
+        assert required_scope(route, method) == scope, (route, method)
+
+
+@pytest.mark.parametrize("method, route", [("post", "/batches"), ("delete", f"/batches/{BATCH}")])
+async def test_changing_a_batch_needs_submit_where_reading_it_needs_read(client, auth, method, route):
+    response = await client.request(method, route, headers=bearer(auth("reader", "read")))
+    assert response.status == 403 and "lacks the submit scope" in (await response.json())["error"]
 
 
 @pytest.mark.parametrize("route", sorted(EXPECTED))

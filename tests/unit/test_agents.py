@@ -29,9 +29,11 @@ from qastream.tables.status import attempts_table, status_table
 
 
 @pytest.fixture(autouse=True)
-def memory_app():
+def memory_app(monkeypatch):
     app.finalize()  # the app's store is already memory://, as in the Faust testing guide
     app.flow_control.resume()
+    # generate asks the database whether a question was cancelled (qastream.web.cancel): not, unless a test says so.
+    monkeypatch.setattr(storage, "is_cancelled", AsyncMock(return_value=False))
     yield
     for table in (status_table, attempts_table, overload_parking, quota_parking):
         table.data.clear()
@@ -186,6 +188,48 @@ async def test_generate_skips_an_attempt_that_already_finished(sent, monkeypatch
         await agent.put(job(attempt=1), key="0123456789abcdef")
     call.assert_not_called()
     assert sent == []
+
+
+async def test_generate_starts_no_call_for_a_question_the_status_table_has_cancelled(sent, monkeypatch):
+    call = AsyncMock()
+    monkeypatch.setattr(llm, "generate", call)
+    status_table.data["0123456789abcdef"] = {"state": "cancelled", "epoch": 1, "version": list(version(1, 1, 0, "cancelled"))}
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(attempt=1, retries=2), key="0123456789abcdef")   # a retry of the cancelled epoch
+    call.assert_not_called()
+    assert sent == []
+    storage.is_cancelled.assert_not_awaited()  # the table answered: no database read
+
+
+async def test_generate_reads_the_database_before_the_call_and_reports_the_cancel(sent, monkeypatch):
+    call = AsyncMock()
+    monkeypatch.setattr(llm, "generate", call)
+    monkeypatch.setattr(storage, "is_cancelled", AsyncMock(return_value=True))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(epoch=3), key="0123456789abcdef")
+    call.assert_not_called()
+    storage.is_cancelled.assert_awaited_once_with("0123456789abcdef", 3)
+    assert sent.stages() == ["cancelled"]
+
+
+async def test_a_cancelled_regeneration_stores_the_best_answer_so_far(sent, monkeypatch):
+    call = AsyncMock()
+    monkeypatch.setattr(llm, "generate", call)
+    monkeypatch.setattr(storage, "is_cancelled", AsyncMock(return_value=True))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(attempt=3, best_answer="the best", best_score=0.2, best_attempt=2),
+                        key="0123456789abcdef")
+    call.assert_not_called()
+    (kept,) = sent.to(topics.validated)
+    assert (kept.answer, kept.score, kept.attempt, kept.low_quality) == ("the best", 0.2, 2, True)
+
+
+async def test_generate_goes_on_when_the_database_cannot_say(sent, monkeypatch):
+    monkeypatch.setattr(llm, "generate", AsyncMock(return_value=Generation("An answer.", "smollm2", 1.0, 3)))
+    monkeypatch.setattr(storage, "is_cancelled", AsyncMock(side_effect=OSError("database down")))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(), key="0123456789abcdef")
+    assert len(sent.to(topics.success)) == 1
 
 
 # -- validate ---------------------------------------------------------------------------

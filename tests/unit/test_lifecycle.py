@@ -19,6 +19,7 @@ from qastream.policy.lifecycle import (
     expires,
     fold_attempts,
     fold_status,
+    is_cancelled,
     is_stale,
     version,
 )
@@ -51,7 +52,7 @@ def test_every_stage_maps_to_a_state_and_has_a_rank(stage):
 def test_stage_state_covers_exactly_the_stages():
     assert set(STAGE_STATE) == set(Stage) == set(STAGE_RANK)
     assert set(STAGE_STATE.values()) == set(State)  # every state is reachable
-    assert TERMINAL == {State.COMPLETED, State.FAILED}
+    assert TERMINAL == {State.COMPLETED, State.FAILED, State.CANCELLED}
 
 
 def test_ranks_follow_the_order_of_the_stages():
@@ -61,7 +62,7 @@ def test_ranks_follow_the_order_of_the_stages():
 def test_ranks_stay_as_persisted_versions_know_them():
     # Versions in the status changelog carry these ranks; 5 was the removed stage "storing".
     assert STAGE_RANK == {"queued": 0, "waiting_retry": 1, "generating": 2, "scoring": 3, "regenerating": 4,
-                          "completed": 6, "failed": 7}
+                          "completed": 6, "failed": 7, "cancelled": 8}
 
 
 @pytest.mark.parametrize("enum", [State, Stage])
@@ -279,3 +280,56 @@ def test_an_expiry_event_carries_the_version_it_expires():
     assert fields["stage"] == EXPIRE and fields["question_id"] == QID
     assert fields["result"] == {"version": DONE["version"]}
     assert (fields["epoch"], fields["attempt"], fields["retries"]) == (1, 2, 1)
+
+
+# -- cancellation ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("before, after, state, attempt", [
+    # a cancel ends its epoch whatever attempt the question reached (the canceller sends attempt 1)
+    ([event("queued")], [event("cancelled")], State.CANCELLED, 1),
+    ([event("scoring", attempt=2, retries=1)], [event("cancelled")], State.CANCELLED, 2),
+    ([event("waiting_retry", retries=3)], [event("cancelled")], State.CANCELLED, 1),
+    # nothing of the same epoch but an answer follows it
+    ([event("queued"), event("cancelled")], [event("generating")], State.CANCELLED, 1),
+    ([event("queued"), event("cancelled")], [event("queued", attempt=2)], State.CANCELLED, 1),
+    ([event("queued"), event("cancelled")], [event("regenerating", attempt=3, retries=2)], State.CANCELLED, 1),
+    ([event("queued"), event("cancelled")], [event("waiting_retry", retries=1)], State.CANCELLED, 1),
+    ([event("queued"), event("cancelled")], [event("failed", retries=4)], State.CANCELLED, 1),
+    ([event("generating"), event("cancelled")], [event("completed")], State.COMPLETED, 1),
+    # a new epoch (asked again) starts over; a cancel of an older epoch, or after the answer, is stale
+    ([event("cancelled")], [event("queued", epoch=2)], State.PENDING, 1),
+    ([event("queued", epoch=2)], [event("cancelled", epoch=1)], State.PENDING, 1),
+    ([event("completed")], [event("cancelled")], State.COMPLETED, 1),
+    # the order the events arrive in does not matter for the cancel itself
+    ([event("cancelled"), event("cancelled")], [], State.CANCELLED, 1),
+    ([], [event("cancelled"), event("queued")], State.CANCELLED, 1),
+])
+def test_a_cancel_ends_its_epoch_and_only_an_answer_follows_it(before, after, state, attempt):
+    record = fold_all(before + after)
+    assert (record["state"], record["attempt"]) == (state, attempt)
+
+
+def test_a_redelivered_cancel_changes_nothing():
+    record = fold_all([event("generating"), event("cancelled")])
+    assert fold_status(record, event("cancelled", at=200.0)) is None
+
+
+def test_a_cancel_changes_no_attempt_count():
+    counts = fold_all([event("scoring", attempt=2)], fold=fold_attempts)
+    assert fold_attempts(counts, event("cancelled")) is None
+
+
+@pytest.mark.parametrize("events, epoch, expected", [
+    ([event("queued"), event("cancelled")], 1, True),
+    ([event("queued"), event("cancelled")], 2, False),
+    ([event("cancelled"), event("queued", epoch=2)], 2, False),
+    ([event("generating")], 1, False),
+    ([], 1, False),
+])
+def test_is_cancelled(events, epoch, expected):
+    assert is_cancelled(fold_all(events), epoch) is expected
+
+
+def test_a_cancelled_question_expires_like_a_finished_one():
+    record = fold_all([event("queued"), event("cancelled", at=100.0)])
+    assert due_to_expire(record, now=200.0, retention=50.0)

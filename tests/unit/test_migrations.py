@@ -1,4 +1,4 @@
-"""The Alembic migrations on SQLite: 0002-0004 upgrade a populated older database, and the model agrees with them."""
+"""The Alembic migrations on SQLite: 0002-0005 upgrade a populated older database, and the model agrees with them."""
 
 import pytest
 from alembic import command
@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from qastream.db import inflight, keys, owners, queries, recent, totals
+from qastream.db import batches, inflight, keys, owners, queries, recent, totals
 from qastream.db.inflight import OVER_LIMIT
 from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
@@ -109,7 +109,7 @@ def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
     inspector = inspect(engine_at_0001)
     for table, wanted in NEW_INDEXES.items():
         found = {i["name"]: i["column_names"] for i in inspector.get_indexes(table)}
@@ -169,7 +169,7 @@ def test_0004_adds_empty_key_tables_to_a_populated_0003_database_and_keys_work_o
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before and totals.read(connection) == kept
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
         assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar_one() == 0
         assert connection.execute(text("SELECT count(*) FROM question_owners")).scalar_one() == 0
         key = new_key()
@@ -183,3 +183,52 @@ def test_0004_adds_empty_key_tables_to_a_populated_0003_database_and_keys_work_o
     indexes = {i["name"]: i["column_names"] for i in inspect(engine_at_0001).get_indexes("question_owners")}
     assert indexes == {"ix_question_owners_open_key_id": ["key_id"],
                        "ix_question_owners_open_question_id": ["question_id"]}
+
+
+def test_0005_adds_empty_batch_tables_to_a_populated_0004_database_and_batches_work_on_old_questions(engine_at_0001):
+    populate_at(engine_at_0001, revision="0004")
+    assert "batches" not in inspect(engine_at_0001).get_table_names()
+    with engine_at_0001.begin() as connection:
+        before, kept = snapshot(connection), totals.read(connection)
+    upgrade(engine_at_0001)
+    with engine_at_0001.begin() as connection:
+        assert snapshot(connection) == before
+        assert {k: v for k, v in totals.read(connection).items() if k != "batches_by_status"} == \
+            {k: v for k, v in kept.items() if k != "batches_by_status"}
+        assert connection.execute(text("SELECT count(*) FROM batches")).scalar_one() == 0
+        assert connection.execute(text("SELECT count(*) FROM batch_items")).scalar_one() == 0
+        # qid(0) was answered before the upgrade, qid(2) is pending, qid(1) failed: a batch asks all three.
+        batches.create_within(connection, batches.NewBatch("batch_old", 3, NOW, {"team": "a"}, None, None), 3, None)
+        items = [batches.Item(line, None, Submission(qid(i), f"question {i}", None, NOW))
+                 for line, i in enumerate((0, 2, 1), start=1)]
+        outcomes = batches.accept_items(connection, "batch_old", items)
+        assert [o.kind for o in outcomes] == [queries.FOUND, queries.IN_FLIGHT, queries.RESUBMITTED]
+        batch = batches.get(connection, "batch_old")
+        assert batches.counts(connection, batch).as_json() == {
+            "total": 3, "completed": 1, "low_quality": 0, "failed": 0, "cancelled": 0}
+        assert totals.read(connection)["batches_by_status"] == {"in_progress": 1}
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine_at_0001).get_indexes("batches")}
+    assert indexes == {"ix_batches_created_at_batch_id": ["created_at", "batch_id"],
+                       "ix_batches_owner_key_id_created_at": ["owner_key_id", "created_at", "batch_id"],
+                       "ix_batches_status_notified_at": ["status", "notified_at"]}
+    assert {i["name"]: i["column_names"] for i in inspect(engine_at_0001).get_indexes("batch_items")} == {
+        "ix_batch_items_question_id": ["question_id"]}
+
+
+def test_batch_queries_use_an_index_and_never_sort_the_table(engine_at_0001):
+    populate_at(engine_at_0001)
+    upgrade(engine_at_0001)
+    statements = {
+        "latest": statement_of(lambda c: batches.latest(c, 10)),
+        "latest of a key": statement_of(lambda c: batches.latest(c, 10, owner=1)),
+        "unfinished": statement_of(lambda c: batches.unfinished(c, 100)),
+        "unnotified": statement_of(lambda c: batches.unnotified(c, 100)),
+        "counts": statement_of(lambda c: batches.counts(c, batches.Batch("b", "in_progress", 1, NOW, NOW, None, None,
+                                                                           None, None, None, None))),
+        "results": statement_of(lambda c: batches.results(c, "b", 0, 500)),
+    }
+    with engine_at_0001.begin() as connection:
+        for name, statement in statements.items():
+            text_plan = plan(connection, statement)
+            assert all("USING" in line for line in text_plan.splitlines() if "SCAN" in line), (name, text_plan)
+            assert "TEMP B-TREE" not in text_plan, (name, text_plan)

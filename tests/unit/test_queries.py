@@ -261,7 +261,7 @@ def test_metrics_of_an_empty_database(engine):
         "score_distribution": {"<0.10": 0, "0.10-0.20": 0, "0.20-0.30": 0, "0.30-0.40": 0, "0.40-0.50": 0,
                                "0.50-0.60": 0, "0.60-0.70": 0, "0.70-0.80": 0,
                                "0.80-0.90": 0, ">=0.90": 0},
-        "questions_by_status": {},
+        "questions_by_status": {}, "batches_by_status": {},
         "dead_letters": 0, "dead_letters_by_class": {}, "error_retries_of_completed": 0,
         "processing_time_ms": {"p50": None, "p95": None, "p99": None},
     }

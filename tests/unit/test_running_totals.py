@@ -25,9 +25,10 @@ def test_the_totals_equal_a_full_scan_after_a_mixed_sequence(engine):
     with engine.connect() as connection:
         m = totals.read(connection)
     # The sequence is meant to leave every kind of figure non-trivial.
-    assert m["questions_by_status"] == {"completed": 7, "failed": 2, "pending": 2}
+    assert m["questions_by_status"] == {"completed": 8, "failed": 2, "pending": 3}
+    assert m["batches_by_status"] == {"cancelled": 1, "in_progress": 1}
     assert m["dead_letters_by_class"] == {"quota": 1, "overload": 1}
-    assert m["total_responses"] == 7 and m["scored_responses"] == 6
+    assert m["total_responses"] == 8 and m["scored_responses"] == 7
 
 
 def test_a_redelivered_answer_counts_once_per_minute(engine):

@@ -242,4 +242,4 @@ async def test_admin_stats_count_completions_and_errors(llm_server, session):
     await chat_status(session, base, "b [[fail:503*1]]")
     async with session.get(f"{base}/admin/stats") as response:
         stats = await response.json()
-    assert (stats["completions"], stats["error_503"], stats["waiting"]) == (1, 1, 0)
+    assert (stats["received"], stats["completions"], stats["error_503"], stats["waiting"]) == (2, 1, 1, 0)

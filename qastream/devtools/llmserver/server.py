@@ -112,6 +112,9 @@ class OllamaCompatibleServer:
         return await self._complete(request, chat=False)
 
     async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        # Every call that reached the server, answered or not: tests count the calls a worker started
+        # (a cancelled question must start none).
+        self.stats["received"] += 1
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -221,7 +224,7 @@ class OllamaCompatibleServer:
         return web.Response(text="Ollama is running")
 
     async def admin_stats(self, request: web.Request) -> web.Response:
-        """Counts of completions and injected errors (not part of the Ollama API)."""
+        """Counts of calls received, completions and injected errors (not part of the Ollama API)."""
         return web.json_response({**self.stats, "waiting": self._waiting})
 
 

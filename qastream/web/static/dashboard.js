@@ -11,7 +11,7 @@
 
 const NS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563", "#dc2626"];
-const STATUS_COLORS = { pending: "#9ca3af", processing: "#2563eb", retrying: "#d97706", completed: "#16a34a", failed: "#dc2626" };
+const STATUS_COLORS = { pending: "#9ca3af", processing: "#2563eb", retrying: "#d97706", completed: "#16a34a", failed: "#dc2626", cancelled: "#6b7280" };
 const METRICS_EVERY_MS = 2000;
 const ANSWERS_EVERY_MS = 3000;
 const STATUS_EVERY_MS = 500;
@@ -309,7 +309,7 @@ function renderCharts(m) {
     { name: "question p50", color: "#0891b2", values: history.map((h) => h.q50) },
     { name: "question p95", color: "#67e8f9", values: history.map((h) => h.q95) },
   ], times);
-  const order = ["pending", "processing", "retrying", "completed", "failed"];
+  const order = ["pending", "processing", "retrying", "completed", "failed", "cancelled"];
   const statuses = m.questions_by_status || {};
   barChart(document.getElementById("chart-status"),
     order.map((s) => [s, statuses[s] || 0, STATUS_COLORS[s]]));
