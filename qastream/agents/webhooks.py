@@ -65,6 +65,10 @@ def dispatch(delivery: WebhookDelivery, partition: int) -> None:
 async def attempt(delivery: WebhookDelivery) -> None:
     """Make attempt ``delivery.attempt`` (a task: no stage waits for it) and record how it went."""
     ident, number = delivery.delivery_id, delivery.attempt
+    if number > backoff.max_attempts:  # re-sent after its last attempt was lost (schedule, the sweep)
+        await storage.record_delivery(ident, number - 1, DeliveryState.FAILED, None,
+                                      "the last attempt was lost (the worker stopped during it)", time.time())
+        return
     if not await storage.claim_delivery(ident, number, time.time()):
         logger.info("webhook delivery %s attempt %d: done or made already, skipped", ident, number)
         return
@@ -79,7 +83,7 @@ async def attempt(delivery: WebhookDelivery) -> None:
     now = time.time()
     await until_written(lambda: storage.record_delivery(ident, number, verdict.state, result.status, error, now),
                         f"webhook delivery {ident} attempt {number}")
-    app.runtime.webhook_counts[verdict.state] += 1
+    app.runtime.webhook_counts["retried" if verdict.state == DeliveryState.PENDING else verdict.state] += 1
     if verdict.state == DeliveryState.PENDING:
         assert verdict.retry_in is not None  # a pending verdict always says when to try again
         logger.info("webhook delivery %s attempt %d failed (%s); next in %.1f s", ident, number, error,
@@ -144,10 +148,6 @@ async def sweep_lost_deliveries() -> None:
     now = time.time()
     before = now - stale_after(backoff, settings.webhook_timeout_seconds, settings.deadline_margin_seconds)
     for delivery in await storage.take_stale_deliveries(before, now, SWEEP_LIMIT):
-        if delivery.attempts >= backoff.max_attempts:
-            await storage.record_delivery(delivery.delivery_id, delivery.attempts, DeliveryState.FAILED, None,
-                                          "the last attempt was lost (the worker stopped during it)", now)
-            continue
         logger.warning("webhook delivery %s lost its message after %d attempt(s); sending it again",
                        delivery.delivery_id, delivery.attempts)
         await send(delivery)

@@ -101,6 +101,11 @@ class WebhookClient(Service):
         if self.session is not None:
             await self.session.close()
 
+    def info(self) -> dict[str, Any]:
+        """Attempts running now, in all and by host, and the bounds (for ``GET /metrics``)."""
+        return {"in_flight": sum(self.running.values()), "in_flight_by_host": dict(self.running),
+                "concurrency": self.concurrency, "host_concurrency": self.host_concurrency}
+
     def try_start(self, host: str, attempt: Callable[[], Awaitable[None]]) -> bool:
         """Run ``attempt()`` as a task if a slot is free for ``host``; ``False`` (and nothing run) if not."""
         if sum(self.running.values()) >= self.concurrency or self.running[host] >= self.host_concurrency:

@@ -153,7 +153,7 @@ SCHEMAS: dict[str, Any] = {
                                                      "error_latency_ms": ref("Percentiles")}},
             "scorer": OBJECT, "circuit_breaker": OBJECT,
             "parked_retries": COUNTS, "poison_messages": COUNTS, "errors_by_class": COUNTS,
-            "retries": OBJECT, "worker_counts": OBJECT, "stalled_requeued": OBJECT,
+            "retries": OBJECT, "worker_counts": OBJECT, "stalled_requeued": OBJECT, "webhooks": OBJECT,
             "consumer_lag": {"type": "object", "required": ["total", "topics"],
                              "properties": {"total": {"type": "integer"}, "topics": OBJECT}},
             "worker": OBJECT, "generated_at": {"type": "number"},

@@ -298,3 +298,13 @@ async def test_a_send_the_broker_refuses_leaves_the_delivery_pending_for_the_swe
     assert scheduled.state == DeliveryState.PENDING
     [lost] = await sqlite_storage.take_stale_deliveries(time.time() + 1, time.time() + 1, 10)
     assert lost.delivery_id == scheduled.delivery_id
+
+
+async def test_an_attempt_past_the_last_is_recorded_failed_without_a_request(
+        receiver, client, recorded, sent_webhooks, monkeypatch):
+    base, seen = receiver
+    monkeypatch.setattr(agent_module, "webhook_client", client)
+    await agent_module.attempt(delivery(url=base + "/ok", attempt=agent_module.backoff.max_attempts + 1))
+    assert seen == [] and sent_webhooks == []
+    assert recorded == [(agent_module.backoff.max_attempts, DeliveryState.FAILED, None,
+                         "the last attempt was lost (the worker stopped during it)")]
