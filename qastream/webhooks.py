@@ -61,8 +61,12 @@ async def schedule_many(notifications: Sequence[Notification]) -> list[Delivery]
     new = []
     for n in notifications:
         ident = delivery_id(n.kind, n.subject_id, n.epoch)
-        new.append(NewDelivery(ident, str(n.kind), n.subject_id, n.url,
-                               event_body(n.kind, ident, n.subject_id, n.data, now), now))
+        try:
+            body = event_body(n.kind, ident, n.subject_id, n.data, now)
+        except (TypeError, ValueError) as exc:  # data JSON cannot carry: this event fails alone
+            logger.error("webhook %s of %s not scheduled: its data is not JSON (%r)", n.kind, n.subject_id, exc)
+            continue
+        new.append(NewDelivery(ident, str(n.kind), n.subject_id, n.url, body, now))
     saved, refused = await until_written(lambda: write_isolated(storage.insert_deliveries, new),
                                          f"{len(new)} webhook deliveries")
     for rejection in refused:

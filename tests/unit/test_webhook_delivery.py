@@ -21,7 +21,15 @@ from qastream.db.queries import Submission
 from qastream.errors import RequestError
 from qastream.models import WebhookDelivery
 from qastream.policy.webhook_targets import parse_allowed_hosts
-from qastream.policy.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, DeliveryState, EventKind, Step, verify
+from qastream.policy.webhooks import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    DeliveryState,
+    EventKind,
+    Notification,
+    Step,
+    verify,
+)
 from qastream.services.storage import Storage
 from qastream.services.webhooks import CheckedResolver, WebhookClient
 from qastream.tables.parking import webhook_parking
@@ -308,3 +316,12 @@ async def test_an_attempt_past_the_last_is_recorded_failed_without_a_request(
     assert seen == [] and sent_webhooks == []
     assert recorded == [(agent_module.backoff.max_attempts, DeliveryState.FAILED, None,
                          "the last attempt was lost (the worker stopped during it)")]
+
+
+async def test_one_event_whose_data_is_not_json_fails_alone(sqlite_storage, sent_webhooks):
+    scheduled = await scheduling.schedule_many([
+        Notification(EventKind.QUESTION_COMPLETED, "0" * 16, "https://a.example/h", {"bad": object()}),
+        Notification(EventKind.QUESTION_COMPLETED, "1" * 16, "https://a.example/h", {"answer": "fine"}),
+        Notification(EventKind.QUESTION_COMPLETED, "2" * 16, "https://a.example/h", {"text": "\ud800"}),  # unstorable
+    ])
+    assert [d.subject_id for d in scheduled] == ["1" * 16] and [m.subject_id for m in sent_webhooks] == ["1" * 16]
