@@ -122,23 +122,30 @@ async def deliver_webhooks(deliveries: faust.StreamT[WebhookDelivery]) -> None:
                          event.message.partition, event.message.offset, exc)
 
 
+def due_deliveries(active_partitions: set[int], now: float) -> list[WebhookDelivery]:
+    """Parked deliveries that are due, in partitions this worker actively owns, not already released."""
+    due = []
+    for ident, entry in list(webhook_parking.items()):
+        delivery = WebhookDelivery(**entry["delivery"])
+        if entry["partition"] in active_partitions and (delivery.due_at or 0.0) <= now \
+                and app.runtime.released.get((webhook_parking.name, ident)) != delivery.due_at:
+            due.append(delivery)
+    return due
+
+
 @app.timer(settings.retry_release_interval)
 @survives_failures
 async def release_due_deliveries() -> None:
     """Send due parked deliveries back to their topic as releases, for partitions this worker actively owns."""
     name = topics.webhooks.get_topic_name()
     active = {tp.partition for tp in app.consumer.assignment() if tp.topic == name}
-    now = time.time()
     released = app.runtime.released
     keys = set(webhook_parking.keys())
     for key in [k for k in released if k[0] == webhook_parking.name and k[1] not in keys]:
         del released[key]  # unparked: forget the release
-    for ident, entry in list(webhook_parking.items()):
-        delivery = WebhookDelivery(**entry["delivery"])
-        due = delivery.due_at or now
-        if entry["partition"] in active and due <= now and released.get((webhook_parking.name, ident)) != due:
-            released[(webhook_parking.name, ident)] = due
-            await topics.webhooks.send(key=ident, value=delivery.derive(step=Step.RELEASE))
+    for delivery in due_deliveries(active, time.time()):
+        released[(webhook_parking.name, delivery.delivery_id)] = delivery.due_at or 0.0
+        await topics.webhooks.send(key=delivery.delivery_id, value=delivery.derive(step=Step.RELEASE))
 
 
 @app.timer(settings.reconcile_interval_seconds)

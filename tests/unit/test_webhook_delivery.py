@@ -325,3 +325,13 @@ async def test_one_event_whose_data_is_not_json_fails_alone(sqlite_storage, sent
         Notification(EventKind.QUESTION_COMPLETED, "2" * 16, "https://a.example/h", {"text": "\ud800"}),  # unstorable
     ])
     assert [d.subject_id for d in scheduled] == ["1" * 16] and [m.subject_id for m in sent_webhooks] == ["1" * 16]
+
+
+def test_due_deliveries_only_from_active_partitions_and_once(memory_app):
+    for ident, due_at, partition in (("a" * 32, 10.0, 0), ("b" * 32, 10.0, 1), ("c" * 32, 99.0, 0)):
+        webhook_parking.data[ident] = {"delivery": delivery(delivery_id=ident, step=Step.WAIT, due_at=due_at).asdict(),
+                                       "partition": partition}
+    assert [d.delivery_id for d in agent_module.due_deliveries({0}, now=20.0)] == ["a" * 32]
+    app.runtime.released[(webhook_parking.name, "a" * 32)] = 10.0
+    assert agent_module.due_deliveries({0}, now=20.0) == []
+    assert [d.delivery_id for d in agent_module.due_deliveries({0, 1}, now=100.0)] == ["b" * 32, "c" * 32]
