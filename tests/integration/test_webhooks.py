@@ -60,6 +60,7 @@ class Receiver:
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.runner: web.AppRunner
+        self.release: asyncio.Event
         self.port = 0
 
     def _run(self) -> None:
@@ -69,6 +70,7 @@ class Receiver:
         self.loop.run_forever()
 
     async def _start(self) -> None:
+        self.release = asyncio.Event()
         application = web.Application()
         application.router.add_route("POST", "/{tail:.*}", self._handle)
         self.runner = web.AppRunner(application, shutdown_timeout=0.5)
@@ -87,7 +89,7 @@ class Receiver:
             self.arrivals.append(Arrival(request.path, delivery, int(request.headers.get("X-Qastream-Attempt", 0)),
                                          dict(request.headers), body, status, time.time()))
         if request.path == "/hang":
-            await asyncio.sleep(3600)
+            await self.release.wait()  # until the test ends: longer than any time-out
         return web.Response(status=status, text="receiver says no" if status >= 300 else "ok")
 
     def url(self, path: str) -> str:
@@ -102,9 +104,11 @@ class Receiver:
         self.ready.wait(10)
 
     def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.release.set)
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 @pytest.fixture
