@@ -1,17 +1,19 @@
-"""Migrations 0002-0004 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
-indexes and the running totals 0003 fills equal a scan; 0004's key tables work on questions asked before them."""
+"""Migrations 0002-0006 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
+indexes and the running totals 0003 fills equal a scan; 0004's key tables and 0006's webhook deliveries work on
+questions asked before them."""
 
 import pytest
 from alembic import command
 from sqlalchemy import inspect, select, text
 from totals_scenario import scanned
 
-from qastream.db import inflight, keys, owners, queries, recent, totals
+from qastream.db import inflight, keys, owners, queries, recent, totals, webhooks
 from qastream.db.inflight import OVER_LIMIT
 from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.policy.access import Limits, Scope
 from qastream.policy.keys import hash_key, new_key
+from qastream.policy.webhooks import DeliveryState, EventKind
 from qastream.services.storage import make_engine
 
 NOW = 1_700_000_000.0
@@ -95,7 +97,7 @@ def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
             kept, scan = totals.read(connection), scanned(connection)
             assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
             assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=0.045)
@@ -130,7 +132,7 @@ def test_0004_on_a_populated_0003_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
             key = new_key()
             keys.create(connection, "ci", hash_key(key), frozenset({Scope.SUBMIT}), Limits(max_in_flight=1), NOW)
             principal = keys.lookup(connection, hash_key(key)).principal
@@ -151,5 +153,32 @@ def test_0004_on_a_populated_0003_postgres_database(postgres_url):
                 compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
                 plan = "\n".join(connection.exec_driver_sql(f"EXPLAIN {compiled}").scalars())
                 assert index in plan, plan
+    finally:
+        engine.dispose()
+
+
+def test_0006_on_a_populated_0004_postgres_database(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        before = populated_at(engine, "0004")
+        assert "webhook_deliveries" not in inspect(engine).get_table_names()
+        upgrade(engine)
+        with engine.begin() as connection:
+            assert snapshot(connection) == before
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            queries.accept(connection, [Submission(qid(2), "question 2", None, NOW, webhook_url="https://h.example/")])
+            assert webhooks.targets(connection, [qid(0), qid(2)]) == {qid(2): "https://h.example/"}
+            made = webhooks.insert(connection, [webhooks.NewDelivery(f"{i:032x}", EventKind.QUESTION_COMPLETED,
+                                                                     qid(i), "https://h.example/", "{}", NOW)
+                                                for i in range(3)])
+            assert [created for _, created in made] == [True, True, True]
+            again = webhooks.insert(connection, [webhooks.NewDelivery(f"{1:032x}", EventKind.QUESTION_COMPLETED,
+                                                                      qid(1), "https://other.example/", "{}", NOW)])
+            assert [(d.url, created) for d, created in again] == [("https://h.example/", False)]
+            assert webhooks.claim(connection, f"{1:032x}", 1, NOW) and not webhooks.claim(connection, f"{1:032x}", 1, NOW)
+            assert webhooks.record(connection, f"{1:032x}", 1, DeliveryState.DELIVERED, 200, None, NOW + 1)
+            assert [d.state for d in webhooks.of_subject(connection, qid(1))] == [DeliveryState.DELIVERED]
+            assert [d.delivery_id for d in webhooks.take_stale(connection, NOW + 1, NOW + 2, 10)] == [
+                f"{0:032x}", f"{2:032x}"]
     finally:
         engine.dispose()
