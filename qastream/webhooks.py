@@ -8,7 +8,10 @@ delivery id is derived from the event kind, the subject id and its epoch
 row of an id, and a delivery already delivered or failed is not sent again.
 So a stage that crashed after scheduling and runs again schedules nothing
 twice, and a receiver gets at most one successful POST per delivery id in
-normal operation.
+normal operation.  A delivery scheduled again while still pending is sent
+again only if no attempt has started (its first message may have been lost
+with the crash); once attempts are under way its own retries, with their
+back-off, carry it on.
 
 Sending happens elsewhere, never in the caller's time: the delivery goes to
 the deliveries topic, where ``deliver_webhooks`` (qastream.agents.webhooks)
@@ -75,8 +78,11 @@ async def schedule_many(notifications: Sequence[Notification]) -> list[Delivery]
     for delivery, created in saved:
         if delivery.state != DeliveryState.PENDING:
             logger.info("webhook delivery %s is %s already; not sent again", delivery.delivery_id, delivery.state)
-            continue
-        await send(delivery, created)
+        elif created or delivery.attempts == 0:
+            await send(delivery, created)
+        else:  # attempts are under way: their own messages carry it on, and the sweep finds it if they were lost
+            logger.info("webhook delivery %s is pending after %d attempt(s); left to its retries",
+                        delivery.delivery_id, delivery.attempts)
     return [delivery for delivery, _ in saved]
 
 

@@ -119,12 +119,15 @@ def receiver() -> Iterator[Receiver]:
     started.stop()
 
 
+#: The worker settings of every test here (QASTREAM_ + the key upper-cased).
+WEBHOOK_SETTINGS = {"webhook_secret": SECRET, "webhook_allowed_hosts": "127.0.0.1",
+                    "webhook_max_attempts": str(MAX_ATTEMPTS), "webhook_timeout_seconds": str(TIMEOUT_SECONDS),
+                    "webhook_backoff_base_seconds": str(BACKOFF_BASE), "webhook_backoff_max_seconds": str(BACKOFF_MAX)}
+
+
 @pytest.fixture
 def worker(stack_env: dict[str, str], postgres_url: str, start_worker_process: Any) -> Worker:
-    return start_worker_process(
-        stack_env, database_url=postgres_url, webhook_secret=SECRET, webhook_allowed_hosts="127.0.0.1",
-        webhook_max_attempts=str(MAX_ATTEMPTS), webhook_timeout_seconds=str(TIMEOUT_SECONDS),
-        webhook_backoff_base_seconds=str(BACKOFF_BASE), webhook_backoff_max_seconds=str(BACKOFF_MAX))
+    return start_worker_process(stack_env, database_url=postgres_url, **WEBHOOK_SETTINGS)
 
 
 def ask(worker: Worker, text_: str, webhook: str | None = None) -> str:
@@ -239,3 +242,32 @@ def test_a_receiver_that_never_answers_slows_no_question_and_ends_failed(
         row = delivery_row(postgres_url, ident)
         assert row["attempts"] == MAX_ATTEMPTS and row["last_status"] is None
         assert f"no answer within {TIMEOUT_SECONDS:g} s" in row["last_error"]
+
+
+# Two worker starts (each up to ~30 s on a busy machine) and the waits below.
+@pytest.mark.timeout(400)
+def test_a_worker_killed_during_the_retries_delivers_once_after_restart(
+        stack_env: dict[str, str], postgres_url: str, start_worker_process: Any, receiver: Receiver) -> None:
+    # A quick sweep, so a delivery whose attempt died with the worker is sent again within seconds.
+    overrides = {**WEBHOOK_SETTINGS, "database_url": postgres_url, "reconcile_interval_seconds": "2",
+                 "deadline_margin_seconds": "2"}
+    first = start_worker_process(stack_env, **overrides)
+    token = uuid.uuid4().hex[:8]
+    qid = ask(first, f"What survives kill -9 {token}?", receiver.url("/flaky"))
+    ident = delivery_id("question.completed", qid)
+    wait_until(lambda: len(receiver.of(ident)) >= 1, 60, "the first attempt")
+    first.stop(hard=True)
+    restarted = start_worker_process(stack_env, **overrides)
+    wait_until(lambda: delivery_row(postgres_url, ident).get("state") == "delivered", 120,
+               "the delivery to resume after the restart")
+    time.sleep(BACKOFF_MAX + 1)
+    arrivals = receiver.of(ident)
+    attempts = [a.attempt for a in arrivals]
+    assert len(attempts) == len(set(attempts)), attempts       # no attempt was made twice
+    assert [a.status for a in arrivals].count(200) == 1 and arrivals[-1].status == 200, arrivals
+    assert all(verify(SECRET, a.body, a.headers[SIGNATURE_HEADER]) for a in arrivals)
+    # The replayed stages scheduled the event again: that added no attempt and skipped no wait.
+    for earlier, later in zip(arrivals, arrivals[1:]):
+        wait = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (earlier.attempt - 1))
+        assert later.at - earlier.at >= 0.9 * wait, [(a.attempt, a.status, round(a.at, 2)) for a in arrivals]
+    assert restarted.status(qid)[1]["status"] == "completed"

@@ -287,6 +287,15 @@ async def test_schedule_is_idempotent_by_event_and_subject(sqlite_storage, sent_
     assert await scheduling.delivery_state(EventKind.BATCH_CANCELLED, "b1") is None
 
 
+async def test_a_pending_delivery_with_attempts_under_way_is_left_to_its_back_off(sqlite_storage, sent_webhooks):
+    url = "https://hooks.example.com/h"
+    first = await scheduling.schedule(EventKind.BATCH_COMPLETED, "b2", url, {})
+    assert await sqlite_storage.claim_delivery(first.delivery_id, 1, time.time())
+    assert await sqlite_storage.record_delivery(first.delivery_id, 1, DeliveryState.PENDING, 500, "x", time.time())
+    again = await scheduling.schedule(EventKind.BATCH_COMPLETED, "b2", url, {})  # the store stage ran again
+    assert again.attempts == 1 and len(sent_webhooks) == 1  # no second message skipping the wait
+
+
 async def test_announce_questions_schedules_only_questions_with_a_webhook(sqlite_storage, sent_webhooks):
     await sqlite_storage.accept(Submission("0" * 16, "q0", None, time.time(), webhook_url="https://a.example/h"))
     await sqlite_storage.accept(Submission("1" * 16, "q1", None, time.time()))
