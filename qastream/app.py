@@ -22,6 +22,7 @@ from qastream.services.limiter import Limiter
 from qastream.services.llm import LLMClient
 from qastream.services.scorer import Scorer
 from qastream.services.storage import Storage
+from qastream.services.webhooks import WebhookClient
 from qastream.settings import Settings
 from qastream.streaming import faust_fixes
 from qastream.streaming.broker import faust_options
@@ -116,12 +117,15 @@ scorer = Scorer(
     enabled=settings.scorer_enabled, model=settings.scorer_model, layer=settings.scorer_layer,
     threads=settings.scorer_threads, batch_size=settings.scorer_batch_size,
 )
+webhook_client = WebhookClient(timeout=settings.webhook_timeout_seconds, concurrency=settings.webhook_concurrency,
+                               host_concurrency=settings.webhook_host_concurrency,
+                               allowed_hosts=settings.webhook_hosts())
 dependencies = DependencyProbe(settings.broker_url, storage, cache, interval=settings.health_interval_seconds,
                                timeout=settings.health_timeout_seconds)
 
 app = QAStreamApp(
     settings.app_id,
-    first_services=[storage, cache, limiter, llm, scorer, dependencies],
+    first_services=[storage, cache, limiter, llm, scorer, webhook_client, dependencies],
     idle_timeout=settings.idle_timeout_seconds,
     runtime_factory=lambda: Runtime.from_settings(settings),
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],

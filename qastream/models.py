@@ -4,7 +4,7 @@ Every topic of the question graph carries one record type, :class:`Job`: the
 question plus what each stage has added so far.  A single flat type keeps the
 graph readable (any stage can forward to any other) and serialises in one pass.
 :class:`StatusEvent` is the small progress report every stage sends to the
-events topic.  Records carry no Faust type metadata on the wire: each topic
+events topic; :class:`WebhookDelivery` travels the webhook deliveries topic.  Records carry no Faust type metadata on the wire: each topic
 declares its value type, so other producers (``qastream load --via kafka``,
 ``kcat``) can write plain JSON.
 """
@@ -17,6 +17,7 @@ from typing import Any, Optional
 import faust
 
 from qastream.policy.lifecycle import EXPIRE, Stage, StatusRecord
+from qastream.policy.webhooks import Step
 
 
 class Job(faust.Record, serializer="json", include_metadata=False):
@@ -61,6 +62,22 @@ class StatusEvent(faust.Record, serializer="json", include_metadata=False):
     at: float
     detail: Optional[str] = None
     result: Optional[dict] = None
+
+
+class WebhookDelivery(faust.Record, serializer="json", include_metadata=False):
+    """One webhook delivery on the deliveries topic, keyed by ``delivery_id``; ``step`` says what to do with it.
+
+    ``body`` is the exact JSON text every attempt POSTs (and signs).
+    """
+
+    delivery_id: str
+    kind: str
+    subject_id: str
+    url: str
+    body: str
+    attempt: int = 1                    # the attempt to make, 1-based
+    step: str = Step.SEND
+    due_at: Optional[float] = None      # when a waiting delivery is due (``wait`` and ``release``)
 
 
 def event_for(job: Job, stage: Stage, *, detail: Optional[str] = None,

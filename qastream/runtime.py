@@ -47,7 +47,10 @@ class Runtime:
     poison_counts: Counter[str] = field(default_factory=Counter)
     #: What the stages did: outcomes, dead letters, retries, latencies, scores.
     counts: WorkerCounts = field(default_factory=WorkerCounts)
-    #: (table name, question id) -> due time of a parked retry already released and not yet unparked.
+    #: Webhook attempts this worker made by outcome (``delivered``, ``retried``, ``failed``), and ``deferred``:
+    #: deliveries that found no free slot for their host and waited one time-out.
+    webhook_counts: Counter[str] = field(default_factory=Counter)
+    #: (table name, question or delivery id) -> due time of a parked retry already released and not yet unparked.
     released: dict[tuple[str, str], float] = field(default_factory=dict)
     #: Question id -> (version, time sent) of a finished question whose expiry event is not yet applied.
     expiring: dict[str, tuple[list[int], float]] = field(default_factory=dict)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from qastream.errors import PermanentError
+from qastream.policy.webhook_targets import parse_allowed_hosts
+from qastream.policy.webhooks import Backoff
 
 PREFIX = "QASTREAM_"
 
@@ -210,6 +212,31 @@ class Settings:
     in_flight_retry_after_seconds: int = _setting(
         2, "Retry-After of the 429 a key gets while it has its max_in_flight questions unanswered.", minimum=1)
 
+    # -- webhooks --------------------------------------------------------------------
+    webhook_secret: str = _setting(
+        "", "Key of the HMAC-SHA256 `X-Qastream-Signature` of every webhook body. Empty turns webhooks off: a "
+            "request with a `webhook_url` is refused with 400. Keep it out of the repository.")
+    webhook_allowed_hosts: str = _setting(
+        "", "Comma-separated hosts (names or addresses) a webhook may target although they are loopback, "
+            "private or link-local (a receiver on your own network); every other target must be public.")
+    webhook_max_attempts: int = _setting(8, "Most POSTs of one webhook delivery before it is recorded failed.",
+                                         minimum=1)
+    webhook_timeout_seconds: float = _setting(
+        10.0, "Longest one webhook POST may take (connect, send, answer); a receiver that hangs costs one "
+              "failed attempt, never a held stage.", minimum=0.1)
+    webhook_backoff_base_seconds: float = _setting(
+        5.0, "Wait after a delivery's first failed attempt; doubles after each further one.", minimum=0.0)
+    webhook_backoff_max_seconds: float = _setting(600.0, "Longest wait between two attempts of a delivery.",
+                                                  minimum=0.0)
+    webhook_concurrency: int = _setting(32, "Webhook POSTs in flight at once per worker.", minimum=1)
+    webhook_host_concurrency: int = _setting(
+        4, "Webhook POSTs in flight at once per worker to one host, so a slow receiver cannot take every slot; "
+           "a delivery that finds no slot waits one time-out and tries again, without using an attempt.",
+        minimum=1)
+    topic_webhooks: str = _setting("webhook-deliveries", "Webhook deliveries: attempts, waits and releases.")
+    partitions_webhooks: int = _setting(2, "Partitions of the webhook deliveries topic and of its parking table.",
+                                        minimum=1)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Read every field from ``environ`` (default ``os.environ``)."""
@@ -241,6 +268,14 @@ class Settings:
         if any(not math.isfinite(d) or d < 0 for d in delays):
             raise SettingsError(f"{env_name('retry_overload_delays')}: delays must be finite and not negative")
         return delays
+
+    def webhook_backoff(self) -> Backoff:
+        """The attempts and waits of a webhook delivery."""
+        return Backoff(self.webhook_max_attempts, self.webhook_backoff_base_seconds, self.webhook_backoff_max_seconds)
+
+    def webhook_hosts(self) -> frozenset[str]:
+        """``QASTREAM_WEBHOOK_ALLOWED_HOSTS`` as normalised host names."""
+        return parse_allowed_hosts(self.webhook_allowed_hosts)
 
     def topic_name(self, name: str) -> str:
         """Full name of a topic after the prefix."""

@@ -8,6 +8,7 @@
                      │            └─► permanent ─► [dead_letters]   │                                       │
                      └──────────── retries and regenerations ───────┴───────────────────────────────────────┘
     every stage ─► events ─► [track] ─► status and attempts tables
+    store, dead_letters, batches ─► webhooks ─► [deliver_webhooks] ─► receivers (waits parked, back to webhooks)
 
 :data:`GRAPH` says the same as data, one :class:`Edge` per agent, and a unit
 test checks it against the agents the app really has.  Besides the edges,
@@ -15,7 +16,7 @@ every stage reports progress to ``events`` and any stage may dead-letter to
 ``permanent``; reconciliation (a timer, not an agent) re-enqueues to
 ``pending``.
 
-All topics are keyed by ``question_id`` with the raw key serializer, the same
+All topics but ``webhooks`` (keyed by delivery id) are keyed by ``question_id`` with the raw key serializer, the same
 encoding the tables use, so a key hashes to the same partition number in a
 topic, in a table changelog and in ``table_route`` (DESIGN §4, item 4).
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import faust
 
 from qastream.errors import ErrorClass
-from qastream.models import Job, StatusEvent
+from qastream.models import Job, StatusEvent, WebhookDelivery
 from qastream.settings import Settings
 
 
@@ -50,6 +51,7 @@ GRAPH: tuple[Edge, ...] = (
     Edge("store", "validated", ()),
     Edge("dead_letters", "permanent", ()),
     Edge("track", "events", ()),
+    Edge("deliver_webhooks", "webhooks", ("webhooks",)),
 )
 
 
@@ -73,12 +75,13 @@ class Topics:
         self.validated = topic(s.topic_validated, s.partitions_validated, Job)
         self.low_quality = topic(s.topic_low_quality, s.partitions_low_quality, Job)
         self.events = topic(s.topic_events, s.partitions_events, StatusEvent)
+        self.webhooks = topic(s.topic_webhooks, s.partitions_webhooks, WebhookDelivery)
 
     def layout(self) -> dict[str, int]:
         """Topic name -> partition count, for :func:`qastream.streaming.topic_admin.ensure_topics`."""
         return {t.get_topic_name(): t.partitions or 1 for t in (
             self.pending, self.success, self.overload, self.quota, self.permanent, self.validated,
-            self.low_quality, self.events)}
+            self.low_quality, self.events, self.webhooks)}
 
     def for_error(self, error_class: str) -> faust.TopicT:
         """The error topic of an error class."""

@@ -1,4 +1,4 @@
-"""llm-responses-error-permanent -> the question is stored as failed, with the reason.
+"""llm-responses-error-permanent -> the question is stored as failed, with the reason, and its webhook scheduled.
 
 A dead letter whose row the database refuses (a question that reached a topic
 without passing ``POST /query``, carrying a NUL or a lone surrogate) is stored
@@ -20,9 +20,11 @@ from qastream.db.queries import Failure
 from qastream.errors import ErrorClass
 from qastream.models import Job
 from qastream.policy.lifecycle import Stage
+from qastream.policy.webhooks import EventKind, failure_data
 from qastream.services.storage import storable, until_written, write_isolated
 from qastream.streaming.poison import POISON
 from qastream.tables.status import report
+from qastream.webhooks import announce_questions
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +76,16 @@ async def fail_batch(jobs: Sequence[Job]) -> None:
         return
     saved = await save_failures(list(failures.values()))
     written = {f.question_id for f in saved}
+    outcomes = []
     for job in jobs:
         if job.question_id in written:
-            app.runtime.counts.record_failed(failures[job.question_id].error_class)
-            logger.warning("dead letter %s: %s", job.question_id, failures[job.question_id].error_message)
-            await report(job, Stage.FAILED, detail=failures[job.question_id].error_message)
+            failure = failures[job.question_id]
+            app.runtime.counts.record_failed(failure.error_class)
+            logger.warning("dead letter %s: %s", job.question_id, failure.error_message)
+            await report(job, Stage.FAILED, detail=failure.error_message)
+            outcomes.append((job.question_id, job.epoch, failure_data(
+                job.question_id, job.question_text, failure.error_class, failure.error_message)))
+    await announce_questions(EventKind.QUESTION_FAILED, outcomes)
 
 
 @app.agent(topics.permanent)

@@ -1,4 +1,4 @@
-"""validated-responses -> database (upsert) + cache, then the completed status.
+"""validated-responses -> database (upsert) + cache, then the completed status and its webhooks.
 
 An answer the database refuses (a NUL on PostgreSQL, a value too long) is
 dead-lettered with the database's reason: waiting for it would hold up every
@@ -18,8 +18,10 @@ from qastream.db.queries import StoredAnswer
 from qastream.errors import ErrorClass
 from qastream.models import Job, result_of
 from qastream.policy.lifecycle import Stage
+from qastream.policy.webhooks import EventKind
 from qastream.services.storage import until_written, write_isolated
 from qastream.tables.status import report
+from qastream.webhooks import announce_questions
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ async def store_batch(jobs: Sequence[Job]) -> None:
     written = {a.question_id for a in saved}
     refused_ids = {r.item.question_id for r in refused}
     results = []
+    outcomes = []
     for job in jobs:
         if job.question_id in refused_ids:
             continue
@@ -67,9 +70,11 @@ async def store_batch(jobs: Sequence[Job]) -> None:
             continue
         result = result_of(job, rows[job.question_id].total_processing_time_ms)
         results.append(result)
+        outcomes.append((job.question_id, job.epoch, result))
         app.runtime.counts.record_completed(rows[job.question_id].total_processing_time_ms, job.score, job.low_quality)
         await report(job, Stage.COMPLETED, result=result)
     await cache.put_many(results)
+    await announce_questions(EventKind.QUESTION_COMPLETED, outcomes)
 
 
 @app.agent(topics.validated)

@@ -48,6 +48,8 @@ class Submission:
     original_answer: Optional[str]
     at: float
     owner: Optional[Principal] = None
+    #: Where to announce the question's end (already checked); ``None`` for no webhook.
+    webhook_url: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
             new_rows[sub.question_id] = {
                 "question_id": sub.question_id, "question_text": sub.question_text,
                 "original_answer": sub.original_answer, "status": State.PENDING, "epoch": 1,
-                "accepted_at": to_datetime(sub.at), "updated_at": to_datetime(sub.at),
+                "accepted_at": to_datetime(sub.at), "updated_at": to_datetime(sub.at), "webhook_url": sub.webhook_url,
             }
             outcome = Acceptance(CREATED, sub.question_id, State.PENDING, 1, sub.at, sub.original_answer)
         elif row.status == State.COMPLETED:
@@ -191,7 +193,7 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
                 update(Q).where(and_(Q.c.question_id == row.question_id, Q.c.epoch == row.epoch,
                                      Q.c.status == row.status))
                 .values(status=State.PENDING, epoch=row.epoch + 1, accepted_at=to_datetime(sub.at), updated_at=to_datetime(sub.at),
-                        original_answer=reference, error_class=None, error_message=None)
+                        original_answer=reference, error_class=None, error_message=None, webhook_url=sub.webhook_url)
             ).rowcount
             kind = RESUBMITTED if changed else IN_FLIGHT
             if changed:
@@ -202,6 +204,9 @@ def accept(connection: Connection, submissions: Sequence[Submission]) -> list[Ac
             if row.original_answer is None and sub.original_answer:
                 connection.execute(update(Q).where(Q.c.question_id == row.question_id)
                                    .values(original_answer=sub.original_answer))
+            if sub.webhook_url is not None:  # announce the end there too: the latest submission's URL wins
+                connection.execute(update(Q).where(Q.c.question_id == row.question_id)
+                                   .values(webhook_url=sub.webhook_url))
             outcome = Acceptance(IN_FLIGHT, row.question_id, row.status, row.epoch, to_seconds(row.accepted_at),
                                  row.original_answer or sub.original_answer)
         decided[sub.question_id] = outcome

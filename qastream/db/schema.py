@@ -21,6 +21,9 @@ so counting a key's questions in flight reads only its open rows.
 one row per line (a question asked twice in a batch has two items and one
 question row); a batch's counts and results join its items to ``questions``
 and ``responses`` by primary key, so they cost what the batch holds.
+
+``webhook_deliveries`` holds each webhook event to send and how its delivery
+went; ``questions.webhook_url`` is where a question's end is announced.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class QuestionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     error_class: Mapped[Optional[str]] = mapped_column(String(16), nullable=True)
     error_message: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    #: Where to announce the question's end (``POST /query``'s ``webhook_url``); the last submission's wins.
+    webhook_url: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
 
 
 class ResponseRow(Base):
@@ -186,3 +191,31 @@ class BatchItemRow(Base):
     line: Mapped[int] = mapped_column(Integer, primary_key=True)
     custom_id: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     question_id: Mapped[str] = mapped_column(String(16), ForeignKey("questions.question_id"))
+class WebhookDeliveryRow(Base):
+    """One webhook event for one subject to one URL, and how its delivery went (:mod:`qastream.db.webhooks`).
+
+    ``delivery_id`` is derived from the event and its subject, so scheduling
+    the same event twice finds this row instead of adding one.  ``body`` is
+    the exact JSON every attempt sends, so each carries the same signature.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # GET /batches/{id} (and a question's deliveries) read a subject's deliveries.
+        Index("ix_webhook_deliveries_subject_id", "subject_id"),
+        # The sweep that re-sends pending deliveries whose message was lost (oldest updated_at first).
+        Index("ix_webhook_deliveries_state_updated_at", "state", "updated_at"),
+    )
+
+    delivery_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)

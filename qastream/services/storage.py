@@ -26,12 +26,13 @@ from mode import Service
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from qastream.db import batches, inflight, keys, owners, queries, recent, totals
+from qastream.db import batches, inflight, keys, owners, queries, recent, totals, webhooks
 from qastream.db.batcher import GroupCommitter
 from qastream.db.migrate import upgrade
 from qastream.db.queries import Acceptance, Failure, StoredAnswer, Submission
 from qastream.errors import RowRejected
 from qastream.policy.batches import BatchStatus, RequestCounts
+from qastream.policy.webhooks import DeliveryState
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -364,3 +365,28 @@ class Storage(Service):
     async def is_cancelled(self, question_id: str, epoch: int) -> bool:
         """Whether the question was cancelled in ``epoch``."""
         return await self._run(self._readers, self._read, batches.is_cancelled, question_id, epoch)
+    async def insert_deliveries(self, deliveries: Sequence[webhooks.NewDelivery]) -> list[tuple[webhooks.Delivery, bool]]:
+        """Insert webhook deliveries not there yet (see :func:`webhooks.insert`)."""
+        return await self._run(self._writer, self._write, webhooks.insert, deliveries)
+
+    async def claim_delivery(self, delivery_id: str, attempt: int, at: float) -> bool:
+        """Start attempt ``attempt`` of a delivery unless it is done or was made (see :func:`webhooks.claim`)."""
+        return await self._run(self._writer, self._write, webhooks.claim, delivery_id, attempt, at)
+
+    async def record_delivery(self, delivery_id: str, attempt: int, state: DeliveryState, status: Optional[int],
+                              error: Optional[str], at: float) -> bool:
+        """Record how a claimed attempt went (see :func:`webhooks.record`)."""
+        return await self._run(self._writer, self._write, webhooks.record, delivery_id, attempt, state, status,
+                               error, at)
+
+    async def take_stale_deliveries(self, before: float, now: float, limit: int) -> list[webhooks.Delivery]:
+        """Pending deliveries whose message was lost, taken by this worker (see :func:`webhooks.take_stale`)."""
+        return await self._run(self._writer, self._write, webhooks.take_stale, before, now, limit)
+
+    async def deliveries_of(self, subject_id: str, kind: Optional[str] = None) -> list[webhooks.Delivery]:
+        """The webhook deliveries of a subject (a batch or question id)."""
+        return await self._run(self._readers, self._read, webhooks.of_subject, subject_id, kind)
+
+    async def webhook_targets(self, question_ids: Sequence[str]) -> dict[str, str]:
+        """Question id -> ``webhook_url`` for those of ``question_ids`` that have one."""
+        return await self._run(self._readers, self._read, webhooks.targets, question_ids)

@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 from faust import web
 
-from qastream.app import app, cache, llm, scorer, settings, storage, topics
+from qastream.app import app, cache, llm, scorer, settings, storage, topics, webhook_client
 from qastream.streaming.timers import survives_failures
-from qastream.tables.parking import overload_parking, quota_parking
+from qastream.tables.parking import overload_parking, quota_parking, webhook_parking
 from qastream.telemetry.lag import consumer_lag
 from qastream.web.admission import bounded
 from qastream.web.requests import guarded
@@ -82,6 +82,8 @@ async def snapshot() -> dict[str, Any]:
                              "question_latency_ms": counts["question_latency_ms"]}
     body["stalled_requeued"] = {"total": sum(counts["stalled_requeued_by_stage"].values()),
                                 "by_stage": counts["stalled_requeued_by_stage"]}
+    body["webhooks"] = {"attempts": dict(runtime.webhook_counts), "parked": parked(webhook_parking, topics.webhooks),
+                        **webhook_client.info()}
     body["consumer_lag"] = last_lag(runtime.consumer_lag, runtime.consumer_lag_at, now)
     body["worker"] = {"uptime_seconds": round(now - runtime.started, 1), "canonical_url": str(app.conf.canonical_url)}
     body["generated_at"] = round(now, 3)

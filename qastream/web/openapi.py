@@ -16,6 +16,8 @@ from qastream.app import app, settings
 from qastream.db.recent import MAX_LATEST
 from qastream.policy.access import Scope, required_scope
 from qastream.policy.lifecycle import Stage, State
+from qastream.policy.webhook_targets import MAX_URL_CHARS
+from qastream.policy.webhooks import DeliveryState, EventKind
 
 NUMBER_OR_NULL = {"type": ["number", "null"]}
 OBJECT = {"type": "object"}
@@ -84,6 +86,13 @@ SCHEMAS: dict[str, Any] = {
             "original_answer": {"type": ["string", "null"], "maxLength": settings.max_question_chars,
                                 "description": "reference answer the LLM's answer is scored against "
                                                "(no NUL, no lone surrogate)"},
+            "webhook_url": {"type": ["string", "null"], "maxLength": MAX_URL_CHARS, "format": "uri",
+                            "description": "http(s) URL that receives a signed `question.completed` or "
+                                           "`question.failed` event when the question ends (README 'Webhooks'); "
+                                           "loopback, private and link-local hosts are refused unless listed in "
+                                           "QASTREAM_WEBHOOK_ALLOWED_HOSTS; refused when no "
+                                           "QASTREAM_WEBHOOK_SECRET is set. An answer given at once (200) "
+                                           "announces nothing"},
         },
     },
     "Accepted": {
@@ -145,7 +154,7 @@ SCHEMAS: dict[str, Any] = {
                                                      "error_latency_ms": ref("Percentiles")}},
             "scorer": OBJECT, "circuit_breaker": OBJECT,
             "parked_retries": COUNTS, "poison_messages": COUNTS, "errors_by_class": COUNTS,
-            "retries": OBJECT, "worker_counts": OBJECT, "stalled_requeued": OBJECT,
+            "retries": OBJECT, "worker_counts": OBJECT, "stalled_requeued": OBJECT, "webhooks": OBJECT,
             "consumer_lag": {"type": "object", "required": ["total", "topics"],
                              "properties": {"total": {"type": "integer"}, "topics": OBJECT}},
             "worker": OBJECT, "generated_at": {"type": "number"},
@@ -201,6 +210,16 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["question_id", "status", "cancelled"],
         "properties": {"question_id": {"type": "string"}, "status": {"type": "string"},
                        "cancelled": {"type": "boolean"}},
+    "WebhookDelivery": {
+        "type": "object", "description": "one webhook event and how its delivery went (qastream.db.webhooks)",
+        "required": ["delivery_id", "event", "url", "state", "attempts"],
+        "properties": {
+            "delivery_id": {"type": "string", "description": "X-Qastream-Delivery: the same on every attempt"},
+            "event": {"type": "string", "enum": list(EventKind)}, "url": {"type": "string"},
+            "state": {"type": "string", "enum": list(DeliveryState)}, "attempts": {"type": "integer"},
+            "last_status": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]},
+            "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "delivered_at": NUMBER_OR_NULL,
+        },
     },
     "LatestAnswers": {
         "type": "object", "required": ["answers"],
@@ -210,7 +229,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 FAUST = ("faust",)
-TABLE_NAME = path_param("name", "table name: status, attempts, overload-parking, quota-parking")
+TABLE_NAME = path_param("name", "table name: status, attempts, overload-parking, quota-parking, webhook-parking")
 TABLE_KEY = path_param("key", "table key (a question id)")
 
 
@@ -226,7 +245,8 @@ def paths() -> dict[str, Any]:
                 "202": json_body("accepted, or already being processed", ref("Accepted")),
                 "400": error("the body is not UTF-8 JSON, is nested too deeply or is not an object; a field is "
                              "missing, of the wrong type, empty or too long; a text holds what the database "
-                             "cannot store (NUL, a lone surrogate)"),
+                             "cannot store (NUL, a lone surrogate); the webhook_url is refused (not http(s), a "
+                             "private or local host, webhooks not enabled)"),
                 "405": WRONG_METHOD,
                 "408": error("the body did not arrive within QASTREAM_BODY_TIMEOUT_SECONDS"),
                 "413": error("the body is larger than QASTREAM_MAX_BODY_BYTES"),

@@ -21,7 +21,7 @@ from qastream.policy.lifecycle import Stage, State
 from qastream.tables.status import report, status_table
 from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
-from qastream.web.requests import guarded, parse_query, read_json
+from qastream.web.requests import guarded, parse_query, parse_webhook_url, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +89,15 @@ def live_status(acceptance: Acceptance) -> str:
 
 @app.page("/query")
 class QueryView(web.View):
-    """Submit a question (``question_text``, optional ``original_answer``)."""
+    """Submit a question (``question_text``, optional ``original_answer`` and ``webhook_url``)."""
 
     @guarded
     @admitted
     async def post(self, request: web.Request) -> web.Response:
         payload = await read_json(request, settings.max_body_bytes, settings.body_timeout_seconds)
         query = parse_query(payload, settings.max_question_chars)
+        webhook_url = parse_webhook_url(payload, secret_set=bool(settings.webhook_secret),
+                                        allowed_hosts=settings.webhook_hosts())
         qid = question_id(query.question_text)
         cached = await cache.get(qid)
         owner = principal_of(request)
@@ -105,7 +107,8 @@ class QueryView(web.View):
                 await own_answered(owner, qid)
             return self.json(found("cache", cached))
         try:
-            acceptance = await accept(Submission(qid, query.question_text, query.original_answer, time.time(), owner))
+            acceptance = await accept(Submission(qid, query.question_text, query.original_answer, time.time(), owner,
+                                           webhook_url))
         except RowRejected as exc:  # parse_query should have caught it; the database is the last word
             raise RequestError(400, f"the database cannot store this question: {exc.reason}") from None
         if acceptance.kind == FOUND:

@@ -21,6 +21,7 @@ from qastream.app import settings
 from qastream.errors import RequestError, Unavailable
 from qastream.policy.admission import retry_after_header
 from qastream.policy.ids import is_question_id, normalise
+from qastream.policy.webhook_targets import TargetRefused, check_url
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,26 @@ def parse_query(payload: Any, max_chars: int) -> QueryInput:
             raise RequestError(400, problem)
     reference = reference.strip() if reference and reference.strip() else None
     return QueryInput(question_text=text.strip(), original_answer=reference)
+
+
+def parse_webhook_url(payload: Any, *, secret_set: bool, allowed_hosts: frozenset[str]) -> Optional[str]:
+    """The body's optional ``webhook_url``, checked (:func:`check_url`); 400 saying why when refused.
+
+    Refused outright when no ``QASTREAM_WEBHOOK_SECRET`` is set: an unsigned
+    event could not be told from a forged one, so none is sent, and a client
+    told so now does better than one whose webhook silently never comes.
+    """
+    value = payload.get("webhook_url") if isinstance(payload, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(400, "webhook_url must be a string or null")
+    if not secret_set:
+        raise RequestError(400, "webhooks are not enabled on this server (QASTREAM_WEBHOOK_SECRET is not set)")
+    try:
+        return check_url(value.strip(), allowed_hosts).url
+    except TargetRefused as exc:
+        raise RequestError(400, str(exc)) from None
 
 
 def parse_question_id(raw: str) -> str:

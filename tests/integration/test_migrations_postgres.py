@@ -1,18 +1,19 @@
-"""Migrations 0002-0005 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
-indexes and the running totals 0003 fills equal a scan; 0004's key tables and 0005's batches work on questions
-asked before them."""
+"""Migrations 0002-0006 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
+indexes and the running totals 0003 fills equal a scan; 0004's key tables, 0005's batches and 0006's webhook
+deliveries work on questions asked before them."""
 
 import pytest
 from alembic import command
 from sqlalchemy import inspect, select, text
 from totals_scenario import scanned
 
-from qastream.db import batches, inflight, keys, owners, queries, recent, totals
+from qastream.db import batches, inflight, keys, owners, queries, recent, totals, webhooks
 from qastream.db.inflight import OVER_LIMIT
 from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.policy.access import Limits, Scope
 from qastream.policy.keys import hash_key, new_key
+from qastream.policy.webhooks import DeliveryState, EventKind
 from qastream.services.storage import make_engine
 
 NOW = 1_700_000_000.0
@@ -96,7 +97,7 @@ def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
             kept, scan = totals.read(connection), scanned(connection)
             assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
             assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=0.045)
@@ -131,7 +132,7 @@ def test_0004_on_a_populated_0003_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
             key = new_key()
             keys.create(connection, "ci", hash_key(key), frozenset({Scope.SUBMIT}), Limits(max_in_flight=1), NOW)
             principal = keys.lookup(connection, hash_key(key)).principal
@@ -164,7 +165,7 @@ def test_0005_on_a_populated_0004_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
             counted = totals.read(connection)
             # A batch over questions from before the upgrade: bulk ones answered, pending and failed, and new ones.
             olds = [f"{1000000 + g:016x}" for g in range(1, 41)]
@@ -196,5 +197,28 @@ def test_0005_on_a_populated_0004_postgres_database(postgres_url):
                          lambda c: batches.latest(c, 10), lambda c: batches.latest(c, 10, owner=1)):
                 plan = explain(connection, statement_of(call))
                 assert "Seq Scan on questions" not in plan and "Seq Scan on responses" not in plan, plan
+def test_0006_on_a_populated_0004_postgres_database(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        before = populated_at(engine, "0004")
+        assert "webhook_deliveries" not in inspect(engine).get_table_names()
+        upgrade(engine)
+        with engine.begin() as connection:
+            assert snapshot(connection) == before
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            queries.accept(connection, [Submission(qid(2), "question 2", None, NOW, webhook_url="https://h.example/")])
+            assert webhooks.targets(connection, [qid(0), qid(2)]) == {qid(2): "https://h.example/"}
+            made = webhooks.insert(connection, [webhooks.NewDelivery(f"{i:032x}", EventKind.QUESTION_COMPLETED,
+                                                                     qid(i), "https://h.example/", "{}", NOW)
+                                                for i in range(3)])
+            assert [created for _, created in made] == [True, True, True]
+            again = webhooks.insert(connection, [webhooks.NewDelivery(f"{1:032x}", EventKind.QUESTION_COMPLETED,
+                                                                      qid(1), "https://other.example/", "{}", NOW)])
+            assert [(d.url, created) for d, created in again] == [("https://h.example/", False)]
+            assert webhooks.claim(connection, f"{1:032x}", 1, NOW) and not webhooks.claim(connection, f"{1:032x}", 1, NOW)
+            assert webhooks.record(connection, f"{1:032x}", 1, DeliveryState.DELIVERED, 200, None, NOW + 1)
+            assert [d.state for d in webhooks.of_subject(connection, qid(1))] == [DeliveryState.DELIVERED]
+            assert sorted(d.delivery_id for d in webhooks.take_stale(connection, NOW + 1, NOW + 2, 10)) == [
+                f"{0:032x}", f"{2:032x}"]
     finally:
         engine.dispose()

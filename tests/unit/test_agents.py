@@ -39,6 +39,14 @@ def memory_app(monkeypatch):
         table.data.clear()
 
 
+@pytest.fixture(autouse=True)
+def no_webhook_targets(monkeypatch):
+    """No stored question names a webhook (test_webhook_delivery.py covers those that do)."""
+    targets = AsyncMock(return_value={})
+    monkeypatch.setattr(storage, "webhook_targets", targets)
+    return targets
+
+
 class Sent(list):
     """(topic name, key, value) of every send, in order; ``progress`` is set on each one."""
 
@@ -519,3 +527,23 @@ async def test_dead_letters_store_a_refused_failure_escaped(sent, monkeypatch):
     assert failure.question_text == "a\\x00b" and "stored escaped" in failure.error_message
     (failed,) = sent.to(topics.events)
     assert failed.stage == "failed"
+
+
+# -- webhooks of ended questions ---------------------------------------------------------------
+
+async def test_store_and_dead_letters_announce_the_questions_they_ended(sent, monkeypatch, no_webhook_targets):
+    announced = []
+
+    async def announce(kind, outcomes):
+        announced.append((kind, [(qid, epoch, data.get("status", "completed")) for qid, epoch, data in outcomes]))
+
+    monkeypatch.setattr(store, "announce_questions", announce)
+    monkeypatch.setattr(dead_letters, "announce_questions", announce)
+    monkeypatch.setattr(storage, "save_completed", AsyncMock(side_effect=lambda answers: list(answers)))
+    monkeypatch.setattr(storage, "save_failed", AsyncMock(side_effect=lambda failures: list(failures)))
+    monkeypatch.setattr(cache, "put_many", AsyncMock())
+    await store.store_batch([job(answer="a", score=0.9, epoch=2)])
+    await dead_letters.fail_batch([job(question_id="00000000000000bb", error_class="permanent", error_code=404,
+                                       error_message="no model")])
+    assert announced == [("question.completed", [(QID, 2, "completed")]),
+                         ("question.failed", [("00000000000000bb", 1, "failed")])]

@@ -1,4 +1,4 @@
-"""The Alembic migrations on SQLite: 0002-0005 upgrade a populated older database, and the model agrees with them."""
+"""The Alembic migrations on SQLite: 0002-0006 upgrade a populated older database, and the model agrees with them."""
 
 import pytest
 from alembic import command
@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from qastream.db import batches, inflight, keys, owners, queries, recent, totals
+from qastream.db import batches, inflight, keys, owners, queries, recent, totals, webhooks
 from qastream.db.inflight import OVER_LIMIT
 from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
@@ -15,6 +15,7 @@ from qastream.db.totals import S
 from qastream.policy.access import Limits, Scope
 from qastream.policy.keys import hash_key, new_key
 from qastream.policy.lifecycle import State
+from qastream.policy.webhooks import DeliveryState, EventKind
 from qastream.services.storage import make_engine
 
 NOW = 1_700_000_000.0
@@ -57,8 +58,13 @@ def populate(connection, n=300):
     queries.save_failed(connection, [Failure(qid(1), "question 1", None, NOW - 999, 1, "permanent", "404", NOW - 10)])
 
 
+#: Columns added after 0004, absent from the older databases these tests snapshot.
+LATER_COLUMNS = {"webhook_url"}
+
+
 def snapshot(connection):
-    return (connection.execute(select(Q).order_by(Q.c.question_id)).all(),
+    older = [c for c in Q.c if c.name not in LATER_COLUMNS]
+    return (connection.execute(select(*older).order_by(Q.c.question_id)).all(),
             connection.execute(select(R).order_by(R.c.question_id)).all())
 
 
@@ -109,7 +115,7 @@ def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
     inspector = inspect(engine_at_0001)
     for table, wanted in NEW_INDEXES.items():
         found = {i["name"]: i["column_names"] for i in inspector.get_indexes(table)}
@@ -169,7 +175,7 @@ def test_0004_adds_empty_key_tables_to_a_populated_0003_database_and_keys_work_o
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before and totals.read(connection) == kept
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
         assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar_one() == 0
         assert connection.execute(text("SELECT count(*) FROM question_owners")).scalar_one() == 0
         key = new_key()
@@ -188,6 +194,9 @@ def test_0004_adds_empty_key_tables_to_a_populated_0003_database_and_keys_work_o
 def test_0005_adds_empty_batch_tables_to_a_populated_0004_database_and_batches_work_on_old_questions(engine_at_0001):
     populate_at(engine_at_0001, revision="0004")
     assert "batches" not in inspect(engine_at_0001).get_table_names()
+def test_0006_adds_webhooks_to_a_populated_0004_database_and_downgrades_back(engine_at_0001):
+    populate_at(engine_at_0001, revision="0004")
+    assert "webhook_deliveries" not in inspect(engine_at_0001).get_table_names()
     with engine_at_0001.begin() as connection:
         before, kept = snapshot(connection), totals.read(connection)
     upgrade(engine_at_0001)
@@ -232,3 +241,23 @@ def test_batch_queries_use_an_index_and_never_sort_the_table(engine_at_0001):
             text_plan = plan(connection, statement)
             assert all("USING" in line for line in text_plan.splitlines() if "SCAN" in line), (name, text_plan)
             assert "TEMP B-TREE" not in text_plan, (name, text_plan)
+        assert snapshot(connection) == before and totals.read(connection) == kept
+        assert connection.execute(text("SELECT count(*) FROM questions WHERE webhook_url IS NOT NULL")).scalar_one() == 0
+        assert connection.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 0
+        # An old pending question asked again with a webhook takes the URL; the deliveries table works.
+        queries.accept(connection, [Submission(qid(2), "question 2", None, NOW, webhook_url="https://hooks.example/a")])
+        assert webhooks.targets(connection, [qid(0), qid(2)]) == {qid(2): "https://hooks.example/a"}
+        [(delivery, created)] = webhooks.insert(connection, [webhooks.NewDelivery(
+            "d" * 32, EventKind.QUESTION_COMPLETED, qid(2), "https://hooks.example/a", "{}", NOW)])
+        assert created and delivery.state == DeliveryState.PENDING and delivery.attempts == 0
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine_at_0001).get_indexes("webhook_deliveries")}
+    assert indexes == {"ix_webhook_deliveries_subject_id": ["subject_id"],
+                       "ix_webhook_deliveries_state_updated_at": ["state", "updated_at"]}
+    with engine_at_0001.begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0004")
+    assert "webhook_deliveries" not in inspect(engine_at_0001).get_table_names()
+    assert "webhook_url" not in {c["name"] for c in inspect(engine_at_0001).get_columns("questions")}
+    with engine_at_0001.begin() as connection:
+        assert snapshot(connection)[1] == before[1]  # the answers survive the way down
