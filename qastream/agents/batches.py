@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from qastream.app import app, settings, storage
 from qastream.db.batches import Batch
-from qastream.policy.batches import next_status
+from qastream.policy.batches import BatchStatus, RequestCounts, next_status
+from qastream.policy.webhooks import EventKind
 from qastream.streaming.timers import survives_failures
+from qastream.webhooks import schedule
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +32,29 @@ logger = logging.getLogger(__name__)
 BATCHES_PER_TICK = 100
 
 
+def webhook_kind(status: str) -> EventKind:
+    """The webhook event of a batch that ended in ``status``."""
+    return EventKind.BATCH_CANCELLED if status == BatchStatus.CANCELLED else EventKind.BATCH_COMPLETED
+
+
+def batch_event_data(batch: Batch, counts: RequestCounts) -> dict[str, Any]:
+    """The ``data`` of a batch's webhook event: what ``GET /batches/{id}`` says of it when it ended."""
+    return {"batch_id": batch.batch_id, "status": batch.status, "request_counts": counts.as_json(),
+            "created_at": batch.created_at, "finished_at": batch.finished_at, "cancelled_at": batch.cancelled_at,
+            "metadata": batch.metadata}
+
+
 async def batch_finished(batch: Batch) -> None:
     """The end-of-batch hook: called once a batch is ``completed`` or ``cancelled`` (again after a crash).
 
-    It only logs for now; webhook delivery schedules its event here, keyed
-    by the batch id so a repeated call delivers once.
+    With a ``webhook_url`` it schedules the batch's webhook.  Scheduling is
+    idempotent by (event, batch id) (:func:`qastream.webhooks.schedule`), so
+    the call repeated after a crash delivers once.
     """
     logger.info("batch %s ended %s (%d question(s))", batch.batch_id, batch.status, batch.total)
+    if batch.webhook_url:
+        counts = await storage.batch_counts(batch)
+        await schedule(webhook_kind(batch.status), batch.batch_id, batch.webhook_url, batch_event_data(batch, counts))
 
 
 async def end_batches(now: float) -> int:

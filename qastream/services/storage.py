@@ -365,6 +365,8 @@ class Storage(Service):
     async def is_cancelled(self, question_id: str, epoch: int) -> bool:
         """Whether the question was cancelled in ``epoch``."""
         return await self._run(self._readers, self._read, batches.is_cancelled, question_id, epoch)
+
+    # -- webhooks (qastream.db.webhooks) ----------------------------------------------------------
     async def insert_deliveries(self, deliveries: Sequence[webhooks.NewDelivery]) -> list[tuple[webhooks.Delivery, bool]]:
         """Insert webhook deliveries not there yet (see :func:`webhooks.insert`)."""
         return await self._run(self._writer, self._write, webhooks.insert, deliveries)

@@ -43,7 +43,8 @@ from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
 from qastream.web.batch_input import is_ndjson, parse_batch, refusal_body
 from qastream.web.cancel import announce_later
-from qastream.web.requests import JSON_TYPES, guarded, http, read_body
+from qastream.web.requests import JSON_TYPES, guarded, http, parse_webhook_url, read_body
+from qastream.webhooks import deliveries
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +83,21 @@ def parse_list_limit(raw: Optional[str]) -> int:
     return limit
 
 
-def public_batch(batch: Batch, counts: RequestCounts) -> dict[str, Any]:
-    """A batch as ``GET /batches/{id}`` shows it."""
+def public_batch(batch: Batch, counts: RequestCounts, delivery: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """A batch as ``GET /batches/{id}`` shows it; ``delivery`` is its webhook's (``None`` before it is scheduled)."""
     return {"batch_id": batch.batch_id, "status": batch.status, "request_counts": counts.as_json(),
             "created_at": batch.created_at, "updated_at": batch.updated_at, "finished_at": batch.finished_at,
             "cancelled_at": batch.cancelled_at, "metadata": batch.metadata,
-            # The delivery state is filled in by the webhook delivery (not part of this module).
-            "webhook": {"url": batch.webhook_url, "state": None}}
+            "webhook": {"url": batch.webhook_url, "state": delivery["state"] if delivery else None,
+                        "delivery": delivery}}
+
+
+async def batch_delivery(batch: Batch) -> Optional[dict[str, Any]]:
+    """The delivery of the batch's end webhook, once scheduled (state, attempts, last error)."""
+    if not batch.webhook_url:
+        return None
+    found = await deliveries(batch.batch_id)
+    return found[-1] if found else None
 
 
 def unbounded(owner: Optional[Principal]) -> Optional[Principal]:
@@ -216,6 +225,10 @@ class BatchesView(web.View):
         query = http(request).query
         checked = parse_batch(body, ndjson, settings.max_question_chars, settings.batch_max_questions,
                               webhook_url=query.get("webhook_url"))
+        if checked.webhook_url is not None:  # may it be called at all (scheme, addresses, a secret to sign with)
+            checked = dataclasses.replace(checked, webhook_url=parse_webhook_url(
+                {"webhook_url": checked.webhook_url}, secret_set=bool(settings.webhook_secret),
+                allowed_hosts=settings.webhook_hosts()))
         skip_invalid = query.get("skip_invalid", "").lower() in ("1", "true", "yes")
         if checked.errors and not skip_invalid:
             return self.json(refusal_body(checked.errors), status=400)
@@ -275,7 +288,8 @@ class BatchView(web.View):
         batch = await visible_batch(request, batch_id)
         async with bounded("database", settings.db_statement_timeout_seconds):
             counts = await storage.batch_counts(batch)
-        return self.json(public_batch(batch, counts))
+            delivery = await batch_delivery(batch)
+        return self.json(public_batch(batch, counts, delivery))
 
     @guarded
     @admitted

@@ -37,10 +37,12 @@ from qastream.app import app, settings, storage, topics
 from qastream.db.batches import Cancelled
 from qastream.models import StatusEvent
 from qastream.policy.lifecycle import Stage, State
+from qastream.policy.webhooks import EventKind
 from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
 from qastream.web.requests import guarded, parse_question_id
 from qastream.web.status import unknown
+from qastream.webhooks import announce_questions
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +57,13 @@ def cancel_event(cancelled: Cancelled, now: float) -> StatusEvent:
 
 
 async def announce(cancelled: Sequence[Cancelled]) -> None:
-    """Send the ``cancelled`` status events of questions cancelled in the database."""
+    """Send the ``cancelled`` status events of questions cancelled in the database, then their webhooks."""
     now = time.time()
     for item in cancelled:
         await topics.events.send(key=item.question_id, value=cancel_event(item, now))
+    await announce_questions(EventKind.QUESTION_CANCELLED, [
+        (item.question_id, item.epoch, {"question_id": item.question_id, "status": State.CANCELLED,
+                                        "detail": CANCELLED_DETAIL}) for item in cancelled])
 
 
 def announce_later(cancelled: Sequence[Cancelled]) -> None:

@@ -210,6 +210,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["question_id", "status", "cancelled"],
         "properties": {"question_id": {"type": "string"}, "status": {"type": "string"},
                        "cancelled": {"type": "boolean"}},
+    },
     "WebhookDelivery": {
         "type": "object", "description": "one webhook event and how its delivery went (qastream.db.webhooks)",
         "required": ["delivery_id", "event", "url", "state", "attempts"],

@@ -165,7 +165,7 @@ def test_0005_on_a_populated_0004_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
             counted = totals.read(connection)
             # A batch over questions from before the upgrade: bulk ones answered, pending and failed, and new ones.
             olds = [f"{1000000 + g:016x}" for g in range(1, 41)]
@@ -197,6 +197,10 @@ def test_0005_on_a_populated_0004_postgres_database(postgres_url):
                          lambda c: batches.latest(c, 10), lambda c: batches.latest(c, 10, owner=1)):
                 plan = explain(connection, statement_of(call))
                 assert "Seq Scan on questions" not in plan and "Seq Scan on responses" not in plan, plan
+    finally:
+        engine.dispose()
+
+
 def test_0006_on_a_populated_0004_postgres_database(postgres_url):
     engine = make_engine(postgres_url)
     try:

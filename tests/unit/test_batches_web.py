@@ -75,7 +75,9 @@ async def results_of(client, batch_id):
     return [json.loads(line) for line in (await response.text()).splitlines()]
 
 
-async def test_a_batch_is_stored_enqueued_once_per_question_and_answers_one_line_per_item(client, database):
+async def test_a_batch_is_stored_enqueued_once_per_question_and_answers_one_line_per_item(client, database, monkeypatch):
+    monkeypatch.setattr(batches, "settings", dataclasses.replace(batches.settings, webhook_secret="s3cret",
+                                                                 webhook_allowed_hosts="127.0.0.1"))
     on_db(database, queries.save_completed, [answered("What is old?")])
     questions = [{"question_text": "What is a compiler?", "custom_id": "c1"},
                  {"question_text": "What is old?", "custom_id": "c2"},
@@ -88,7 +90,8 @@ async def test_a_batch_is_stored_enqueued_once_per_question_and_answers_one_line
     assert sorted(job.question_text for job in database.enqueued) == ["What is RAM?", "What is a compiler?"]
     response = await client.get(f"/batches/{body['batch_id']}")
     shown = await response.json()
-    assert shown["metadata"] == {"run": 1} and shown["webhook"] == {"url": "http://127.0.0.1:1/h", "state": None}
+    assert shown["metadata"] == {"run": 1} and shown["webhook"] == {"url": "http://127.0.0.1:1/h", "state": None,
+                                                                               "delivery": None}
     assert shown["request_counts"]["completed"] == 1 and shown["status"] == "in_progress"
     lines = await results_of(client, body["batch_id"])
     assert [line["custom_id"] for line in lines] == ["c1", "c2", "c3", "c4"]
@@ -188,6 +191,32 @@ async def test_a_batch_whose_questions_are_all_answered_completes(client, databa
     assert shown["status"] == "completed" and shown["finished_at"] is not None
 
 
+@pytest.mark.parametrize("webhook_url, ended, kind", [
+    ("https://hooks.example.com/b", "completed", "batch.completed"),
+    ("https://hooks.example.com/b", "cancelled", "batch.cancelled"),
+    (None, "completed", None),                                       # no webhook: nothing scheduled
+])
+async def test_the_end_of_batch_hook_schedules_the_batch_webhook(client, database, monkeypatch, webhook_url, ended,
+                                                                 kind):
+    monkeypatch.setattr(batches, "settings", dataclasses.replace(batches.settings, webhook_secret="s3cret"))
+    status, body = await post_batch(client, [{"question_text": "Soon answered?", "custom_id": "x"}],
+                                    metadata={"run": 7}, **({"webhook_url": webhook_url} if webhook_url else {}))
+    assert status == 202
+    on_db(database, queries.save_completed, [answered("Soon answered?", at=time.time())])
+    batch = await storage.batch(body["batch_id"])
+    schedule = AsyncMock()
+    monkeypatch.setattr(batch_timer, "schedule", schedule)
+    await batch_timer.batch_finished(dataclasses.replace(batch, status=ended))
+    if kind is None:
+        schedule.assert_not_awaited()
+        return
+    [call] = schedule.await_args_list
+    event, subject, url, data = call.args
+    assert (str(event), subject, url) == (kind, body["batch_id"], webhook_url)
+    assert data["status"] == ended and data["metadata"] == {"run": 7}
+    assert data["request_counts"] == {"total": 1, "completed": 1, "low_quality": 0, "failed": 0, "cancelled": 0}
+
+
 async def test_delete_query_cancels_a_pending_question_and_is_idempotent(client, database):
     qid = question_id("Pending question?")
     on_db(database, queries.accept, [Submission(qid, "Pending question?", None, time.time())])
@@ -276,3 +305,15 @@ async def test_a_key_sees_and_cancels_only_its_own_batches_and_questions(client,
     response = await client.post("/batches", json={"questions": [{"question_text": f"Small {n}?"} for n in range(2)]},
                                  headers=bounded)
     assert response.status == 202
+
+
+@pytest.mark.parametrize("url, secret, reason", [
+    ("http://127.0.0.1:1/h", "", "QASTREAM_WEBHOOK_SECRET"),      # nothing to sign with: no webhook is sent
+    ("http://127.0.0.1:1/h", "s3cret", "loopback"),               # loopback, not in the allowed hosts
+    ("ftp://hooks.example.com/h", "s3cret", "http"),
+])
+async def test_a_batch_webhook_is_checked_as_a_question_webhook_is(client, database, monkeypatch, url, secret, reason):
+    monkeypatch.setattr(batches, "settings", dataclasses.replace(batches.settings, webhook_secret=secret))
+    status, body = await post_batch(client, [{"question_text": "What is a compiler?"}], webhook_url=url)
+    assert status == 400 and reason in body["error"]
+    assert database.enqueued == []
