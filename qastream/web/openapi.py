@@ -264,7 +264,7 @@ OVER_IN_FLIGHT = {**error("the key is over its rate, or has its max_in_flight qu
 SECURITY_SCHEMES = {"bearer": {
     "type": "http", "scheme": "bearer",
     "description": "An API key from `qastream keys create NAME --scope ...`, needed when QASTREAM_AUTH=required. "
-                   "Scopes: submit (POST /query), read (GET /status and /answers/latest, of the key's own "
+                   "Scopes: submit (POST /query), read (GET /status, its /events and /answers/latest, of the key's own "
                    "questions), metrics (/metrics), admin (every route and every question)."}}
 
 
