@@ -65,7 +65,8 @@ async def relay(request: aioweb.BaseRequest, owner: URL, *, connect_seconds: flo
     where = f"{owner.host}:{owner.port}"
     async with ClientSession(timeout=timeout, auto_decompress=False) as session:
         try:
-            upstream = await session.get(url, headers=relayed_headers(request.headers), allow_redirects=False)
+            upstream = await session.request(request.method, url, headers=relayed_headers(request.headers),
+                                             allow_redirects=False)
         except (ClientError, TimeoutError) as exc:
             raise Unavailable("owner", f"the worker owning the question ({where}) did not answer: "
                                        f"{type(exc).__name__}; retry later") from None

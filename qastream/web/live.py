@@ -144,6 +144,8 @@ class StatusEventsView(web.View):
             now = await current(question_id)
             if now is None:
                 return unknown(self, question_id)
+            if http(request).method == "HEAD":
+                return answer(aioweb.Response(headers=sse.HEADERS))  # what a GET would start with; nothing held open
             news = is_news(now, last)
             if now.terminal and not news:
                 return answer(aioweb.Response(status=204))  # the client has the last event there is

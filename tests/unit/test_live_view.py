@@ -104,6 +104,13 @@ async def test_a_finished_question_is_one_event_then_the_end(client, owned):
     assert app.runtime.watchers._by_question == {} and app.runtime.watchers.gate.in_flight == 0
 
 
+async def test_head_answers_the_headers_without_holding_a_stream(client, owned):
+    status_table.data[QID] = record(Stage.GENERATING)
+    response = await asyncio.wait_for(client.head(PATH), 2)
+    assert response.status == 200 and response.headers["Content-Type"].startswith("text/event-stream")
+    assert app.runtime.watchers.gate.in_flight == 0
+
+
 async def test_a_question_known_only_to_the_database_is_one_event_from_there(client, owned, monkeypatch):
     row = {"question_id": QID, "status": "failed", "epoch": 2, "question_text": "q", "accepted_at": 1.0,
            "updated_at": 2.0, "error": {"class": "permanent", "message": "no"}}

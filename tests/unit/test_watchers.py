@@ -11,6 +11,8 @@ from qastream.agents.track import track
 from qastream.app import app
 from qastream.models import StatusEvent
 from qastream.policy.lifecycle import STAGE_STATE, Stage, StatusRecord, version
+from qastream.runtime import Runtime
+from qastream.settings import Settings
 from qastream.streaming.watchers import DEPTH, Mailbox, Update, Watchers
 from qastream.tables.status import attempts_table, status_table
 
@@ -148,3 +150,7 @@ async def test_track_hands_each_change_to_the_watchers_once(memory_app):
             got.append((item.record["stage"], item.attempts))
     assert [stage for stage, _ in got] == ["queued", "generating", "scoring", "completed"]
     assert got[-1][1] == {"epoch": 1, "generations": 1, "retries": 0}   # the attempt counts beside it
+
+
+def test_the_runtime_bounds_its_streams_by_the_setting():
+    assert Runtime.from_settings(Settings(live_max_streams=5)).watchers.gate.limit == 5
