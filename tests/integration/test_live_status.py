@@ -68,6 +68,8 @@ def follow(worker: Worker, qid: str, *, last_event_id: Optional[str] = None, wit
         return Stream(err.code, body=json.loads(payload) if payload else None)
     stream = Stream(response.status)
     with response:
+        if response.status != 200:     # a 204: the client has the last event there is
+            return stream
         assert response.headers["Content-Type"].startswith("text/event-stream")
         fields: dict[str, str] = {}
         while time.monotonic() < deadline:
