@@ -1,4 +1,4 @@
-"""What one worker holds in memory while it runs: counters, registries, the breaker, the gate.
+"""What one worker holds in memory while it runs: counters, registries, the breaker, the gate, live streams.
 
 Everything a worker counts or remembers about itself lives on one
 :class:`Runtime`, owned by the app (``app.runtime``), created with it and
@@ -20,6 +20,7 @@ from qastream.policy.admission import Gate
 from qastream.policy.breaker import CircuitBreaker
 from qastream.policy.keycache import KeyCache
 from qastream.settings import Settings
+from qastream.streaming.watchers import Watchers
 from qastream.telemetry.counters import WorkerCounts
 
 #: Accepted questions being produced at once by this worker; the rest wait their turn here.
@@ -67,6 +68,8 @@ class Runtime:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Recent API key lookups (``qastream.db.keys.Lookup`` by key hash) and uses recorded.
     keys: KeyCache[Any] = field(default_factory=lambda: KeyCache(0.0))
+    #: Live status streams open on this worker, by question, for ``track`` to notify (``GET /status/{id}/events``).
+    watchers: Watchers = field(default_factory=lambda: Watchers(Settings().live_max_streams))
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` after the request that started it has answered; held until it ends.
@@ -83,4 +86,5 @@ class Runtime:
         """A fresh runtime with the breaker and gate ``settings`` configure."""
         return cls(breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
                                           settings.breaker_max_cooldown_seconds),
-                   gate=Gate(settings.max_requests_in_flight), keys=KeyCache(settings.auth_cache_seconds))
+                   gate=Gate(settings.max_requests_in_flight), keys=KeyCache(settings.auth_cache_seconds),
+                   watchers=Watchers(settings.live_max_streams))

@@ -189,6 +189,16 @@ class Settings:
             "Retry-After instead of an unbounded queue. Above normal concurrency (~20 in flight at 900 "
             "questions/s, 32 at bench/acceptance.py's saturation) and a wait of ~70 ms at full speed.", minimum=1)
     retry_after_seconds: int = _setting(1, "Retry-After of every 503 the API answers.", minimum=1)
+    live_max_streams: int = _setting(
+        256, "Live status streams (GET /status/{id}/events, served or relayed to the worker owning the question) "
+             "one worker holds open at once; past it an immediate 503 with Retry-After.", minimum=1)
+    live_ping_seconds: float = _setting(
+        15.0, "Interval of the keep-alive comment (`: ping`) on a live status stream with no news, so proxies "
+              "that close silent connections leave it open; also how soon a stream notices its client left or "
+              "its question moved to another worker.", minimum=0.1)
+    live_max_seconds: float = _setting(
+        300.0, "Longest one live status stream stays open; then it closes and the client reconnects (with "
+               "Last-Event-ID, so nothing is sent twice): no connection is held without bound.", minimum=1.0)
     health_interval_seconds: float = _setting(
         1.0, "How often a worker probes the broker, the database and Redis for GET /health.", minimum=0.1)
     health_timeout_seconds: float = _setting(

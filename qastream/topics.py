@@ -16,9 +16,10 @@ every stage reports progress to ``events`` and any stage may dead-letter to
 ``permanent``; reconciliation (a timer, not an agent) re-enqueues to
 ``pending``.
 
-All topics but ``webhooks`` (keyed by delivery id) are keyed by ``question_id`` with the raw key serializer, the same
-encoding the tables use, so a key hashes to the same partition number in a
-topic, in a table changelog and in ``table_route`` (DESIGN §4, item 4).
+All topics but ``webhooks`` (keyed by delivery id) are keyed by ``question_id`` with
+the raw key serializer, the same encoding requests are routed by
+(:func:`qastream.streaming.routing.owner_of`), so a key hashes to the same partition
+number in every topic and reaches the worker whose ``track`` writes it (DESIGN §4, item 4).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ tables', and folds each event with the pure functions of
 replaying the topic after a crash rebuilds exactly the same tables.
 An expiry event (:mod:`qastream.agents.expire`) removes a finished question
 from both, here, so that each table keeps one writer.
+
+Being the only writer, ``track`` is also where live status streams
+(``GET /status/{id}/events``) learn of a change: after each fold it hands
+the new record to the question's watchers on this worker, which never
+waits (:mod:`qastream.streaming.watchers`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import faust
 from qastream.app import app, topics
 from qastream.models import StatusEvent
 from qastream.policy.lifecycle import EXPIRE, StatusEventFields, expires, fold_attempts, fold_status
+from qastream.streaming.watchers import Update
 from qastream.tables.status import attempts_table, status_table
 
 
@@ -35,6 +41,8 @@ def apply(event: StatusEventFields) -> None:
     attempts = fold_attempts(attempts_table.get(qid), event)
     if attempts is not None:
         attempts_table[qid] = attempts
+    if status is not None:
+        app.runtime.watchers.publish(qid, Update(status, attempts_table.get(qid)))
 
 
 @app.agent(topics.events)

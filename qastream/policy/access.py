@@ -20,7 +20,8 @@ class Scope(StrEnum):
 
     #: ``POST /query``, ``POST /batches``, cancelling (``DELETE``) the key's own questions and batches.
     SUBMIT = "submit"
-    #: ``GET /status/{id}``, ``/answers/latest`` and ``GET /batches...``, for the key's own questions and batches.
+    #: ``GET /status/{id}``, its live ``/events``, ``/answers/latest`` and ``GET /batches...``, for the key's own
+    #: questions and batches.
     READ = "read"
     #: ``/metrics`` and ``/metrics/prometheus``.
     METRICS = "metrics"
@@ -43,6 +44,7 @@ OPEN_ROUTES = frozenset({"/health", "/", "/dashboard", "/static/{name}", "/opena
 ROUTE_SCOPES: dict[str, Scope] = {
     "/query": Scope.SUBMIT,
     "/status/{question_id}": Scope.READ,
+    "/status/{question_id}/events": Scope.READ,
     "/answers/latest": Scope.READ,
     "/metrics": Scope.METRICS,
     "/metrics/prometheus": Scope.METRICS,
@@ -59,16 +61,16 @@ METHOD_SCOPES: dict[tuple[str, str], Scope] = {
 }
 
 
-#: Routes whose view Faust may forward to the worker owning the key, with the client's headers: the
-#: owning worker charges the rate there (:func:`rate_charged_on_arrival`), so a forwarded request
-#: costs its key one token, not one per hop.
-FORWARDED_ROUTES = frozenset({"/status/{question_id}"})
+#: Routes whose view may forward (or relay, for the live stream) to the worker owning the key, with the
+#: client's headers: the owning worker charges the rate there (:func:`rate_charged_on_arrival`), so a
+#: forwarded request costs its key one token, not one per hop.
+FORWARDED_ROUTES = frozenset({"/status/{question_id}", "/status/{question_id}/events"})
 
 
 def rate_charged_on_arrival(route: str) -> bool:
     """Whether the middleware charges a request on this route to its key's rate as it arrives.
 
-    ``GET /status`` is charged in the view, on the worker that answers it.
+    ``GET /status`` and its live stream are charged in the view, on the worker that answers them.
     Faust's own ``/table/{name}/{key}/`` (``admin``) also forwards; it is
     charged on both hops, as the view is Faust's.
     """

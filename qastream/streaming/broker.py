@@ -35,8 +35,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "broker": settings.broker_url,
         "store": "memory://",
         "processing_guarantee": "at_least_once",
-        # Raw keys everywhere: topics, changelogs and table_route must hash
-        # the same bytes or key routing silently reads stale standbys.
+        # Raw keys on every topic: stages and the routing of requests to the owning worker
+        # (streaming.routing.owner_of) must hash the same bytes or a request silently reads a stale standby.
         "key_serializer": "raw",
         "value_serializer": "json",
         "topic_partitions": settings.partitions_events,

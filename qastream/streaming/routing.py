@@ -38,6 +38,25 @@ def same_worker(a: URL, b: URL) -> bool:
     return (a.host, a.port) == (b.host, b.port)
 
 
+def owner_of(table_name: str, key: str) -> Optional[URL]:
+    """The URL of the worker owning ``key`` in ``table_name``, or ``None`` when it is this one.
+
+    The partition is that of the raw key, as the stages send it to the
+    events topic, so the owner is the worker whose ``track`` writes the key.
+    Faust's ``app.router.key_store`` hashes the key as the changelog topic
+    serialises it, JSON (``"..."``): for about two keys in three that named
+    another partition, whose worker answered from its standby copy, a little
+    behind and never told of a change (DESIGN §4, key routing).
+    Raises Faust's ``ServiceUnavailable`` (a 503) while no worker owns it (a rebalance).
+    """
+    topic_name = app.tables[table_name].changelog_topic.get_topic_name()
+    try:
+        owner = app.assignor.key_store(topic_name, key.encode())
+    except KeyError:  # no assignment yet (rebalancing)
+        raise ServiceUnavailable() from None
+    return None if same_worker(owner, URL(str(app.conf.canonical_url))) else owner
+
+
 async def forwarded(view: web.View, request: web.Request, table_name: str, key: str) -> Optional[web.Response]:
     """The answer of the worker owning ``key`` in ``table_name``, or ``None`` when it is this one.
 
@@ -47,11 +66,8 @@ async def forwarded(view: web.View, request: web.Request, table_name: str, key: 
     429 keeps its ``Retry-After``.  Bounded by the HTTP client's
     ``forward_timeout_seconds``.
     """
-    try:
-        owner = app.router.key_store(table_name, key)
-    except KeyError:  # no assignment yet (rebalancing)
-        raise ServiceUnavailable() from None
-    if same_worker(owner, URL(str(app.conf.canonical_url))):
+    owner = owner_of(table_name, key)
+    if owner is None:
         return None
     url = request.url.with_host(owner.host or "").with_port(owner.port)
     async with app.http_client.request(method=request.method, headers=request.headers, url=url) as response:

@@ -1,8 +1,9 @@
 """The dashboard: ``GET /dashboard`` (and ``/``), its static files, and ``GET /answers/latest``.
 
 The page is plain HTML with a small hand-written script that polls
-``/metrics`` and draws SVG charts: nothing is fetched from outside the
-worker (the machines running it may have no internet).
+``/metrics`` and draws SVG charts, and follows a question it submitted on
+its live status stream (``GET /status/{id}/events``): nothing is fetched
+from outside the worker (the machines running it may have no internet).
 
 The page and its files need no key (``qastream.policy.access.OPEN_ROUTES``);
 the data it fetches does when ``QASTREAM_AUTH=required``.  The script asks

@@ -15,7 +15,8 @@ import qastream
 from qastream.app import app, settings
 from qastream.db.recent import MAX_LATEST
 from qastream.policy.access import Scope, required_scope
-from qastream.policy.lifecycle import Stage, State
+from qastream.policy.lifecycle import STAGE_STATE, TERMINAL, Stage, State
+from qastream.policy.live import event_name
 from qastream.policy.webhook_targets import MAX_URL_CHARS
 from qastream.policy.webhooks import DeliveryState, EventKind
 
@@ -229,6 +230,10 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+#: The events of a live status stream, in the order of a question's life (the terminal ones last).
+LIVE_EVENTS = [event_name(stage) for stage in Stage if STAGE_STATE[stage] not in TERMINAL] + [
+    event_name(stage) for stage in Stage if STAGE_STATE[stage] in TERMINAL]
+
 FAUST = ("faust",)
 TABLE_NAME = path_param("name", "table name: status, attempts, overload-parking, quota-parking, webhook-parking")
 TABLE_KEY = path_param("key", "table key (a question id)")
@@ -260,6 +265,25 @@ def paths() -> dict[str, Any]:
             "404": error("unknown question id, not a question id at all, or a question the key did not ask"),
             "503": UNAVAILABLE},
             parameters=(qid,)),
+        "/status/{question_id}/events": get("A question's status changes, live, as Server-Sent Events", {
+            "200": {"description": (
+                "A `text/event-stream`: first the question's current state, then one event per status change "
+                f"until the terminal one ({', '.join(f'`{name}`' for name in LIVE_EVENTS)}), after which the "
+                "stream closes. Each event has an `id:` (the status version, `epoch.attempt.retries.rank`; send "
+                "it back as `Last-Event-ID` when reconnecting to get only what followed) and a `data:` line "
+                "holding the JSON body GET /status answers at that moment (schema `Status`). A `: ping` comment "
+                "every QASTREAM_LIVE_PING_SECONDS keeps an idle connection open; the stream closes after "
+                "QASTREAM_LIVE_MAX_SECONDS (reconnect). Served by the worker owning the question, relayed by any "
+                "other."),
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "204": {"description": "Last-Event-ID names the question's terminal event: nothing more will come"},
+            "404": error("unknown question id, not a question id at all, or a question the key did not ask"),
+            "503": {**error("as for GET /status, or the worker has QASTREAM_LIVE_MAX_STREAMS streams open: retry "
+                            "after the Retry-After header"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}},
+            parameters=(qid, {"name": "Last-Event-ID", "in": "header", "required": False,
+                              "description": "the id of the last event received, when reconnecting",
+                              "schema": {"type": "string"}})),
         "/query/{question_id}": {"delete": {
             "summary": "Cancel a question not generated yet (its asker or an admin key); idempotent",
             "description": "The question is cancelled in the database before the answer, so no LLM call for it "
@@ -381,8 +405,8 @@ SECURITY_SCHEMES = {"bearer": {
     "type": "http", "scheme": "bearer",
     "description": "An API key from `qastream keys create NAME --scope ...`, needed when QASTREAM_AUTH=required. "
                    "Scopes: submit (POST /query, POST /batches, DELETE of the key's own questions and batches), "
-                   "read (GET /status, /answers/latest and /batches, of the key's own questions and batches), "
-                   "metrics (/metrics), admin (every route and every question)."}}
+                   "read (GET /status, its /events, /answers/latest and /batches, of the key's own questions and "
+                   "batches), metrics (/metrics), admin (every route and every question)."}}
 
 
 def secured(path: str, item: dict[str, Any]) -> dict[str, Any]:

@@ -263,6 +263,29 @@ def test_a_status_read_past_the_rate_is_429_with_retry_after_whichever_worker_ow
         assert int(headers["Retry-After"]) >= 900 and stack.name_of(slow) in body["error"]
 
 
+def test_a_live_status_stream_checks_the_key_where_it_is_served_and_costs_one_token(stack):
+    """GET /status/{id}/events is relayed with the client's key to the worker owning the question, which
+    checks it (another key's question is the 404 of an unknown one) and charges it once."""
+    owner, stranger = stack.key("submit,read"), stack.key("submit,read")
+    code, body, _ = ask(stack.workers[0], owner, f"What is streamed {uuid.uuid4().hex[:8]}?")
+    assert code == 202, body
+    qid = body["question_id"]
+    wait_answered(stack.workers[0], owner, qid)
+    for worker in stack.workers:  # one of them relays to the other, with the key
+        code, stream, headers = call(worker, "GET", f"/status/{qid}/events", owner)
+        assert code == 200 and headers["Content-Type"].startswith("text/event-stream")
+        assert stream.startswith("event: completed\n") and stream.count("event:") == 1, stream
+        hidden = call(worker, "GET", f"/status/{qid}/events", stranger)
+        unknown = call(worker, "GET", f"/status/{NEVER_ASKED}/events", stranger)
+        assert (hidden[0], unknown[0]) == (404, 404)
+        assert hidden[1] == {"error": unknown[1]["error"].replace(NEVER_ASKED, qid)}
+        assert call(worker, "GET", f"/status/{qid}/events")[0] == 401
+    slow = stack.key("read", "--rate", "0.001", "--burst", "1")
+    answers = [call(stack.workers[i % 2], "GET", f"/status/{NEVER_ASKED}/events", slow) for i in range(4)]
+    assert [code for code, _, _ in answers] == [404, 429, 429, 429], answers
+    assert all(int(headers["Retry-After"]) >= 900 for _, _, headers in answers[1:])
+
+
 def test_a_revoked_key_is_refused_by_every_worker_within_a_second(stack):
     doomed = stack.key("read")
     for worker in stack.workers:  # each worker now remembers the key as valid

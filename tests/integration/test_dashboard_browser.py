@@ -7,6 +7,8 @@ Then it holds and fails /metrics to check the page's polling: one request in
 flight, waits that double on errors and recover, nothing from a hidden tab.
 A second test runs the page against a worker with QASTREAM_AUTH=required: the key form,
 a key that may ask but not read /metrics, then an admin key (screenshots dashboard-*-key*.png).
+A third asks a question of a slow LLM and watches the form show each stage as the worker's live
+status stream (GET /status/{id}/events) announces it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from stackutil import Worker, missing, wait_until
+from stackutil import Worker, isolated_env, launch_llm, missing, wait_until
 
+from qastream.devtools.embedded import stop
 from qastream.policy.ids import question_id
 from qastream.settings import Settings
 
@@ -242,9 +245,10 @@ def test_dashboard_shows_what_an_api_key_may_see(stack_env, start_worker_process
     question = f"What does key {uuid.uuid4().hex[:8]} see on the dashboard?"
     page.fill("#question", question)
     page.fill("#reference", question)
-    with page.expect_request("**/query") as sent:
+    with page.expect_request("**/query") as sent, page.expect_request("**/events") as streamed:
         page.click("#ask-submit")
     assert sent.value.all_headers()["authorization"] == f"Bearer {reader}"
+    assert streamed.value.all_headers()["authorization"] == f"Bearer {reader}"  # why it is not EventSource
     expect(page.locator("#ask-status")).to_have_text("completed", timeout=60_000)
     expect(page.locator("#ask-answer")).to_have_text(question)
     expect(page.locator(f'#answers tr[data-question-id="{question_id(question)}"]')).to_have_count(1, timeout=15_000)
@@ -291,3 +295,41 @@ def test_dashboard_shows_what_an_api_key_may_see(stack_env, start_worker_process
     # /metrics with submit,read), never a script error.
     unexpected = [e for e in page.errors if not re.match(r"(40[13]|429) |Failed to load resource: .* (40[13]|429)", e)]
     assert unexpected == []
+
+
+def test_dashboard_shows_each_stage_as_it_happens(broker, artifacts, tmp_path, start_worker_process, browser_page):
+    """An LLM taking 2 s a call: the form shows generating while the answer is being written, then scoring and
+    completed, each once and in order, read from the live stream; nothing polls GET /status."""
+    from playwright.sync_api import expect
+
+    slow = launch_llm(artifacts, "llm-dashboard-live", "--parallel", "4", "--latency", "2")
+    try:
+        page = browser_page
+        worker = start_worker_process(isolated_env(broker, slow, tmp_path / "var"))
+        requested = []
+        page.on("request", lambda r: requested.append(r.url) if "/status/" in r.url else None)
+        page.goto(worker.url + "/dashboard")
+        question = f"What does stage {uuid.uuid4().hex[:8]} of the live form show?"
+        qid = question_id(question)
+        page.fill("#question", question)
+        page.fill("#reference", question)
+        page.click("#ask-submit")
+        expect(page.locator('#ask-stages li[data-stage="generating"]')).to_have_count(1, timeout=30_000)
+        assert page.inner_text("#ask-status") == "processing"    # shown while the LLM is still writing
+        expect(page.locator("#ask-status")).to_have_text("completed", timeout=60_000)
+        expect(page.locator("#ask-answer")).to_have_text(question)
+        stages = page.locator("#ask-stages li").all_inner_texts()
+        assert stages in (["queued", "generating", "scoring", "completed"], ["generating", "scoring", "completed"])
+        assert requested and all(url.endswith(f"/status/{qid}/events") for url in requested), requested
+        page.screenshot(path=str(artifacts / "dashboard-live-stages.png"), full_page=True)
+
+        # The page's parser of the stream: events split across chunks, comments, CRLF, several data lines.
+        assert page.evaluate("""() => {
+            const [first, rest] = parseSse(": ping\\n\\nevent: queued\\nid: 1.1.0.0\\ndata: {\\"a\\":");
+            const [second, tail] = parseSse(rest + "1}\\r\\n\\r\\ndata: x\\ndata: y\\n\\nid: 2");
+            return [first, second, tail];
+        }""") == [[], [{"event": "queued", "id": "1.1.0.0", "data": '{"a":1}'},
+                       {"event": "message", "id": None, "data": "x\ny"}], "id: 2"]
+        assert page.errors == []
+    finally:
+        stop(slow.process, "llm")

@@ -21,13 +21,14 @@ from qastream.policy.access import Limits, Scope, parse_scopes, required_scope
 from qastream.policy.keycache import KeyCache
 from qastream.policy.keys import hash_key, new_key
 from qastream.services.limiter import Limiter
-from qastream.web import access, batches, cancel, dashboard, health, metrics, openapi, prometheus, query, status  # noqa: F401,E501
+from qastream.web import access, batches, cancel, dashboard, health, live, metrics, openapi, prometheus, query, status  # noqa: F401,E501
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 #: Every route a worker serves and the scope it needs (None: open).  Faust's views need admin.
 EXPECTED = {
-    "/query": Scope.SUBMIT, "/status/{question_id}": Scope.READ, "/answers/latest": Scope.READ,
+    "/query": Scope.SUBMIT, "/status/{question_id}": Scope.READ, "/status/{question_id}/events": Scope.READ,
+    "/answers/latest": Scope.READ,
     "/metrics": Scope.METRICS, "/metrics/prometheus": Scope.METRICS,
     "/health": None, "/": None, "/dashboard": None, "/static/{name}": None, "/openapi.json": None,
     "/table/": Scope.ADMIN, "/table/{name}/": Scope.ADMIN, "/table/{name}/{key}/": Scope.ADMIN,
@@ -40,7 +41,8 @@ EXPECTED = {
 EXPECTED_METHODS = {("/batches", "POST"): Scope.SUBMIT, ("/batches/{batch_id}", "DELETE"): Scope.SUBMIT}
 BATCH = "batch_0123456789abcdef01234567"
 #: A concrete request for each route.
-SAMPLE = {"/status/{question_id}": "/status/0123456789abcdef", "/static/{name}": "/static/dashboard.js",
+SAMPLE = {"/status/{question_id}": "/status/0123456789abcdef",
+          "/status/{question_id}/events": "/status/0123456789abcdef/events", "/static/{name}": "/static/dashboard.js",
           "/table/{name}/": "/table/nope/", "/table/{name}/{key}/": "/table/nope/k/",
           "/router/{name}/": "/router/nope/", "/router/{name}/{key}/": "/router/nope/k/",
           "/batches/{batch_id}": f"/batches/{BATCH}", "/batches/{batch_id}/results": f"/batches/{BATCH}/results",
@@ -208,6 +210,16 @@ async def test_a_status_request_costs_its_key_one_token_not_one_per_layer(client
     monkeypatch.setattr(status, "forwarded", AsyncMock(return_value=None))  # this worker owns the question
     key = auth("poller", "read", limits=NO_REFILL)
     answers = [(await client.get(f"/status/{QID}", headers=bearer(key))).status for _ in range(3)]
+    assert answers == [404, 404, 429]
+
+
+async def test_a_live_status_stream_costs_its_key_one_token_and_hides_other_keys_questions(client, auth, monkeypatch):
+    monkeypatch.setattr(access, "limiter", Limiter())
+    monkeypatch.setattr(storage, "owns", AsyncMock(return_value=False))
+    monkeypatch.setattr(live, "ensure_metadata", AsyncMock())
+    monkeypatch.setattr(live, "owner_of", lambda table, key: None)  # this worker owns the question
+    key = auth("watcher", "read", limits=NO_REFILL)
+    answers = [(await client.get(f"/status/{QID}/events", headers=bearer(key))).status for _ in range(3)]
     assert answers == [404, 404, 429]
 
 

@@ -23,7 +23,7 @@ from qastream.db import totals
 from qastream.db.migrate import upgrade
 from qastream.policy.lifecycle import Stage, State
 from qastream.services.storage import make_engine
-from qastream.web import batches, cancel, dashboard, health, metrics, openapi, prometheus, query, status  # noqa: F401
+from qastream.web import batches, cancel, dashboard, health, live, metrics, openapi, prometheus, query, status  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_FIELDS = {"total_responses", "average_score", "attempts_distribution", "score_distribution",

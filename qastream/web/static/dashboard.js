@@ -1,5 +1,5 @@
 // qastream dashboard: polls GET /metrics and GET /answers/latest, draws small SVG charts,
-// and submits questions with POST /query, following them with GET /status/{id}.
+// and submits questions with POST /query, following each stage live on GET /status/{id}/events.
 // No library and no network beyond this worker: everything is drawn here.
 //
 // With QASTREAM_AUTH=required every data request carries the API key the user typed into the key form,
@@ -14,7 +14,11 @@ const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777
 const STATUS_COLORS = { pending: "#9ca3af", processing: "#2563eb", retrying: "#d97706", completed: "#16a34a", failed: "#dc2626", cancelled: "#6b7280" };
 const METRICS_EVERY_MS = 2000;
 const ANSWERS_EVERY_MS = 3000;
-const STATUS_EVERY_MS = 500;
+// A live status stream that ends before its question's terminal event (the worker's longest stream, a
+// restart) is opened again after this wait (or the Retry-After of a 429, 503), with Last-Event-ID.
+const STREAM_RETRY_MS = 1000;
+// The events after which a question's stream closes (qastream/policy/lifecycle.py TERMINAL).
+const TERMINAL_EVENTS = new Set(["completed", "failed", "cancelled"]);
 // A refresh that fails, or takes longer than its interval, doubles the wait before the next one, up to
 // BACKOFF_CAP_MS: a loaded worker (or a /metrics that has a year of rows to count) is asked less, not more.
 const BACKOFF_CAP_MS = 30000;
@@ -57,6 +61,7 @@ function keyChanged() {
   rows.replaceChildren();
   cell(rows.insertRow(), "…", "muted").colSpan = 6;
   following = null;
+  stopStream();
   document.getElementById("ask-result").hidden = true;
   document.getElementById("ask-submit").disabled = false;
   for (const poller of pollers) poller.restart();
@@ -530,23 +535,105 @@ async function refusal(response, scope) {
   return null;
 }
 
-async function follow(questionId, token) {
-  while (following === token) {
-    let wait = STATUS_EVERY_MS;
-    const response = await api(`/status/${questionId}`);
-    if (response === null) continue; // the key changed: ask again with the new one
-    if (response.status === 200) {
-      const body = await response.json();
-      showResult(body.status, body);
-      if (body.status === "completed" || body.status === "failed") break;
-    } else if (response.status === 401 || response.status === 403) {
-      showResult("error", { question_id: questionId, error: await refusal(response, SCOPE_OF.status) });
-      break;
-    } else {
-      wait = Math.max(wait, retryAfterMs(response)); // a 429 or 503 says how long to leave the worker alone
+// Splits text/event-stream text into its complete events ({event, id, data}) and the unfinished rest, which
+// the next chunk continues. Comments (": ping") and events without data are skipped, as EventSource does.
+function parseSse(text) {
+  const blocks = text.replace(/\r\n/g, "\n").split("\n\n");
+  const rest = blocks.pop();
+  const events = [];
+  for (const block of blocks) {
+    const event = { event: "message", id: null, data: [] };
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event.event = value;
+      else if (field === "id") event.id = value;
+      else if (field === "data") event.data.push(value);
     }
-    await new Promise((resolve) => setTimeout(resolve, wait));
+    if (event.data.length) events.push({ event: event.event, id: event.id, data: event.data.join("\n") });
   }
+  return [events, rest];
+}
+
+// The stages a question went through, as its stream announced them, one item each.
+function showStage(name) {
+  const list = document.getElementById("ask-stages");
+  const item = document.createElement("li");
+  item.textContent = name;
+  item.dataset.stage = name;
+  item.className = `pill ${TERMINAL_EVENTS.has(name) ? name : "stage"}`;
+  list.append(item);
+}
+
+let streamAbort = null;
+
+// Closes the stream being read, if any (another question, another key).
+function stopStream() {
+  if (streamAbort) streamAbort.abort();
+  streamAbort = null;
+}
+
+// Reads one response of GET /status/{id}/events, showing each event as it arrives. Returns the id of the last
+// event read and whether it was the terminal one.
+async function readStream(response, token, lastId) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    while (following === token) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const [events, rest] = parseSse(buffer + value);
+      buffer = rest;
+      for (const event of events) {
+        lastId = event.id || lastId;
+        const body = JSON.parse(event.data);
+        showStage(event.event);
+        showResult(body.status, body);
+        if (TERMINAL_EVENTS.has(event.event)) return { lastId, ended: true };
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return { lastId, ended: false };
+}
+
+// Follows a question on its live status stream until the terminal event. Read with fetch(), not EventSource,
+// which cannot send the API key. The stream is opened again when it ends early, with Last-Event-ID so that no
+// stage is shown twice; a 204 says the last event was already read.
+async function follow(questionId, token) {
+  let lastId = "";
+  let ended = false;
+  while (following === token && !ended) {
+    let wait = STREAM_RETRY_MS;
+    const controller = new AbortController();
+    streamAbort = controller;
+    try {
+      const headers = { Accept: "text/event-stream" };
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const response = await api(`/status/${questionId}/events`, { headers, signal: controller.signal });
+      if (response === null) continue; // the key changed: keyChanged() stopped following
+      if (response.status === 200) {
+        ({ lastId, ended } = await readStream(response, token, lastId));
+      } else if (response.status === 204) {
+        ended = true;
+      } else if ([401, 403, 404].includes(response.status)) {
+        const body = await response.json().catch(() => ({}));
+        showResult("error", { question_id: questionId,
+          error: await refusal(response, SCOPE_OF.status) || body.error || `HTTP ${response.status}` });
+        break;
+      } else {
+        wait = Math.max(wait, retryAfterMs(response)); // a 429 or 503 says how long to leave the worker alone
+      }
+    } catch (err) {
+      if (following !== token) break; // aborted: another question, or another key
+    }
+    if (!ended && following === token) await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+  if (streamAbort && following === token) streamAbort = null;
   if (following === token) document.getElementById("ask-submit").disabled = false;
 }
 
@@ -560,6 +647,8 @@ async function ask(event) {
   button.disabled = true;
   const token = {};
   following = token;
+  stopStream();
+  document.getElementById("ask-stages").replaceChildren();
   try {
     const response = await api("/query", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
