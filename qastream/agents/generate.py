@@ -1,9 +1,19 @@
-"""questions-pending -> LLM -> llm-responses-success, or an error topic by class."""
+"""questions-pending and the bulk topic -> LLM -> llm-responses-success, or an error topic by class.
+
+One agent per lane (:mod:`qastream.policy.lanes`), each with ``llm_concurrency``
+actors, and one body for both (:func:`generate_one`): the redelivery check,
+the breaker, the routing of failures and the logging are the same for every
+question.  The lanes differ only in the slot they wait for: both take it from
+the worker's :class:`~qastream.policy.priority.PriorityGate`
+(``app.runtime.llm_slots``, ``llm_concurrency`` slots in all), which serves a
+waiting interactive question before any bulk one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import faust
 
@@ -11,49 +21,71 @@ from qastream.app import app, llm, settings, topics
 from qastream.errors import LLM_CALL_ERRORS, signals_outage
 from qastream.models import Job
 from qastream.policy.ids import generation_seed
+from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import Stage, is_stale
 from qastream.tables.status import report, status_table
 
 logger = logging.getLogger(__name__)
 
 
-async def generate_one(job: Job) -> None:
-    """Call the LLM for one job and route the outcome."""
-    if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
-        logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
-        return
+async def wait_for_breaker() -> None:
+    """Hold the question while the LLM is down (the breaker is open) instead of failing it."""
     breaker = app.runtime.breaker
-    if not breaker.allow():  # the LLM is down: hold the question instead of failing it
+    if not breaker.allow():
         breaker.held += 1
         while not breaker.allow():
             await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
-    await report(job, Stage.GENERATING)
-    try:
-        generation = await llm.generate(job.question_text, generation_seed(job.question_id, job.epoch, job.attempt))
-    except LLM_CALL_ERRORS as err:
-        if signals_outage(err.status_code):
-            outage = breaker.record_failure()
-        else:
-            outage = False
-            breaker.record_success()  # the server answered (busy, quota, 4xx): it is up
-        logger.warning("LLM call for %s attempt %d failed%s: %s", job.question_id, job.attempt,
-                       " (outage)" if outage else "", err)
-        failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,
-                            retry_after=err.retry_after, outage=outage)
-        await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
+
+
+def already_generated(job: Job) -> bool:
+    """True for a redelivered job whose attempt is already past generation (its status says so)."""
+    if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
+        logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
+        return True
+    return False
+
+
+async def generate_one(job: Job, lane: Lane) -> None:
+    """Call the LLM for one job of ``lane`` and route the outcome."""
+    if job.lane != lane:  # written to the lane's topic by a producer that did not set it
+        job = job.derive(lane=lane)
+    if already_generated(job):
         return
-    breaker.record_success()
+    await wait_for_breaker()
+    async with app.runtime.llm_slots.slot(lane):
+        # Again with the slot held: a bulk question may wait long enough for its status to move on.
+        if already_generated(job):
+            return
+        await report(job, Stage.GENERATING)
+        try:
+            generation = await llm.generate(job.question_text,
+                                            generation_seed(job.question_id, job.epoch, job.attempt))
+        except LLM_CALL_ERRORS as err:
+            breaker = app.runtime.breaker
+            if signals_outage(err.status_code):
+                outage = breaker.record_failure()
+            else:
+                outage = False
+                breaker.record_success()  # the server answered (busy, quota, 4xx): it is up
+            logger.warning("LLM call for %s attempt %d failed%s: %s", job.question_id, job.attempt,
+                           " (outage)" if outage else "", err)
+            failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,
+                                retry_after=err.retry_after, outage=outage)
+            await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
+            return
+    app.runtime.breaker.record_success()
     answered = job.derive(answer=generation.text, model=generation.model, llm_ms=job.llm_ms + generation.latency_ms,
                           error_class=None, error_code=None, error_message=None, retry_after=None)
     await topics.success.send(key=job.question_id, value=answered)
 
 
-@app.agent(topics.pending, concurrency=settings.llm_concurrency)
-async def generate(jobs: faust.StreamT[Job]) -> None:
-    """Generate answers, ``llm_concurrency`` calls at a time per worker."""
+async def generate_lane(jobs: faust.StreamT[Job], lane: Lane) -> None:
+    """The loop of both generate agents."""
+    # The gate keeps a freed slot for questions already delivered to the interactive stream.
+    app.runtime.llm_slots.buffered = buffered
     async for job in jobs:
         try:
-            await generate_one(job)
+            await generate_one(job, lane)
         except Exception as exc:
             # A send that raised (the broker is unreachable): raising here would
             # restart the agent and skip the message anyway.  The question keeps
@@ -61,3 +93,27 @@ async def generate(jobs: faust.StreamT[Job]) -> None:
             # stage's deadline (qastream.policy.deadlines).
             logger.error("%s attempt %d: generation stage failed (%r); left to its stage deadline",
                          job.question_id, job.attempt, exc)
+
+
+@app.agent(topics.pending, concurrency=settings.llm_concurrency)
+async def generate(jobs: faust.StreamT[Job]) -> None:
+    """Generate answers for interactive questions, ``llm_concurrency`` calls at a time per worker."""
+    await generate_lane(jobs, Lane.INTERACTIVE)
+
+
+@app.agent(topics.bulk, concurrency=settings.llm_concurrency)
+async def generate_bulk(jobs: faust.StreamT[Job]) -> None:
+    """Generate answers for bulk questions, with the LLM slots no interactive question waits for."""
+    await generate_lane(jobs, Lane.BULK)
+
+
+def buffered(lane: Lane) -> int:
+    """Questions of ``lane`` Faust has delivered to its agent's stream and no actor has taken yet.
+
+    The actors of one agent share one channel (Faust gives the first actor's
+    channel to the others), whose queue is the stream buffer.  Faust offers no
+    public accessor for it; a missing attribute reads as nothing buffered.
+    """
+    agent: Any = generate if lane is Lane.INTERACTIVE else generate_bulk
+    channels = {id(actor.stream.channel): actor.stream.channel for actor in list(getattr(agent, "_actors", ()))}
+    return sum(channel.queue.qsize() for channel in channels.values() if hasattr(channel, "queue"))

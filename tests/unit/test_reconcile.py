@@ -2,7 +2,7 @@
 
 import pytest
 
-from qastream.agents.reconcile import UNKNOWN, past_log_end, stranded
+from qastream.agents.reconcile import UNKNOWN, lanes_of, past_log_end, stranded
 from qastream.policy.deadlines import Deadlines
 
 LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0)
@@ -39,3 +39,9 @@ def test_stranded(candidates, unknown_ids, line_held, expected):
 ])
 def test_past_log_end(committed, read, highwater, expected):
     assert past_log_end(committed, read, highwater) is expected
+
+
+def test_a_stranded_question_goes_back_to_its_own_lane():
+    records = {"a": {"stage": "queued", "lane": "bulk"}, "b": {"stage": "queued", "lane": "interactive"},
+               "c": {"stage": "queued"}, "d": None}
+    assert lanes_of(records) == {"a": "bulk", "b": "interactive", "c": "interactive", "d": "interactive"}
