@@ -37,25 +37,17 @@ async def wait_for_breaker() -> None:
             await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
 
 
-def already_generated(job: Job) -> bool:
-    """True for a redelivered job whose attempt is already past generation (its status says so)."""
-    if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
-        logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
-        return True
-    return False
-
-
 async def generate_one(job: Job, lane: Lane) -> None:
     """Call the LLM for one job of ``lane`` and route the outcome."""
     if job.lane != lane:  # written to the lane's topic by a producer that did not set it
         job = job.derive(lane=lane)
-    if already_generated(job):
+    if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
+        logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
+    # The breaker first, then the slot: once a slot is granted the call goes out.  A half-open
+    # breaker's probe is reserved by wait_for_breaker and must end in a call that reports back.
     await wait_for_breaker()
     async with app.runtime.llm_slots.slot(lane):
-        # Again with the slot held: a bulk question may wait long enough for its status to move on.
-        if already_generated(job):
-            return
         await report(job, Stage.GENERATING)
         try:
             generation = await llm.generate(job.question_text,
