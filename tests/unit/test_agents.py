@@ -218,6 +218,27 @@ async def test_generate_waits_for_a_slot_of_the_shared_gate(sent, monkeypatch):
     assert gate.snapshot()["granted"] == {"interactive": 1, "bulk": gate.slots}
 
 
+async def test_the_gate_sees_the_questions_waiting_in_a_stream_buffer(sent, monkeypatch):
+    """What generate.buffered reads: the one queue the agent's actors share."""
+    release = asyncio.Event()
+
+    async def blocked(*args):
+        await release.wait()
+        return Generation("An answer.", "smollm2", 1.0, 3)
+
+    monkeypatch.setattr(llm, "generate", blocked)
+    async with generate.generate.test_context() as agent:
+        actors = agent.concurrency
+        puts = [asyncio.create_task(agent.put(job(question_id=f"{i:016x}"), key=f"{i:016x}"))
+                for i in range(actors + 5)]
+        await sent.until(lambda: len(sent.stages()) == actors)   # every actor is in an LLM call
+        assert generate.stream_backlog(agent) == 5
+        release.set()
+        await asyncio.gather(*puts)
+        assert generate.stream_backlog(agent) == 0
+    assert generate.stream_backlog(object()) == 0   # Faust's internals changed: nothing, not an error
+
+
 # -- validate ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("score, attempt, topic_name, low_quality", [
