@@ -54,6 +54,10 @@ class Settings:
     data_dir: str = _setting("var", "Directory for the worker's local state and the default SQLite file.")
     log_level: str = _setting("info", "Log level of workers and commands.",
                               choices=("debug", "info", "warning", "error"))
+    fetch_max_wait_seconds: float = _setting(
+        0.1, "Longest the broker may hold a fetch that finds no new data (Faust fixes it at 1.5 s). Kafka answers "
+             "as soon as data arrives, so this only sets how often an idle worker asks; Tansu holds the fetch for "
+             "the whole wait, so it is the latency of every hop between stages.", minimum=0.01)
     stream_buffer_maxsize: int = _setting(
         4096, "Messages Faust buffers per agent stream (its `stream_buffer_maxsize`); each fetch hands over at most "
               "a fraction of it, so a full bulk buffer never holds up the interactive lane (qastream.streaming."
