@@ -6,7 +6,8 @@ slots.  ``--bulk`` questions (2,000) are loaded on the bulk lane with
 ``qastream load --via kafka --lane bulk`` before the worker starts, so its
 first fetches find the whole backlog.  Once the LLM is busy with bulk calls,
 ``--questions`` interactive questions (5) are asked through ``POST /query``,
-one after the other, each once the previous one is answered.
+one after the other, each once the previous one is answered and a random
+pause has passed.
 
 For each: the time from just before the request to its answer's row in the
 database (the store stage's clock, same machine), and what a single FIFO
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 import uuid
@@ -58,6 +60,9 @@ def one_run(args: argparse.Namespace) -> dict:
         wait_until(lambda: llm_completions(stack) >= 2 * args.slots, 180, "the LLM to be busy with bulk calls")
         began, calls_before = time.time(), llm_completions(stack)
         waits, fifo_backlogs = [], []
+        # Random gaps: the echo LLM answers every call in exactly --latency, so bulk calls run in waves, and a
+        # fixed gap equal to the latency would ask every question at the same point of a wave.
+        pauses = random.Random(args.seed)
         for i in range(args.questions):
             backlog = sqlite_scalar(stack.db_path, "SELECT count(*) FROM questions WHERE status = 'pending'")
             asked = time.time()
@@ -68,7 +73,7 @@ def one_run(args: argparse.Namespace) -> dict:
             wait_until(lambda q=qid: answered_at(stack, q) is not None, 300, "the interactive answer", interval=0.05)
             waits.append((answered_at(stack, qid) or asked) - asked)
             fifo_backlogs.append(backlog)
-            time.sleep(args.pause)
+            time.sleep(pauses.uniform(0.5 * args.pause, 1.5 * args.pause))
         drain_rate = (llm_completions(stack) - calls_before) / (time.time() - began)
         left = sqlite_scalar(stack.db_path, "SELECT count(*) FROM questions WHERE status = 'pending'")
     fifo = [backlog / drain_rate + args.latency for backlog in fifo_backlogs]
@@ -83,7 +88,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=5)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--pause", type=float, default=1.0, help="seconds between two interactive questions")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="mean seconds between two interactive questions (uniform, 0.5x to 1.5x)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the pauses")
     args = parser.parse_args()
 
     def conclude(runs: list[dict]) -> str:
