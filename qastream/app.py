@@ -41,6 +41,7 @@ class QAStreamApp(faust.App):
     """
 
     def __init__(self, *args: Any, first_services: Iterable[ServiceT] = (), idle_timeout: float = 75.0,
+                 fetch_max_wait: float | None = None,
                  runtime_factory: Callable[[], Runtime] = lambda: Runtime.from_settings(Settings()),
                  **kwargs: Any) -> None:
         # The fixes must be in place before Faust creates a consumer or a web view, and nothing that
@@ -53,6 +54,8 @@ class QAStreamApp(faust.App):
         self.first_services = list(first_services)
         self.topic_layout: dict[str, int] = {}
         self.idle_timeout = idle_timeout
+        #: Longest the broker may hold a fetch (faust_fixes.create_worker_consumer); ``None`` keeps Faust's 1.5 s.
+        self.fetch_max_wait = fetch_max_wait
         #: ``QASTREAM_LOG_LEVEL``: the level :class:`~qastream.streaming.worker.QAStreamWorker` uses when ``-l`` is not given.
         self.log_level: str | None = None
         #: ``QASTREAM_AUTH`` and ``QASTREAM_AUTH_ALLOW_ANONYMOUS``, for the worker's check of its bind address.
@@ -127,6 +130,7 @@ app = QAStreamApp(
     settings.app_id,
     first_services=[storage, cache, limiter, llm, scorer, webhook_client, dependencies],
     idle_timeout=settings.idle_timeout_seconds,
+    fetch_max_wait=settings.fetch_max_wait_seconds,
     runtime_factory=lambda: Runtime.from_settings(settings),
     autodiscover=["qastream.tables", "qastream.agents", "qastream.web", "qastream.commands"],
     origin="qastream",

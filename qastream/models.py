@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import faust
 
+from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import EXPIRE, Stage, StatusRecord
 from qastream.policy.webhooks import Step
 
@@ -48,6 +49,8 @@ class Job(faust.Record, serializer="json", include_metadata=False):
     outage: bool = False                # failed while the circuit breaker was open: no retry budget used
     due_at: Optional[float] = None      # set on a parked retry released by the timer
     payload: Optional[str] = None       # the raw bytes of an undecodable (poison) message, as text
+    # Last, with a default: a message written before lanes existed decodes as interactive, as it was.
+    lane: str = Lane.INTERACTIVE        # a Lane; its retries and regenerations go back to its lane's topic
 
 
 class StatusEvent(faust.Record, serializer="json", include_metadata=False):
@@ -62,6 +65,7 @@ class StatusEvent(faust.Record, serializer="json", include_metadata=False):
     at: float
     detail: Optional[str] = None
     result: Optional[dict] = None
+    lane: str = Lane.INTERACTIVE        # the question's Lane, so reconciliation re-enqueues it on its lane
 
 
 class WebhookDelivery(faust.Record, serializer="json", include_metadata=False):
@@ -86,6 +90,7 @@ def event_for(job: Job, stage: Stage, *, detail: Optional[str] = None,
     return StatusEvent(
         question_id=job.question_id, stage=stage, epoch=job.epoch, attempt=job.attempt,
         retries=job.retries, accepted_at=job.accepted_at, at=time.time(), detail=detail, result=result,
+        lane=job.lane,
     )
 
 

@@ -1,4 +1,4 @@
-"""What one worker holds in memory while it runs: counters, registries, the breaker, the gate, live streams.
+"""What one worker holds in memory while it runs: counters, registries, the breaker, the gates, live streams.
 
 Everything a worker counts or remembers about itself lives on one
 :class:`Runtime`, owned by the app (``app.runtime``), created with it and
@@ -19,6 +19,7 @@ from typing import Any, Coroutine, Optional
 from qastream.policy.admission import Gate
 from qastream.policy.breaker import CircuitBreaker
 from qastream.policy.keycache import KeyCache
+from qastream.policy.priority import PriorityGate
 from qastream.settings import Settings
 from qastream.streaming.watchers import Watchers
 from qastream.telemetry.counters import WorkerCounts
@@ -40,6 +41,8 @@ class Runtime:
     breaker: CircuitBreaker
     #: The admission gate of ``POST /query`` and ``GET /status``.
     gate: Gate
+    #: The worker's LLM slots, interactive questions first (both generate agents take them here).
+    llm_slots: PriorityGate
     #: When this runtime was created: the worker's start, for ``uptime_seconds``.
     started: float = field(default_factory=time.time)
     #: What ``POST /query`` did (cache, database, in_flight, accepted, time-outs).
@@ -83,8 +86,8 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        """A fresh runtime with the breaker and gate ``settings`` configure."""
+        """A fresh runtime with the breaker, gates and slots ``settings`` configure."""
         return cls(breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
                                           settings.breaker_max_cooldown_seconds),
-                   gate=Gate(settings.max_requests_in_flight), keys=KeyCache(settings.auth_cache_seconds),
-                   watchers=Watchers(settings.live_max_streams))
+                   gate=Gate(settings.max_requests_in_flight), llm_slots=PriorityGate(settings.llm_concurrency),
+                   keys=KeyCache(settings.auth_cache_seconds), watchers=Watchers(settings.live_max_streams))

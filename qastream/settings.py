@@ -56,10 +56,20 @@ class Settings:
     data_dir: str = _setting("var", "Directory for the worker's local state and the default SQLite file.")
     log_level: str = _setting("info", "Log level of workers and commands.",
                               choices=("debug", "info", "warning", "error"))
+    fetch_max_wait_seconds: float = _setting(
+        0.1, "Longest the broker may hold a fetch that finds no new data (Faust fixes it at 1.5 s). Kafka answers "
+             "as soon as data arrives, so this only sets how often an idle worker asks; Tansu holds the fetch for "
+             "the whole wait, so it is the latency of every hop between stages.", minimum=0.01)
+    stream_buffer_maxsize: int = _setting(
+        4096, "Messages Faust buffers per agent stream (its `stream_buffer_maxsize`); each fetch hands over at most "
+              "a fraction of it, so a full bulk buffer never holds up the interactive lane (qastream.streaming."
+              "broker.max_poll_records).", minimum=16)
 
     # -- topics ----------------------------------------------------------------
     topic_prefix: str = _setting("", "Prefix added to every topic name (isolates test runs and tenants).")
     topic_pending: str = _setting("questions-pending", "Questions waiting for an LLM generation.")
+    topic_bulk: str = _setting("questions-bulk", "Bulk-lane (batch) questions waiting for an LLM generation; "
+                                                 "served only when no interactive question waits.")
     topic_success: str = _setting("llm-responses-success", "LLM answers waiting to be scored.")
     topic_overload: str = _setting("llm-responses-error-overload", "Transient LLM failures (503, time-outs).")
     topic_quota: str = _setting("llm-responses-error-quota", "Quota failures (429).")
@@ -68,6 +78,9 @@ class Settings:
     topic_low_quality: str = _setting("low-quality-responses", "Answers below the threshold, to regenerate.")
     topic_events: str = _setting("question-events", "Status events folded into the status and attempts tables.")
     partitions_pending: int = _setting(3, "Partitions of the pending topic.", minimum=1)
+    partitions_bulk: int = _setting(
+        3, "Partitions of the bulk topic (must equal partitions_pending: the generate stage reads both lanes' "
+           "keys from the same local status partitions).", minimum=1)
     partitions_success: int = _setting(3, "Partitions of the success topic.", minimum=1)
     partitions_overload: int = _setting(2, "Partitions of the overload topic.", minimum=1)
     partitions_quota: int = _setting(2, "Partitions of the quota topic.", minimum=1)
@@ -265,6 +278,9 @@ class Settings:
         if settings.partitions_events != settings.partitions_pending:
             # The generate stage reads its keys' status locally: both must hash alike.
             raise SettingsError(f"{env_name('partitions_events')} ({settings.partitions_events}) must equal "
+                                f"{env_name('partitions_pending')} ({settings.partitions_pending})")
+        if settings.partitions_bulk != settings.partitions_pending:
+            raise SettingsError(f"{env_name('partitions_bulk')} ({settings.partitions_bulk}) must equal "
                                 f"{env_name('partitions_pending')} ({settings.partitions_pending})")
         return settings
 

@@ -2,11 +2,12 @@
 
 ::
 
-    POST /query ─► pending ─► [generate] ─► success ─► [validate] ─► validated ─► [store] ─► database + cache
-                     ▲            ├─► overload ─► [retry_overload] ─┐      └─► low_quality ─► [regenerate] ─┐
-                     │            ├─► quota ────► [retry_quota] ────┤                                       │
-                     │            └─► permanent ─► [dead_letters]   │                                       │
-                     └──────────── retries and regenerations ───────┴───────────────────────────────────────┘
+    POST /query ─► pending ─► [generate] ──────┬─► success ─► [validate] ─► validated ─► [store] ─► database + cache
+    batches ─────► bulk ────► [generate_bulk] ─┤          └─► low_quality ─► [regenerate] ─┐
+                     ▲                          ├─► overload ─► [retry_overload] ─┐         │
+                     │                          ├─► quota ────► [retry_quota] ────┤         │
+                     │                          └─► permanent ─► [dead_letters]   │         │
+                     └──── retries and regenerations, each to its question's lane ┴─────────┘
     every stage ─► events ─► [track] ─► status and attempts tables
     store, dead_letters, batches ─► webhooks ─► [deliver_webhooks] ─► receivers (waits parked, back to webhooks)
 
@@ -14,7 +15,16 @@
 test checks it against the agents the app really has.  Besides the edges,
 every stage reports progress to ``events`` and any stage may dead-letter to
 ``permanent``; reconciliation (a timer, not an agent) re-enqueues to
-``pending``.
+a question's lane.
+
+Two topics take questions in, one per :class:`~qastream.policy.lanes.Lane`
+(:meth:`Topics.intake`): ``pending`` for interactive questions and ``bulk``
+for batch questions.  Both feed the generate stage, which serves the
+interactive lane first (:mod:`qastream.policy.priority`).  ``bulk`` has the
+partition count of ``pending`` (and so of ``events`` and the status table):
+the generate stage reads a question's status from the local table partition,
+which is only its own when the two topics partition keys alike (DESIGN §3,
+invariant 2).
 
 All topics but ``webhooks`` (keyed by delivery id) are keyed by ``question_id`` with
 the raw key serializer, the same encoding requests are routed by
@@ -30,6 +40,7 @@ import faust
 
 from qastream.errors import ErrorClass
 from qastream.models import Job, StatusEvent, WebhookDelivery
+from qastream.policy.lanes import Lane, lane_of
 from qastream.settings import Settings
 
 
@@ -45,10 +56,11 @@ class Edge:
 #: The graph, stage by stage (the agents in qastream/agents/, by function name).
 GRAPH: tuple[Edge, ...] = (
     Edge("generate", "pending", ("success", "overload", "quota", "permanent")),
+    Edge("generate_bulk", "bulk", ("success", "overload", "quota", "permanent")),
     Edge("validate", "success", ("validated", "low_quality", "permanent")),
-    Edge("regenerate", "low_quality", ("pending",)),
-    Edge("retry_overload", "overload", ("pending", "permanent")),
-    Edge("retry_quota", "quota", ("pending", "permanent")),
+    Edge("regenerate", "low_quality", ("pending", "bulk")),
+    Edge("retry_overload", "overload", ("pending", "bulk", "permanent")),
+    Edge("retry_quota", "quota", ("pending", "bulk", "permanent")),
     Edge("store", "validated", ()),
     Edge("dead_letters", "permanent", ()),
     Edge("track", "events", ()),
@@ -69,6 +81,7 @@ class Topics:
 
         s = settings
         self.pending = topic(s.topic_pending, s.partitions_pending, Job)
+        self.bulk = topic(s.topic_bulk, s.partitions_bulk, Job)
         self.success = topic(s.topic_success, s.partitions_success, Job)
         self.overload = topic(s.topic_overload, s.partitions_overload, Job)
         self.quota = topic(s.topic_quota, s.partitions_quota, Job)
@@ -81,8 +94,13 @@ class Topics:
     def layout(self) -> dict[str, int]:
         """Topic name -> partition count, for :func:`qastream.streaming.topic_admin.ensure_topics`."""
         return {t.get_topic_name(): t.partitions or 1 for t in (
-            self.pending, self.success, self.overload, self.quota, self.permanent, self.validated,
+            self.pending, self.bulk, self.success, self.overload, self.quota, self.permanent, self.validated,
             self.low_quality, self.events, self.webhooks)}
+
+    def intake(self, lane: Lane | str) -> faust.TopicT:
+        """The topic a question of ``lane`` enters the graph by, and goes back to for a retry or a
+        regeneration (an unknown lane is interactive, see :func:`~qastream.policy.lanes.lane_of`)."""
+        return self.bulk if lane_of(lane) is Lane.BULK else self.pending
 
     def for_error(self, error_class: str) -> faust.TopicT:
         """The error topic of an error class."""

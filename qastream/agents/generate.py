@@ -1,15 +1,25 @@
-"""questions-pending -> LLM -> llm-responses-success, or an error topic by class.
+"""questions-pending and the bulk topic -> LLM -> llm-responses-success, or an error topic by class.
+
+One agent per lane (:mod:`qastream.policy.lanes`), each with ``llm_concurrency``
+actors, and one body for both (:func:`generate_one`): the redelivery check,
+the breaker, the routing of failures and the logging are the same for every
+question.  The lanes differ only in the slot they wait for: both take it from
+the worker's :class:`~qastream.policy.priority.PriorityGate`
+(``app.runtime.llm_slots``, ``llm_concurrency`` slots in all), which serves a
+waiting interactive question before any bulk one.
 
 No LLM call starts for a cancelled question: :func:`cancelled` is checked
-after the breaker's wait and right before the call (why the database is
-read, and not only the status table: :mod:`qastream.web.cancel`).  That
-covers retries and regenerations too, which come back through this topic.
+once the slot is granted, right before the call (why the database is read,
+and not only the status table: :mod:`qastream.web.cancel`).  That covers
+retries and regenerations too, which come back through these topics, and a
+bulk question cancelled while it waited for a slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import faust
 
@@ -17,6 +27,7 @@ from qastream.app import app, llm, settings, storage, topics
 from qastream.errors import LLM_CALL_ERRORS, signals_outage
 from qastream.models import Job
 from qastream.policy.ids import generation_seed
+from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import Stage, is_cancelled, is_stale
 from qastream.policy.quality import keep_best
 from qastream.tables.status import report, status_table
@@ -53,49 +64,63 @@ async def skip_cancelled(job: Job) -> None:
         await topics.validated.send(key=job.question_id, value=keep_best(job))
 
 
-async def generate_one(job: Job) -> None:
-    """Call the LLM for one job and route the outcome."""
+async def wait_for_breaker() -> None:
+    """Hold the question while the LLM is down (the breaker is open) instead of failing it."""
+    breaker = app.runtime.breaker
+    if not breaker.allow():
+        breaker.held += 1
+        while not breaker.allow():
+            await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
+
+
+async def generate_one(job: Job, lane: Lane) -> None:
+    """Call the LLM for one job of ``lane`` and route the outcome."""
+    if job.lane != lane:  # written to the lane's topic by a producer that did not set it
+        job = job.derive(lane=lane)
     if is_cancelled(status_table.get(job.question_id), job.epoch):  # before is_stale: a cancel is no redelivery
         await skip_cancelled(job)
         return
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
-    breaker = app.runtime.breaker
-    if not breaker.allow():  # the LLM is down: hold the question instead of failing it
-        breaker.held += 1
-        while not breaker.allow():
-            await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
-    if await cancelled(job):
-        await skip_cancelled(job)
-        return
-    await report(job, Stage.GENERATING)
-    try:
-        generation = await llm.generate(job.question_text, generation_seed(job.question_id, job.epoch, job.attempt))
-    except LLM_CALL_ERRORS as err:
-        if signals_outage(err.status_code):
-            outage = breaker.record_failure()
-        else:
-            outage = False
-            breaker.record_success()  # the server answered (busy, quota, 4xx): it is up
-        logger.warning("LLM call for %s attempt %d failed%s: %s", job.question_id, job.attempt,
-                       " (outage)" if outage else "", err)
-        failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,
-                            retry_after=err.retry_after, outage=outage)
-        await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
-        return
-    breaker.record_success()
+    # The breaker first, then the slot: once a slot is granted the call goes out.  A half-open
+    # breaker's probe is reserved by wait_for_breaker and must end in a call that reports back.
+    await wait_for_breaker()
+    async with app.runtime.llm_slots.slot(lane):
+        if await cancelled(job):  # cancelled while it waited for the breaker or a slot
+            app.runtime.breaker.release()
+            await skip_cancelled(job)
+            return
+        await report(job, Stage.GENERATING)
+        try:
+            generation = await llm.generate(job.question_text,
+                                            generation_seed(job.question_id, job.epoch, job.attempt))
+        except LLM_CALL_ERRORS as err:
+            breaker = app.runtime.breaker
+            if signals_outage(err.status_code):
+                outage = breaker.record_failure()
+            else:
+                outage = False
+                breaker.record_success()  # the server answered (busy, quota, 4xx): it is up
+            logger.warning("LLM call for %s attempt %d failed%s: %s", job.question_id, job.attempt,
+                           " (outage)" if outage else "", err)
+            failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,
+                                retry_after=err.retry_after, outage=outage)
+            await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
+            return
+    app.runtime.breaker.record_success()
     answered = job.derive(answer=generation.text, model=generation.model, llm_ms=job.llm_ms + generation.latency_ms,
                           error_class=None, error_code=None, error_message=None, retry_after=None)
     await topics.success.send(key=job.question_id, value=answered)
 
 
-@app.agent(topics.pending, concurrency=settings.llm_concurrency)
-async def generate(jobs: faust.StreamT[Job]) -> None:
-    """Generate answers, ``llm_concurrency`` calls at a time per worker."""
+async def generate_lane(jobs: faust.StreamT[Job], lane: Lane) -> None:
+    """The loop of both generate agents."""
+    # The gate keeps a freed slot for questions already delivered to the interactive stream.
+    app.runtime.llm_slots.buffered = buffered
     async for job in jobs:
         try:
-            await generate_one(job)
+            await generate_one(job, lane)
         except Exception as exc:
             # A send that raised (the broker is unreachable): raising here would
             # restart the agent and skip the message anyway.  The question keeps
@@ -103,3 +128,37 @@ async def generate(jobs: faust.StreamT[Job]) -> None:
             # stage's deadline (qastream.policy.deadlines).
             logger.error("%s attempt %d: generation stage failed (%r); left to its stage deadline",
                          job.question_id, job.attempt, exc)
+
+
+@app.agent(topics.pending, concurrency=settings.llm_concurrency)
+async def generate(jobs: faust.StreamT[Job]) -> None:
+    """Generate answers for interactive questions, ``llm_concurrency`` calls at a time per worker."""
+    await generate_lane(jobs, Lane.INTERACTIVE)
+
+
+@app.agent(topics.bulk, concurrency=settings.llm_concurrency)
+async def generate_bulk(jobs: faust.StreamT[Job]) -> None:
+    """Generate answers for bulk questions, with the LLM slots no interactive question waits for."""
+    await generate_lane(jobs, Lane.BULK)
+
+
+def buffered(lane: Lane) -> int:
+    """Questions of ``lane`` Faust has delivered to its agent's stream and no actor has taken yet."""
+    return stream_backlog(generate if lane is Lane.INTERACTIVE else generate_bulk)
+
+
+def stream_backlog(agent: Any) -> int:
+    """Events in ``agent``'s stream buffer.
+
+    The actors of one agent share one channel (Faust gives the first actor's
+    channel to the others), whose queue is the stream buffer.  Faust offers no
+    public accessor for it; if its internals change, this reads as nothing
+    buffered (the gate then sees only the questions at the gate), never as
+    an error inside the gate's release.
+    """
+    try:
+        channels = {id(actor.stream.channel): actor.stream.channel for actor in list(agent._actors)}
+        return sum(channel.queue.qsize() for channel in channels.values())
+    except Exception as exc:
+        logger.debug("cannot read the stream buffer of %s: %r", agent, exc)
+        return 0

@@ -4,7 +4,8 @@ The database is the store of record: every non-terminal question is
 ``pending`` there.  Every ``reconcile_interval_seconds`` a worker looks at
 the pending questions whose key it owns (the partition of the events topic,
 which is the status table's, so exactly one worker acts on each) and
-re-enqueues, in a new epoch, those that are stranded:
+re-enqueues, in a new epoch and on the lane its status records, those that
+are stranded:
 
 * the status table knows nothing of the question ``reconcile_after_seconds``
   after its acceptance, although this worker has read its events partition
@@ -32,6 +33,7 @@ from typing import Any, Mapping, Optional
 from qastream.app import app, settings, storage, topics
 from qastream.policy.breaker import CLOSED
 from qastream.policy.deadlines import Deadlines, backlog_held, overdue, stage_deadlines
+from qastream.policy.lanes import PRIORITY, Lane, lane_of
 from qastream.policy.lifecycle import State
 from qastream.streaming.requeue import enqueue
 from qastream.streaming.routing import partition_of
@@ -88,6 +90,15 @@ async def events_applied(ids: set[str]) -> set[str]:
     return {qid for qid in ids if done.get(await partition_of(events, qid), False)}
 
 
+def lanes_of(records: Mapping[str, Optional[Mapping[str, Any]]]) -> dict[str, Lane]:
+    """Question id -> the lane its status record names: a stranded question is re-enqueued on its own lane.
+
+    A question the status table never heard of (no record, or one written
+    before lanes existed) goes to the interactive lane.
+    """
+    return {qid: lane_of((record or {}).get("lane")) for qid, record in records.items()}
+
+
 async def owned(ids: list[str]) -> list[str]:
     """The ids whose status partition this worker actively owns."""
     events = topics.events.get_topic_name()
@@ -115,7 +126,8 @@ async def reconcile() -> None:
 def line_held() -> bool:
     """Questions waiting for a generation slot wait on purpose: the LLM is out, or a backlog is ahead of them."""
     return app.runtime.breaker.state != CLOSED or backlog_held(
-        app.runtime.consumer_lag, topics.pending.get_topic_name(), settings.llm_concurrency)
+        app.runtime.consumer_lag, [topics.intake(lane).get_topic_name() for lane in PRIORITY],
+        settings.llm_concurrency)
 
 
 async def requeue_stranded(now: float) -> int:
@@ -127,15 +139,15 @@ async def requeue_stranded(now: float) -> int:
         return 0
     unknown_ids = await events_applied(
         set(await storage.pending_before(max(now - settings.reconcile_after_seconds, lost_at))))
-    stages = stranded({qid: status_table.get(qid) for qid in candidates}, unknown_ids, now, deadlines,
-                      line_held=line_held(), topics_lost_at=lost_at)
+    records = {qid: status_table.get(qid) for qid in candidates}
+    stages = stranded(records, unknown_ids, now, deadlines, line_held=line_held(), topics_lost_at=lost_at)
     if not stages:
         return 0
     taken = await storage.resubmit(now, statuses=[State.PENDING], question_ids=list(stages))
     for acceptance in taken:
         logger.warning("%s: stranded in stage %s; re-enqueued in epoch %d", acceptance.question_id,
                        stages[acceptance.question_id], acceptance.epoch)
-    count = await enqueue(taken)
+    count = await enqueue(taken, lanes_of({qid: records[qid] for qid in stages}))
     for acceptance in taken:
         app.runtime.counts.record_stalled(stages[acceptance.question_id])
     logger.warning("reconciliation re-enqueued %d stranded question(s)", count)

@@ -1,4 +1,4 @@
-"""low-quality-responses -> questions-pending with the next attempt number."""
+"""low-quality-responses -> the question's lane (questions-pending or bulk) with the next attempt number."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def regenerate(jobs: faust.StreamT[Job]) -> None:
     async for job in jobs:
         try:
             await report(job, Stage.REGENERATING, detail=f"score {job.score} below threshold")
-            await topics.pending.send(key=job.question_id, value=next_attempt(job))
+            await topics.intake(job.lane).send(key=job.question_id, value=next_attempt(job))
         except Exception as exc:  # the broker is unreachable: the regenerating deadline takes over
             logger.error("%s attempt %d: sending the next attempt failed (%r); left to its stage deadline",
                          job.question_id, job.attempt, exc)

@@ -1,4 +1,4 @@
-"""llm-responses-error-overload / -quota -> parked -> questions-pending, or dead letters.
+"""llm-responses-error-overload / -quota -> parked -> the question's lane (questions-pending or bulk), or dead letters.
 
 A failed question is parked with its due time (see qastream.tables.parking)
 and the agent moves on at once, so a 30 s quota delay never holds back any
@@ -46,7 +46,7 @@ async def handle(event: faust.EventT, parking: TableT) -> None:
             logger.debug("dropping duplicate release of %s", qid)
             return
         del parking[qid]
-        await topics.pending.send(key=qid, value=job.derive(due_at=None))
+        await topics.intake(job.lane).send(key=qid, value=job.derive(due_at=None))
         return
     parked = plan_retry(policy, job, time.time(), max(app.runtime.breaker.wait_time(), settings.breaker_cooldown_seconds))
     if parked is None:

@@ -4,8 +4,9 @@
 exactly as users do.  ``--via kafka`` does what that view does without HTTP:
 it writes the question to the database first (the store of record, so the
 question is never on the topic without a row), then produces a
-:class:`~qastream.models.Job` keyed by ``question_id`` to the pending topic
-and a ``queued`` status event.  Both honour ``--rate`` and ``--arrival``
+:class:`~qastream.models.Job` keyed by ``question_id`` to the topic of its
+lane (``--lane``: the pending topic, or the bulk topic batches use) and a
+``queued`` status event.  Both honour ``--rate`` and ``--arrival``
 (:mod:`qastream.devtools.arrivals`) with at most ``--concurrency`` requests in
 flight, show a progress bar, and end with a summary: accepted, cache hits,
 rejected by reason, and acceptance latency percentiles.
@@ -33,6 +34,7 @@ from qastream.devtools.arrivals import ARRIVALS, arrival_offsets
 from qastream.errors import RequestError
 from qastream.models import Job, event_for
 from qastream.policy.ids import question_id
+from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import TERMINAL, Stage, State
 from qastream.telemetry.stats import percentile
 from qastream.web.requests import parse_query
@@ -117,8 +119,8 @@ async def post_query(session: aiohttp.ClientSession, url: str, record: Record) -
     raise AssertionError("unreachable")
 
 
-async def enqueue(record: Record) -> Outcome:
-    """Accept one question the way ``POST /query`` does, then produce it to the pending topic."""
+async def enqueue(record: Record, lane: Lane = Lane.INTERACTIVE) -> Outcome:
+    """Accept one question the way ``POST /query`` does, then produce it to ``lane``'s topic."""
     try:
         query = parse_query({"question_text": record.question, "original_answer": record.answer},
                             settings.max_question_chars)
@@ -134,8 +136,8 @@ async def enqueue(record: Record) -> Outcome:
         return Outcome(IN_FLIGHT_OUTCOME, qid)
     assert acceptance.kind in (CREATED, RESUBMITTED)
     job = Job(question_id=qid, question_text=query.question_text, original_answer=acceptance.original_answer,
-              accepted_at=acceptance.accepted_at, epoch=acceptance.epoch)
-    sent = await topics.pending.send(key=qid, value=job)
+              accepted_at=acceptance.accepted_at, epoch=acceptance.epoch, lane=lane)
+    sent = await topics.intake(lane).send(key=qid, value=job)
     await (await topics.events.send(key=qid, value=event_for(job, Stage.QUEUED)))
     await sent  # delivered: acceptance latency includes the broker's acknowledgement
     return Outcome(ACCEPTED, qid)
@@ -237,7 +239,9 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
            help="Reader of the data set(s); auto goes by the name (foldoc, jargon, .csv, .json, .jsonl, .index)."),
     option("--via", type=click.Choice(["http", "kafka"]), default="http", show_default=True,
-           help="POST /query of a running worker, or straight to the database and the pending topic."),
+           help="POST /query of a running worker, or straight to the database and the lane's topic."),
+    option("--lane", type=click.Choice([lane.value for lane in Lane]), default=Lane.INTERACTIVE.value,
+           show_default=True, help="Lane of the questions (bulk needs --via kafka: POST /query is interactive)."),
     option("--url", default=None, help="Worker to post to (default http://WEB_HOST:WEB_PORT)."),
     option("--limit", type=int, default=None, help="Send at most this many questions (the first ones)."),
     option("--sample", "sample_size", type=int, default=None,
@@ -251,14 +255,16 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     option("--wait", is_flag=True, help="Afterwards, wait until every accepted question is completed or failed."),
     option("--wait-timeout", type=float, default=3600.0, show_default=True, help="Longest wait, seconds."),
 )
-async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optional[str], limit: Optional[int],
-               sample_size: Optional[int], seed: int, rate: float, arrival: str, burst_size: int,
-               concurrency: int, wait: bool, wait_timeout: float) -> None:
-    """Send a data set's questions through the pipeline (POST /query or the pending topic)."""
+async def load(self, datasets: tuple[str, ...], fmt: str, via: str, lane: str, url: Optional[str],
+               limit: Optional[int], sample_size: Optional[int], seed: int, rate: float, arrival: str,
+               burst_size: int, concurrency: int, wait: bool, wait_timeout: float) -> None:
+    """Send a data set's questions through the pipeline (POST /query, or a lane's topic)."""
     bad = BadRows()
     try:
         if concurrency < 1 or burst_size < 1 or rate < 0:
             raise ValueError("--concurrency and --burst-size must be at least 1, --rate not negative")
+        if via == "http" and lane != Lane.INTERACTIVE:
+            raise ValueError("--lane bulk needs --via kafka: POST /query puts questions on the interactive lane")
         records: Iterable[Record] = open_datasets(list(datasets), bad, fmt)
         total = limit
         if sample_size is not None:
@@ -281,7 +287,7 @@ async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optiona
             tally = await run_load(records, lambda r: post_query(session, target, r), **pacing)
     else:
         self.say(f"writing to {settings.resolved_database_url().split('://')[0]} and topic "
-                 f"{topics.pending.get_topic_name()} on {settings.broker_url}")
+                 f"{topics.intake(lane).get_topic_name()} on {settings.broker_url}")
         from qastream.streaming.topic_admin import ensure_topics
 
         await ensure_topics(settings.broker_url, app.topic_layout)
@@ -289,7 +295,7 @@ async def load(self, datasets: tuple[str, ...], fmt: str, via: str, url: Optiona
         await cache.start()
         await self.app.maybe_start_producer()
         try:
-            tally = await run_load(records, enqueue, **pacing)
+            tally = await run_load(records, lambda r: enqueue(r, Lane(lane)), **pacing)
             await self.app.producer.flush()
         finally:
             await self.app.producer.stop()

@@ -61,6 +61,16 @@ class CircuitBreaker:
             return True
         return False
 
+    def release(self) -> None:
+        """A call :meth:`allow` let out did not go out after all (its question was cancelled meanwhile).
+
+        In half-open state that call was the probe: without this no other
+        call could probe, and every question would wait for a probe that
+        never reports.  Elsewhere there is nothing to give back.
+        """
+        if self.state == HALF_OPEN:
+            self.probing = False
+
     def wait_time(self) -> float:
         """Seconds until a call may be allowed (0 when closed or probing is possible)."""
         if self.state == OPEN:

@@ -17,7 +17,7 @@ hand-off between stages.  Pure functions, table-tested.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from qastream.policy.lifecycle import STAGE_STATE, TERMINAL, Stage
 from qastream.settings import Settings
@@ -67,8 +67,9 @@ def stage_deadlines(settings: Settings) -> Deadlines:
                      waiting_retry=longest_delay + settings.retry_release_interval + queued)
 
 
-def backlog_held(consumer_lag: Optional[Mapping[str, Any]], pending_topic: str, in_flight: int) -> bool:
-    """True when this worker's pending partitions hold more messages than its LLM calls can have in flight.
+def backlog_held(consumer_lag: Optional[Mapping[str, Any]], intake_topics: Iterable[str], in_flight: int) -> bool:
+    """True when this worker's partitions of the lanes' topics hold more messages than its LLM calls can have
+    in flight.
 
     A question queued behind a backlog is waiting its turn, not stranded:
     re-enqueueing it in a new epoch would put one more copy behind the same
@@ -76,11 +77,14 @@ def backlog_held(consumer_lag: Optional[Mapping[str, Any]], pending_topic: str, 
     front of a slow LLM) would multiply its own messages.  ``consumer_lag``
     is the last reading of the lag timer (committed offsets, so up to
     ``in_flight`` messages being generated are not a backlog).  A lost
-    message is still found, once the backlog has drained.
+    message is still found, once the backlog has drained.  Both lanes count:
+    the slots are shared, so a bulk backlog holds interactive questions back
+    (only for one call each) and an interactive one holds every bulk question.
     """
     if not consumer_lag:
         return False
-    lag = (consumer_lag.get("topics") or {}).get(pending_topic, {}).get("lag") or 0
+    by_topic = consumer_lag.get("topics") or {}
+    lag = sum(by_topic.get(topic, {}).get("lag") or 0 for topic in intake_topics)
     return lag > 2 * in_flight
 
 

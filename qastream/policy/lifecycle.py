@@ -22,7 +22,9 @@ as if it were being generated again.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
+
+from qastream.policy.lanes import lane_of
 
 
 class State(StrEnum):
@@ -97,6 +99,7 @@ class StatusEventFields(TypedDict):
     at: float
     detail: Optional[str]
     result: Optional[dict[str, Any]]
+    lane: NotRequired[str]  # absent from events written before lanes existed
 
 
 class StatusRecord(TypedDict):
@@ -120,6 +123,7 @@ class StatusRecord(TypedDict):
     updated_at: float
     detail: Optional[str]
     result: Optional[dict[str, Any]]
+    lane: str             # a Lane: where reconciliation re-enqueues the question
 
 
 class AttemptCounts(TypedDict):
@@ -170,6 +174,7 @@ def fold_status(current: Optional[StatusRecord], event: StatusEventFields) -> Op
         "updated_at": event["at"],
         "detail": event.get("detail"),
         "result": event.get("result"),
+        "lane": lane_of(event.get("lane")),
     }
     if current is not None and tuple(current["version"]) == new_version and current == record:
         return None  # exact redelivery: nothing to write

@@ -1,6 +1,7 @@
 """Fixes for Faust and aiokafka: the commit stall after a restart with a backlog (faust-streaming
-#606); the table and router views' 5xx for a table name that does not exist; and, for a broker
-that lost its topics, aiokafka's endless commit retry on them and their auto-creation.
+#606); the table and router views' 5xx for a table name that does not exist; for a broker
+that lost its topics, aiokafka's endless commit retry on them and their auto-creation; and the
+fetch wait Faust hard-codes (:func:`create_worker_consumer`).
 
 ``Consumer._new_offset`` merges offset gaps (records the broker skipped)
 into the list of acked offsets.  When a gap overlaps offsets that were
@@ -38,6 +39,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.protocol.metadata import MetadataRequest
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 from faust.web.apps import router as router_views
@@ -55,6 +57,8 @@ original_new_offset = Consumer._new_offset
 original_do_commit_offsets = GroupCoordinator._do_commit_offsets
 #: aiokafka's own constructor, wrapped by :func:`metadata_request_init`.
 original_metadata_request_init = MetadataRequest.__init__
+#: Faust's own consumer factory, wrapped by :func:`create_worker_consumer`.
+original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
 def new_offset(self: Any, tp: TP) -> Optional[int]:
@@ -145,6 +149,26 @@ def metadata_request_init(self: Any, topics: Optional[list[str]] = None,
                                    else allow_auto_topic_creation)
 
 
+def create_worker_consumer(self: Any, transport: Any) -> Any:
+    """Faust's worker consumer, with the fetch wait of the app (``QASTREAM_FETCH_MAX_WAIT_SECONDS``).
+
+    Faust passes ``fetch_max_wait_ms=1500`` to aiokafka with no setting to
+    change it: how long the broker may hold a fetch that finds no new data.
+    Kafka answers such a fetch as soon as data arrives, so there it only sets
+    how often an idle consumer asks.  Tansu holds it for the whole wait, and
+    aiokafka has one fetch in flight per broker, so a message produced to a
+    quiet partition waited for the fetch in flight to time out: 0.5-0.6 s
+    per hop between stages, and a question with a 1 s LLM took 2.4-2.5 s
+    from POST /query to its stored answer.  With 0.1 s it took 1.1-1.2 s
+    (measured on the development stack, one worker, no load).
+    """
+    consumer = original_create_worker_consumer(self, transport)
+    wait = getattr(self.app, "fetch_max_wait", None)
+    if wait is not None:
+        consumer._fetch_max_wait_ms = int(wait * 1000)
+    return consumer
+
+
 def install() -> None:
     """Install the fixes on the library versions they were written for (idempotent)."""
     if faust.__version__ != PATCHED_FAUST_VERSION:
@@ -157,6 +181,7 @@ def install() -> None:
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
     GroupCoordinator._do_commit_offsets = do_commit_offsets
     MetadataRequest.__init__ = metadata_request_init
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     for view in NAMED_TABLE_VIEWS:
         if not getattr(view.get, "checks_table_name", False):
             view.get = known_table(view.get)  # type: ignore[method-assign,assignment]

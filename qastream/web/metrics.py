@@ -69,6 +69,7 @@ async def snapshot() -> dict[str, Any]:
     body["llm"] = await llm.info()
     body["scorer"] = await scorer.info()
     body["circuit_breaker"] = runtime.breaker.snapshot()
+    body["llm_slots"] = runtime.llm_slots.snapshot()
     body["parked_retries"] = {"overload": parked(overload_parking, topics.overload),
                               "quota": parked(quota_parking, topics.quota)}
     body["poison_messages"] = dict(runtime.poison_counts)

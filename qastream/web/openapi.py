@@ -153,7 +153,7 @@ SCHEMAS: dict[str, Any] = {
             "cache_info": OBJECT, "queries": COUNTS,
             "llm": {"type": "object", "properties": {"latency_ms": ref("Percentiles"),
                                                      "error_latency_ms": ref("Percentiles")}},
-            "scorer": OBJECT, "circuit_breaker": OBJECT,
+            "scorer": OBJECT, "circuit_breaker": OBJECT, "llm_slots": OBJECT,
             "parked_retries": COUNTS, "poison_messages": COUNTS, "errors_by_class": COUNTS,
             "retries": OBJECT, "worker_counts": OBJECT, "stalled_requeued": OBJECT, "webhooks": OBJECT,
             "consumer_lag": {"type": "object", "required": ["total", "topics"],

@@ -58,7 +58,7 @@ async def enqueue(job: Job) -> None:
     try:
         async with asyncio.timeout(settings.enqueue_timeout_seconds):
             async with app.runtime.enqueue_slots:
-                await topics.pending.send(key=job.question_id, value=job)
+                await topics.intake(job.lane).send(key=job.question_id, value=job)
                 await report(job, Stage.QUEUED)
     except TimeoutError:
         app.runtime.query_counts["enqueue_timeout"] += 1

@@ -65,9 +65,9 @@ async def partition_counts(broker: Broker, prefix: str) -> dict[str, int]:
         await admin.close()
 
 
-LAYOUT = {"questions-pending": 3, "llm-responses-success": 3, "llm-responses-error-overload": 2,
-          "llm-responses-error-quota": 2, "llm-responses-error-permanent": 1, "validated-responses": 3,
-          "low-quality-responses": 1, "question-events": 3}
+LAYOUT = {"questions-pending": 3, "questions-bulk": 3, "llm-responses-success": 3,
+          "llm-responses-error-overload": 2, "llm-responses-error-quota": 2, "llm-responses-error-permanent": 1,
+          "validated-responses": 3, "low-quality-responses": 1, "question-events": 3}
 
 
 def test_a_question_whose_pending_message_was_lost_completes_once_after_its_deadline(broker, stack_env, tmp_path,

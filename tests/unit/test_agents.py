@@ -21,6 +21,7 @@ from qastream.errors import llm_call_error
 from qastream.models import Job, StatusEvent, expiry_event
 from qastream.policy.backoff import plan_retry
 from qastream.policy.ids import generation_seed
+from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import fold_status, version
 from qastream.services.llm import Generation
 from qastream.services.storage import until_written
@@ -77,7 +78,8 @@ class Sent(list):
 @pytest.fixture
 def sent(monkeypatch) -> Sent:
     captured = Sent()
-    for name in ("pending", "success", "overload", "quota", "permanent", "validated", "low_quality", "events"):
+    for name in ("pending", "bulk", "success", "overload", "quota", "permanent", "validated", "low_quality",
+                 "events"):
         topic = getattr(topics, name)
 
         async def send(*, key=None, value=None, _topic=topic, **kwargs):
@@ -240,6 +242,55 @@ async def test_generate_goes_on_when_the_database_cannot_say(sent, monkeypatch):
     assert len(sent.to(topics.success)) == 1
 
 
+async def test_generate_bulk_marks_its_jobs_bulk_and_routes_them_like_interactive_ones(sent, monkeypatch):
+    monkeypatch.setattr(llm, "generate", AsyncMock(side_effect=[Generation("An answer.", "smollm2", 1.0, 3),
+                                                                llm_call_error("overload", 503, "busy")]))
+    async with generate.generate_bulk.test_context() as agent:
+        await agent.put(job(question_id="00000000000000aa"), key="00000000000000aa")  # written without a lane
+        await agent.put(job(question_id="00000000000000bb", lane="bulk"), key="00000000000000bb")
+    (answered,) = sent.to(topics.success)
+    (failed,) = sent.to(topics.overload)
+    assert (answered.lane, failed.lane) == ("bulk", "bulk")
+    assert [e.lane for e in sent.to(topics.events)] == ["bulk", "bulk"]
+
+
+async def test_generate_waits_for_a_slot_of_the_shared_gate(sent, monkeypatch):
+    call = AsyncMock(return_value=Generation("An answer.", "smollm2", 1.0, 3))
+    monkeypatch.setattr(llm, "generate", call)
+    gate = app.runtime.llm_slots
+    for _ in range(gate.slots):  # every slot busy with bulk calls
+        await gate.acquire(Lane.BULK)
+    async with generate.generate.test_context() as agent:
+        put = asyncio.create_task(agent.put(job(), key="0123456789abcdef"))
+        await asyncio.sleep(0.05)
+        assert call.await_count == 0 and gate.waiting(Lane.INTERACTIVE) == 1
+        gate.release()
+        await put
+    call.assert_awaited_once()
+    assert gate.snapshot()["granted"] == {"interactive": 1, "bulk": gate.slots}
+
+
+async def test_the_gate_sees_the_questions_waiting_in_a_stream_buffer(sent, monkeypatch):
+    """What generate.buffered reads: the one queue the agent's actors share."""
+    release = asyncio.Event()
+
+    async def blocked(*args):
+        await release.wait()
+        return Generation("An answer.", "smollm2", 1.0, 3)
+
+    monkeypatch.setattr(llm, "generate", blocked)
+    async with generate.generate.test_context() as agent:
+        actors = agent.concurrency
+        puts = [asyncio.create_task(agent.put(job(question_id=f"{i:016x}"), key=f"{i:016x}"))
+                for i in range(actors + 5)]
+        await sent.until(lambda: len(sent.stages()) == actors)   # every actor is in an LLM call
+        assert generate.stream_backlog(agent) == 5
+        release.set()
+        await asyncio.gather(*puts)
+        assert generate.stream_backlog(agent) == 0
+    assert generate.stream_backlog(object()) == 0   # Faust's internals changed: nothing, not an error
+
+
 # -- validate ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("score, attempt, topic_name, low_quality", [
@@ -357,6 +408,21 @@ async def test_retry_survives_a_send_that_raises(sent, monkeypatch):
                         key="00000000000000aa")
         await agent.put(job(question_id="00000000000000bb", error_class="overload"), key="00000000000000bb")
     assert "00000000000000bb" in overload_parking
+
+
+async def test_regenerate_sends_a_bulk_question_back_to_the_bulk_lane(sent):
+    async with regenerate.regenerate.test_context() as agent:
+        await agent.put(job(attempt=1, answer="weak", score=0.2, lane="bulk"), key="0123456789abcdef")
+    (nxt,) = sent.to(topics.bulk)
+    assert (nxt.attempt, nxt.lane) == (2, "bulk") and sent.to(topics.pending) == []
+
+
+async def test_a_released_bulk_retry_goes_back_to_the_bulk_lane(sent):
+    async with retry.retry_quota.test_context() as agent:
+        await agent.put(job(error_class="quota", error_code=429, lane="bulk"), key=QID)
+        await agent.put(Job(**quota_parking[QID]["job"]), key=QID)
+    (again,) = sent.to(topics.bulk)
+    assert again.lane == "bulk" and sent.to(topics.pending) == []
 
 
 async def test_regenerate_survives_a_send_that_raises(sent, monkeypatch):

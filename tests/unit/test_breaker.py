@@ -69,3 +69,21 @@ def test_calls_during_an_outage_are_bounded():
         clock.now += 0.05
     assert calls <= 7  # probes at ~1, 3, 7, 11, 15, 19 s (4 s cap): never one per poll
     assert breaker.snapshot()["state"] in (OPEN, HALF_OPEN)
+
+
+def test_a_probe_that_did_not_go_out_lets_another_probe():
+    breaker, clock = tripped()
+    clock.now = 1.0
+    assert breaker.allow() is True  # the probe, whose question is then found cancelled
+    assert breaker.allow() is False
+    breaker.release()
+    assert breaker.state == HALF_OPEN and breaker.allow() is True
+
+
+def test_release_when_closed_or_open_changes_nothing():
+    closed = CircuitBreaker(3)
+    closed.release()
+    assert closed.state == CLOSED and closed.allow()
+    breaker, _ = tripped()
+    breaker.release()
+    assert breaker.state == OPEN and not breaker.allow()

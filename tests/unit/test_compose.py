@@ -535,7 +535,7 @@ def test_ollama_pull_fetches_the_workers_model(compose: dict[str, Any]) -> None:
 
 
 def test_kafka_init_creates_topics_with_settings_partitions(compose: dict[str, Any]) -> None:
-    assert len(expected_topics(Settings())) == 9
+    assert len(expected_topics(Settings())) == 10
     assert topic_problems(compose, Settings()) == []
 
 

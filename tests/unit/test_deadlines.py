@@ -82,9 +82,10 @@ def test_overdue(stage, age, line_held, expected):
     assert overdue(record(stage, 1000.0), 1000.0 + age, LIMITS, line_held=line_held) is expected
 
 
-def lag_of(pending: int, other: int = 0) -> dict:
-    return {"total": pending + other, "topics": {"pending": {"lag": pending, "partitions": {}},
-                                                 "events": {"lag": other, "partitions": {}}}}
+def lag_of(pending: int, other: int = 0, bulk: int = 0) -> dict:
+    return {"total": pending + other + bulk, "topics": {"pending": {"lag": pending, "partitions": {}},
+                                                        "bulk": {"lag": bulk, "partitions": {}},
+                                                        "events": {"lag": other, "partitions": {}}}}
 
 
 @pytest.mark.parametrize("reading, held", [
@@ -94,7 +95,9 @@ def lag_of(pending: int, other: int = 0) -> dict:
     (lag_of(32), False),                # up to 2 x the calls in flight: being generated, not a backlog
     (lag_of(33), True),                 # a backlog is ahead: queued questions wait their turn
     (lag_of(5000), True),
-    (lag_of(0, other=5000), False),     # only the pending topic's backlog counts
+    (lag_of(0, other=5000), False),     # only the lanes' topics count
+    (lag_of(0, bulk=2000), True),       # a bulk backlog: its questions wait their turn, interactive ones go first
+    (lag_of(20, bulk=13), True),        # the lanes share the slots: their backlogs add up
 ])
-def test_a_backlog_in_the_pending_topic_holds_the_line(reading, held):
-    assert backlog_held(reading, "pending", in_flight=16) is held
+def test_a_backlog_in_the_lanes_topics_holds_the_line(reading, held):
+    assert backlog_held(reading, ["pending", "bulk"], in_flight=16) is held

@@ -87,3 +87,21 @@ def test_metadata_requests_no_longer_ask_the_broker_to_create_topics():
     faust_fixes.install()
     assert MetadataRequest(["questions-pending"]).build(MetadataRequest_v5).allow_auto_topic_creation is False
     assert MetadataRequest(["t"], True).build(MetadataRequest_v5).allow_auto_topic_creation is True
+
+
+@pytest.mark.parametrize("wait, expected_ms", [(0.1, 100), (0.25, 250), (None, 1500)])
+def test_the_worker_consumer_takes_the_app_fetch_wait(monkeypatch, wait, expected_ms):
+    """Faust hard-codes a 1.5 s fetch wait; the app's setting replaces it (None keeps Faust's)."""
+    consumer = SimpleNamespace(_fetch_max_wait_ms=1500)
+    monkeypatch.setattr(faust_fixes, "original_create_worker_consumer", lambda thread, transport: consumer)
+    made = faust_fixes.create_worker_consumer(SimpleNamespace(app=SimpleNamespace(fetch_max_wait=wait)), None)
+    assert made is consumer and consumer._fetch_max_wait_ms == expected_ms
+
+
+def test_the_app_fetch_wait_comes_from_the_settings():
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from qastream.app import app, settings
+
+    assert app.fetch_max_wait == settings.fetch_max_wait_seconds
+    assert AIOKafkaConsumerThread._create_worker_consumer is faust_fixes.create_worker_consumer

@@ -27,9 +27,10 @@ from qastream.policy.lifecycle import (
 QID = "0123456789abcdef"
 
 
-def event(stage, *, epoch=1, attempt=1, retries=0, accepted_at=100.0, at=101.0, detail=None, result=None):
+def event(stage, *, epoch=1, attempt=1, retries=0, accepted_at=100.0, at=101.0, detail=None, result=None,
+          lane="interactive"):
     return {"question_id": QID, "stage": stage, "epoch": epoch, "attempt": attempt, "retries": retries,
-            "accepted_at": accepted_at, "at": at, "detail": detail, "result": result}
+            "accepted_at": accepted_at, "at": at, "detail": detail, "result": result, "lane": lane}
 
 
 def fold_all(events, fold=fold_status):
@@ -108,8 +109,21 @@ def test_first_event_creates_the_record_with_its_state(stage, state):
     assert record == {
         "question_id": QID, "state": state, "stage": stage, "epoch": 1, "attempt": 2, "retries": 1,
         "version": [1, 2, 1, STAGE_RANK[stage]], "accepted_at": 100.0, "updated_at": 105.0,
-        "detail": "d", "result": None,
+        "detail": "d", "result": None, "lane": "interactive",
     }
+
+
+@pytest.mark.parametrize("lane, recorded", [
+    ("bulk", "bulk"),
+    ("interactive", "interactive"),
+    (None, "interactive"),        # an event written before lanes existed
+    ("express", "interactive"),   # a lane this version does not know
+])
+def test_the_record_keeps_the_lane_reconciliation_re_enqueues_on(lane, recorded):
+    e = event("queued", lane=lane)
+    if lane is None:
+        del e["lane"]
+    assert fold_status(None, e)["lane"] == recorded
 
 
 @pytest.mark.parametrize("older, newer", [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from qastream.agents.reconcile import UNKNOWN, caught_up, past_log_end, stranded
+from qastream.agents.reconcile import UNKNOWN, caught_up, lanes_of, past_log_end, stranded
 from qastream.policy.deadlines import Deadlines
 
 LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0)
@@ -51,3 +51,9 @@ def test_past_log_end(committed, read, highwater, expected):
 ])
 def test_caught_up(read, highwater, expected):
     assert caught_up(read, highwater) is expected
+
+
+def test_a_stranded_question_goes_back_to_its_own_lane():
+    records = {"a": {"stage": "queued", "lane": "bulk"}, "b": {"stage": "queued", "lane": "interactive"},
+               "c": {"stage": "queued"}, "d": None}
+    assert lanes_of(records) == {"a": "bulk", "b": "interactive", "c": "interactive", "d": "interactive"}

@@ -186,5 +186,10 @@ def test_documented_generator_command_reproduces_defaults_env(tmp_path):
 def test_events_and_pending_partitions_must_match():
     with pytest.raises(SettingsError, match="QASTREAM_PARTITIONS_EVENTS"):
         Settings.from_env({"QASTREAM_PARTITIONS_EVENTS": "4"})
-    assert Settings.from_env({"QASTREAM_PARTITIONS_EVENTS": "6", "QASTREAM_PARTITIONS_PENDING": "6"}) \
-        .partitions_events == 6
+    assert Settings.from_env({"QASTREAM_PARTITIONS_EVENTS": "6", "QASTREAM_PARTITIONS_PENDING": "6",
+                              "QASTREAM_PARTITIONS_BULK": "6"}).partitions_events == 6
+
+
+def test_the_bulk_lane_is_co_partitioned_with_pending():
+    with pytest.raises(SettingsError, match="QASTREAM_PARTITIONS_BULK"):
+        Settings.from_env({"QASTREAM_PARTITIONS_BULK": "4"})
