@@ -5,7 +5,7 @@ chunks of :data:`ACCEPT_CHUNK`, each chunk one transaction that accepts its
 questions exactly as ``POST /query`` does (questions already answered count
 as completed at once; a question asked twice, in the batch or elsewhere, is
 generated once and each line still gets its result).  The new questions are
-then produced by :func:`qastream.streaming.bulk.enqueue_batch` in the
+then produced by :func:`qastream.streaming.intake.enqueue_bulk` (the bulk lane) in the
 background: they are pending in the database already, so a send that never
 happens is reconciliation's to repeat, and a 20,000-line batch answers
 without waiting for 20,000 sends.
@@ -38,7 +38,7 @@ from qastream.policy.admission import retry_after_header
 from qastream.policy.batches import BatchStatus, RequestCounts, fold_counts
 from qastream.policy.ids import question_id
 from qastream.policy.lifecycle import State
-from qastream.streaming.bulk import enqueue_batch
+from qastream.streaming.intake import enqueue_bulk
 from qastream.web.access import principal_of
 from qastream.web.admission import admitted, bounded
 from qastream.web.batch_input import is_ndjson, parse_batch, refusal_body
@@ -179,7 +179,7 @@ def in_background(jobs: list[Job], batch_id: str) -> None:
 
     async def run() -> None:
         try:
-            sent = await enqueue_batch(jobs)
+            sent = await enqueue_bulk(jobs)
             logger.info("batch %s: enqueued %d question(s)", batch_id, sent)
         except Exception as exc:
             logger.error("batch %s: enqueueing failed (%r); reconciliation re-enqueues what was not sent",

@@ -24,7 +24,7 @@ def database(engine, monkeypatch):
     async def enqueue_batch(jobs):
         return len(jobs)
 
-    monkeypatch.setattr(batches, "enqueue_batch", enqueue_batch)
+    monkeypatch.setattr(batches, "enqueue_bulk", enqueue_batch)
     return engine
 
 

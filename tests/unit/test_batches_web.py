@@ -1,7 +1,7 @@
 """/batches and DELETE /query in the worker's real aiohttp application, on a SQLite database and no broker.
 
 ``storage`` runs its real statements on a SQLite file; what would reach the
-broker (:func:`enqueue_batch`, the cancel events) is recorded instead.
+broker (:func:`enqueue_bulk`, the cancel events) is recorded instead.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def database(engine, monkeypatch):
     async def announce(cancelled):
         announced.extend(cancelled)
 
-    monkeypatch.setattr(batches, "enqueue_batch", enqueue_batch)
+    monkeypatch.setattr(batches, "enqueue_bulk", enqueue_batch)
     monkeypatch.setattr(cancel, "announce", announce)
     engine.enqueued, engine.announced = enqueued, announced
     yield engine
