@@ -165,7 +165,7 @@ def test_0005_on_a_populated_0004_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
             counted = totals.read(connection)
             # A batch over questions from before the upgrade: bulk ones answered, pending and failed, and new ones.
             olds = [f"{1000000 + g:016x}" for g in range(1, 41)]
