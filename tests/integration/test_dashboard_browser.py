@@ -109,7 +109,7 @@ def test_dashboard_answers_a_question_in_the_browser(stack_env, start_worker_pro
     expect(page.locator("#chart-attempts")).to_have_attribute("data-points", "2", timeout=15_000)
     assert chart_points(page, "chart-scores") >= 2          # a high and a low score
     lag_bars = page.locator("#chart-lag rect.bar")
-    assert lag_bars.count() == 8                            # one bar per topic of the graph
+    assert lag_bars.count() == 9                            # one bar per topic of the graph
     for chart in CHARTS_WITH_POINTS:
         assert page.locator(f"#{chart} svg").count() == 1
     expect(page.locator("#breaker")).to_have_text("LLM breaker: closed")
