@@ -1,7 +1,8 @@
 """The dashboard: ``GET /dashboard`` (and ``/``), its static files, and ``GET /answers/latest``.
 
 The page is plain HTML with a small hand-written script that polls
-``/metrics`` and draws SVG charts, and follows a question it submitted on
+``/metrics`` and draws SVG charts, lists the latest batches (``GET /batches``)
+with their progress and a Cancel button, and follows a question it submitted on
 its live status stream (``GET /status/{id}/events``): nothing is fetched
 from outside the worker (the machines running it may have no internet).
 

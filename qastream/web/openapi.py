@@ -191,7 +191,9 @@ SCHEMAS: dict[str, Any] = {
                        "cancelled_at": NUMBER_OR_NULL, "metadata": {"type": ["object", "null"]},
                        "webhook": {"type": "object", "description": "the webhook URL (null without one) and "
                                                                     "its delivery state", "properties": {
-                           "url": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]}}}},
+                           "url": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]},
+                           "delivery": {"type": ["object", "null"], "description": "the end-of-batch delivery "
+                                        "(state, attempts, last status and error), null until scheduled"}}}},
     },
     "BatchAccepted": {
         "type": "object", "required": ["batch_id", "status", "request_counts"],

@@ -9,6 +9,8 @@ A second test runs the page against a worker with QASTREAM_AUTH=required: the ke
 a key that may ask but not read /metrics, then an admin key (screenshots dashboard-*-key*.png).
 A third asks a question of a slow LLM and watches the form show each stage as the worker's live
 status stream (GET /status/{id}/events) announces it.
+A fourth watches the batches panel: a batch's progress bar fills to its total, and its Cancel
+button cancels a batch behind a slow LLM; and the form shows a question cancelled while it waits.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -108,9 +112,9 @@ def test_dashboard_answers_a_question_in_the_browser(stack_env, start_worker_pro
     expect(page.locator("#chart-status")).to_have_attribute("data-points", "1", timeout=15_000)
     expect(page.locator("#chart-attempts")).to_have_attribute("data-points", "2", timeout=15_000)
     assert chart_points(page, "chart-scores") >= 2          # a high and a low score
-    # One bar per topic of the graph, once the lag timer (every 5 s) has read them: an answer can be
-    # faster than its first reading.
-    expect(page.locator("#chart-lag rect.bar")).to_have_count(9, timeout=15_000)
+    # One bar per topic of the graph (topics.layout(): both lanes, the error topics, events, webhooks), once
+    # the lag timer (every QASTREAM_LAG_INTERVAL_SECONDS) has seen the worker's assignment.
+    expect(page.locator("#chart-lag rect.bar")).to_have_count(10, timeout=20_000)
     for chart in CHARTS_WITH_POINTS:
         assert page.locator(f"#{chart} svg").count() == 1
     expect(page.locator("#breaker")).to_have_text("LLM breaker: closed")
@@ -272,12 +276,17 @@ def test_dashboard_shows_what_an_api_key_may_see(stack_env, start_worker_process
         nextDelay(16000, 2000, false, 10, 7000), retryAfterMs(new Response(null)),
         retryAfterMs(new Response(null, { headers: { "Retry-After": "86400" } }))]""") == [7000, 30000, 0, 300000]
 
+    # The batches panel, on a listing the router makes up: what a batch carries shows as text, and a cancel
+    # the worker refuses (403) says which scope the key lacks.
+    check_batch_refusals(page)
+
     # Forgotten, the key leaves the session, and what it saw leaves the page; an admin key sees everything.
     page.click("#key-forget")
     expect(page.locator("#key-form")).to_be_visible()
     assert stored_key(page)["session"] is None
     expect(page.locator("#chart-throughput .notice")).to_have_text("an API key is needed")
     expect(page.locator("#answers tbody")).to_have_text("an API key is needed")
+    expect(page.locator("#batches tbody")).to_have_text("an API key is needed")
     expect(page.locator("#ask-result")).to_be_hidden()
     page.screenshot(path=str(artifacts / "dashboard-key-form.png"))
     use_key(page, root)
@@ -296,6 +305,39 @@ def test_dashboard_shows_what_an_api_key_may_see(stack_env, start_worker_process
     # /metrics with submit,read), never a script error.
     unexpected = [e for e in page.errors if not re.match(r"(40[13]|429) |Failed to load resource: .* (40[13]|429)", e)]
     assert unexpected == []
+
+
+def check_batch_refusals(page) -> None:
+    from playwright.sync_api import expect
+
+    fake_id = "batch_" + "0" * 24
+    now = time.time()
+    listing = {"batches": [{
+        "batch_id": fake_id, "status": "in_progress", "created_at": now - 60, "updated_at": now,
+        "finished_at": None, "cancelled_at": None, "metadata": {"who": "<script>window.pwned=1</script>"},
+        "request_counts": {"total": 4, "completed": 2, "low_quality": 1, "failed": 1, "cancelled": 0},
+        "webhook": {"url": "https://hooks.example/<b>", "state": "failed",
+                    "delivery": {"attempts": 5, "last_error": "HTTP 500 <i>no</i>"}}}]}
+    listed, cancelled = re.compile(r"/batches\?limit=10$"), re.compile(r"/batches/batch_0+$")
+    page.route(listed, lambda route: route.fulfill(status=200, content_type="application/json",
+                                                   body=json.dumps(listing)))
+    page.route(cancelled, refuse(
+        403, {"error": "API key 'dash-reader' lacks the submit scope this route needs"}, {}))
+    row = batch_row(page, fake_id)
+    expect(row.locator(".progress-text")).to_have_text("3 / 4 done (1 low quality, 1 failed)", timeout=15_000)
+    expect(row.locator(".progress span")).to_have_count(3)
+    expect(row.locator("td.webhook")).to_have_text("failed (5 attempts)")
+    assert row.locator("td.webhook").get_attribute("title") == "https://hooks.example/<b>\nlast error: HTTP 500 <i>no</i>"
+    expect(row.locator(".meta")).to_have_text('{"who":"<script>window.pwned=1</script>"}')
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button.cancel").click()
+    expect(page.locator("#batches-message")).to_have_text(
+        f"cancelling {fake_id} failed: this key lacks the submit scope")
+    assert page.locator("#batches script, #batches b, #batches i").count() == 0
+    assert page.evaluate("window.pwned") is None
+    page.unroute(listed)
+    page.unroute(cancelled)
+    expect(page.locator("#batches tbody")).to_have_text("no batches yet", timeout=15_000)
 
 
 def test_dashboard_shows_each_stage_as_it_happens(broker, artifacts, tmp_path, start_worker_process, browser_page):
@@ -333,4 +375,126 @@ def test_dashboard_shows_each_stage_as_it_happens(broker, artifacts, tmp_path, s
                        {"event": "message", "id": None, "data": "x\ny"}], "id: 2"]
         assert page.errors == []
     finally:
+        stop(slow.process, "llm")
+
+
+class HookReceiver:
+    """A webhook receiver on 127.0.0.1 that answers 200 to every POST and counts them."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def batch_row(page, batch_id: str):
+    return page.locator(f'#batches tr[data-batch-id="{batch_id}"]')
+
+
+def test_dashboard_follows_batches_and_cancels_one(broker, artifacts, tmp_path, start_worker_process, browser_page):
+    """An LLM of 4 slots x 1 s. The form shows a question cancelled while it waits; the batches panel shows a
+    batch's bar fill to its total, its webhook delivered and its metadata as text; its Cancel button cancels a
+    batch of 200 behind the slow LLM."""
+    from playwright.sync_api import expect
+
+    slow = launch_llm(artifacts, "llm-dashboard-batches", "--parallel", "4", "--latency", "1")
+    hooks = HookReceiver()
+    try:
+        page = browser_page
+        worker = start_worker_process(isolated_env(broker, slow, tmp_path / "var"), llm_concurrency="4",
+                                      batch_check_interval_seconds="0.5", batch_cancel_grace_seconds="3",
+                                      webhook_secret="dashboard-secret", webhook_allowed_hosts="127.0.0.1")
+        token = uuid.uuid4().hex[:8]
+        page.goto(worker.url + "/dashboard")
+        expect(page.locator("#batches tbody")).to_have_text("no batches yet")
+
+        # The form follows a question cancelled while it waits behind 20 others (5 s of LLM work): its live
+        # stream ends on the terminal cancelled event.
+        for i in range(20):
+            ahead = f"What keeps slot {i} of pool {token} busy?"
+            assert worker.query(ahead, ahead)[0] == 202
+        question = f"Is question {token} of the form ever generated?"
+        page.fill("#question", question)
+        page.fill("#reference", "")
+        page.click("#ask-submit")
+        expect(page.locator("#ask-id")).to_have_text(question_id(question))
+        code, body = worker.request("DELETE", f"/query/{question_id(question)}")
+        assert code == 200 and body["cancelled"] is True, body
+        expect(page.locator("#ask-status")).to_have_text("cancelled", timeout=30_000)
+        expect(page.locator('#ask-stages li[data-stage="cancelled"]')).to_have_count(1)
+        expect(page.locator("#ask-answer")).to_have_text("cancelled by request before it was generated")
+        expect(page.locator("#ask-submit")).to_be_enabled()  # the stream ended: nothing is still following it
+
+        # A small batch with a webhook and metadata a page must not run: its bar fills, it completes, its
+        # delivery shows delivered, the metadata shows as text.
+        hostile = {"note": "<img src=x onerror=\"window.pwned=1\">", "run": token}
+        questions = [f"What does step {i} of batch {token} do?" for i in range(6)]
+        code, small = worker.request("POST", "/batches", {
+            "questions": [{"question_text": q, "original_answer": q} for q in questions],
+            "metadata": hostile, "webhook_url": hooks.url})
+        assert code == 202, small
+        row = batch_row(page, small["batch_id"])
+        expect(row).to_have_attribute("data-total", "6", timeout=15_000)
+        expect(row).to_have_attribute("data-finished", "6", timeout=60_000)
+        expect(row).to_have_attribute("data-status", "completed", timeout=30_000)
+        expect(row.locator(".pill")).to_have_text("completed")
+        expect(row.locator(".progress")).to_have_attribute("aria-valuenow", "6")
+        expect(row.locator(".progress span")).to_have_count(1)
+        expect(row.locator(".progress span.completed")).to_have_attribute("title", "completed: 6")
+        expect(row.locator(".progress-text")).to_have_text("6 / 6 done")
+        expect(row.locator("td.webhook")).to_have_attribute("data-state", "delivered", timeout=30_000)
+        expect(row.locator("button.cancel")).to_be_hidden()
+        assert json.loads(row.locator(".meta").inner_text()) == hostile
+        assert page.locator("#batches img").count() == 0 and page.evaluate("window.pwned") is None
+        assert len(hooks.received) == 1
+
+        # A batch of 200 behind the slow LLM, cancelled from the panel: it shows cancelling (or cancelled,
+        # if the panel refreshes after the grace), then cancelled with every item counted.
+        code, big = worker.request("POST", "/batches", {"questions": [
+            {"question_text": f"Which gear {i} of clock {token} turns?"} for i in range(200)]}, timeout=60)
+        assert code == 202, big
+        row = batch_row(page, big["batch_id"])
+        expect(row).to_have_attribute("data-status", "in_progress", timeout=15_000)
+        expect(page.locator("#batches tbody tr").first).to_have_attribute("data-batch-id", big["batch_id"])
+        dialogs = []
+        page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+        with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+            row.locator("button.cancel").click()
+        assert deleted.value.status == 200 and deleted.value.url.endswith(f"/batches/{big['batch_id']}")
+        assert dialogs and big["batch_id"] in dialogs[0]
+        expect(row).to_have_attribute("data-status", re.compile("^(cancelling|cancelled)$"))
+        expect(row.locator("button.cancel")).to_be_hidden()
+        code, state = worker.request("GET", f"/batches/{big['batch_id']}")
+        assert code == 200 and state["status"] in ("cancelling", "cancelled")
+        assert state["request_counts"]["cancelled"] >= 150, state
+        expect(row).to_have_attribute("data-status", "cancelled", timeout=30_000)
+        expect(row).to_have_attribute("data-finished", "200", timeout=15_000)
+        cancelled = int(row.locator(".progress").get_attribute("aria-valuenow") or 0)
+        assert cancelled == 200 and row.locator(".progress span.cancelled").count() == 1
+        page.screenshot(path=str(artifacts / "dashboard-batches.png"), full_page=True)
+
+        # The bar's parts: completed apart from its low-quality answers, then failed and cancelled.
+        assert page.evaluate("""() => batchParts({ total: 10, completed: 5, low_quality: 2, failed: 1, cancelled: 3 })
+            """) == [["completed", "completed", 3], ["low", "low quality", 2], ["failed", "failed", 1],
+                     ["cancelled", "cancelled", 3]]
+        assert page.errors == []
+    finally:
+        hooks.close()
         stop(slow.process, "llm")

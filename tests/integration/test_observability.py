@@ -51,7 +51,7 @@ def test_figures_of_a_running_worker(stack_env, redis_url, start_worker_process)
     lag = worker.request("GET", "/metrics")[1]["consumer_lag"]
     assert lag["age_seconds"] is not None and lag["age_seconds"] < 30
     pending = pending_topic(lag)
-    assert len(lag["topics"]) == 9  # the graph's topics, both lanes' included
+    assert len(lag["topics"]) == 10  # the graph's topics: both lanes, the error topics, events, webhooks
     assert set(lag["topics"][pending]["partitions"]) == {"0", "1", "2"}
     assert sum(p["highwater"] for p in lag["topics"][pending]["partitions"].values()) >= 3
     wait_until(lambda: worker.request("GET", "/metrics")[1]["consumer_lag"]["total"] == 0, 30,

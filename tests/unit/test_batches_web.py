@@ -18,9 +18,10 @@ import qastream.tables.parking  # noqa: F401  (the tables, as a worker discovers
 import qastream.tables.status  # noqa: F401
 from qastream.agents import batches as batch_timer
 from qastream.app import storage
-from qastream.db import owners, queries
+from qastream.db import owners, queries, webhooks
 from qastream.db.queries import StoredAnswer, Submission
 from qastream.policy.ids import question_id
+from qastream.policy.webhooks import EventKind
 from qastream.web import batches, cancel
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -189,6 +190,24 @@ async def test_a_batch_whose_questions_are_all_answered_completes(client, databa
     await batch_timer.end_batches(time.time())
     shown = await (await client.get(f"/batches/{body['batch_id']}")).json()
     assert shown["status"] == "completed" and shown["finished_at"] is not None
+
+
+async def test_the_list_shows_each_batch_webhook_delivery(client, database, monkeypatch):
+    """``GET /batches`` carries what ``GET /batches/{id}`` does, delivery included: the dashboard's panel reads it."""
+    monkeypatch.setattr(batches, "settings", dataclasses.replace(batches.settings, webhook_secret="s3cret"))
+    _, hooked = await post_batch(client, [{"question_text": "Hooked?"}], webhook_url="https://hooks.example.com/b")
+    _, plain = await post_batch(client, [{"question_text": "Plain?"}], metadata={"note": "<b>x</b>"})
+    listed = {b["batch_id"]: b for b in (await (await client.get("/batches")).json())["batches"]}
+    assert listed[hooked["batch_id"]]["webhook"] == {"url": "https://hooks.example.com/b", "state": None,
+                                                     "delivery": None}  # not scheduled before the batch ends
+    on_db(database, webhooks.insert, [webhooks.NewDelivery("d" * 32, EventKind.BATCH_COMPLETED, hooked["batch_id"],
+                                                           "https://hooks.example.com/b", "{}", time.time())])
+    listed = {b["batch_id"]: b for b in (await (await client.get("/batches")).json())["batches"]}
+    shown = listed[hooked["batch_id"]]["webhook"]
+    assert shown["state"] == "pending" and shown["delivery"]["delivery_id"] == "d" * 32
+    assert shown == (await (await client.get(f"/batches/{hooked['batch_id']}")).json())["webhook"]
+    assert listed[plain["batch_id"]]["webhook"] == {"url": None, "state": None, "delivery": None}
+    assert listed[plain["batch_id"]]["metadata"] == {"note": "<b>x</b>"}
 
 
 @pytest.mark.parametrize("webhook_url, ended, kind", [

@@ -1,5 +1,5 @@
-// qastream dashboard: polls GET /metrics and GET /answers/latest, draws small SVG charts,
-// and submits questions with POST /query, following each stage live on GET /status/{id}/events.
+// qastream dashboard: polls GET /metrics, GET /answers/latest and GET /batches, draws small SVG charts and
+// batch progress bars (with a Cancel button per batch in progress), and submits questions with POST /query, following each stage live on GET /status/{id}/events.
 // No library and no network beyond this worker: everything is drawn here.
 //
 // With QASTREAM_AUTH=required every data request carries the API key the user typed into the key form,
@@ -14,6 +14,10 @@ const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777
 const STATUS_COLORS = { pending: "#9ca3af", processing: "#2563eb", retrying: "#d97706", completed: "#16a34a", failed: "#dc2626", cancelled: "#6b7280" };
 const METRICS_EVERY_MS = 2000;
 const ANSWERS_EVERY_MS = 3000;
+// Each listed batch costs the worker a read of all its items (its counts are folded from its questions), so
+// the panel asks less often than the charts; the back-off below slows it further when that read is slow.
+const BATCHES_EVERY_MS = 4000;
+const BATCHES_SHOWN = 10;
 // A live status stream that ends before its question's terminal event (the worker's longest stream, a
 // restart) is opened again after this wait (or the Retry-After of a 429, 503), with Last-Event-ID.
 const STREAM_RETRY_MS = 1000;
@@ -26,7 +30,8 @@ const BACKOFF_CAP_MS = 30000;
 const RETRY_AFTER_CAP_MS = 300000;
 const KEY_ITEM = "qastream.apiKey"; // the sessionStorage item
 // The scope each endpoint needs (qastream/policy/access.py), named on a panel when the key lacks it.
-const SCOPE_OF = { metrics: "metrics", answers: "read", query: "submit", status: "read" };
+const SCOPE_OF = { metrics: "metrics", answers: "read", query: "submit", status: "read", batches: "read",
+  cancel: "submit" };
 const HISTORY = 150; // samples kept for the line charts: 5 minutes at one every 2 s
 
 const history = [];
@@ -64,6 +69,7 @@ function keyChanged() {
   stopStream();
   document.getElementById("ask-result").hidden = true;
   document.getElementById("ask-submit").disabled = false;
+  clearBatches("…");
   for (const poller of pollers) poller.restart();
 }
 
@@ -430,6 +436,202 @@ async function pollAnswers() {
   }
 }
 
+// -- batches -------------------------------------------------------------------
+
+const BATCH_IN_PROGRESS = "in_progress";
+// The table's rows by batch id: a refresh updates them in place, so a Cancel button keeps its place (and
+// its focus) under the pointer while the panel refreshes.
+const batchRows = new Map();
+
+// The stacked bar of a batch's request_counts: [class, label, count] per drawn part, in order. completed
+// includes its low-quality answers, drawn apart; what is left of the total is still in flight (the track).
+function batchParts(counts) {
+  const completed = counts.completed || 0;
+  const low = Math.min(counts.low_quality || 0, completed);
+  return [["completed", "completed", completed - low], ["low", "low quality", low],
+    ["failed", "failed", counts.failed || 0], ["cancelled", "cancelled", counts.cancelled || 0]];
+}
+
+// A timestamp (seconds) as the page shows it: the time of day, with the date when it is not today.
+function when(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const at = new Date(seconds * 1000);
+  const time = at.toLocaleTimeString([], { hour12: false });
+  return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString()} ${time}`;
+}
+
+function batchesMessage(text) {
+  const message = document.getElementById("batches-message");
+  message.textContent = text || "";
+  message.hidden = !text;
+}
+
+// The panel without rows, saying why (text, or a node such as denied()).
+function clearBatches(what) {
+  batchRows.clear();
+  const body = document.querySelector("#batches tbody");
+  body.replaceChildren();
+  const td = body.insertRow().insertCell();
+  td.colSpan = 6;
+  td.className = "muted";
+  td.append(what);
+  batchesMessage("");
+}
+
+function newBatchRow(batchId) {
+  const row = document.createElement("tr");
+  row.dataset.batchId = batchId;
+  const id = row.insertCell();
+  const code = document.createElement("code");
+  code.textContent = batchId;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  id.append(code, meta);
+  const status = document.createElement("span");
+  row.insertCell().append(status);
+  const progress = row.insertCell();
+  const bar = document.createElement("div");
+  bar.className = "progress";
+  bar.setAttribute("role", "progressbar");
+  const text = document.createElement("div");
+  text.className = "progress-text";
+  progress.append(bar, text);
+  row.insertCell().className = "when";
+  row.insertCell().className = "webhook";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "Cancel";
+  button.className = "cancel";
+  button.addEventListener("click", () => cancelBatch(batchId, button));
+  row.insertCell().append(button);
+  return row;
+}
+
+// Fills a batch's row from what GET /batches (or DELETE /batches/{id}) said of it. Every value is set as text:
+// metadata and webhook URLs come from whoever submitted the batch.
+function showBatch(row, batch) {
+  const counts = batch.request_counts || {};
+  const total = counts.total || 0;
+  const parts = batchParts(counts);
+  const finished = parts.reduce((sum, [, , n]) => sum + n, 0);
+  row.dataset.status = batch.status;
+  row.dataset.total = String(total);
+  row.dataset.finished = String(finished);
+  const [idCell, statusCell, progressCell, timesCell, hookCell, actionCell] = row.cells;
+
+  const meta = idCell.querySelector(".meta");
+  const metadata = batch.metadata && Object.keys(batch.metadata).length ? JSON.stringify(batch.metadata) : "";
+  meta.textContent = metadata;
+  meta.title = metadata;
+
+  const pill = statusCell.firstChild;
+  pill.textContent = batch.status.replace("_", " ");
+  pill.className = `pill ${batch.status}`;
+
+  const bar = progressCell.querySelector(".progress");
+  bar.replaceChildren(...parts.filter(([, , n]) => n > 0).map(([cls, label, n]) => {
+    const part = document.createElement("span");
+    part.className = cls;
+    part.style.width = `${(100 * n / Math.max(total, 1)).toFixed(2)}%`;
+    part.title = `${label}: ${n}`;
+    return part;
+  }));
+  bar.setAttribute("aria-valuemin", "0");
+  bar.setAttribute("aria-valuemax", String(total));
+  bar.setAttribute("aria-valuenow", String(finished));
+  const detail = parts.slice(1).filter(([, , n]) => n > 0).map(([, label, n]) => `${fmt(n, 0)} ${label}`);
+  progressCell.querySelector(".progress-text").textContent =
+    `${fmt(finished, 0)} / ${fmt(total, 0)} done` + (detail.length ? ` (${detail.join(", ")})` : "");
+
+  const ended = batch.finished_at !== null && batch.finished_at !== undefined;
+  const lines = [`created ${when(batch.created_at)}`];
+  if (batch.cancelled_at !== null && batch.cancelled_at !== undefined) lines.push(`cancelled ${when(batch.cancelled_at)}`);
+  lines.push(ended ? `ended ${when(batch.finished_at)}` : `updated ${when(batch.updated_at)}`);
+  timesCell.textContent = lines.join("\n");
+  timesCell.style.whiteSpace = "pre-line";
+
+  const hook = batch.webhook || {};
+  const delivery = hook.delivery;
+  if (!hook.url) {
+    hookCell.textContent = "–";
+    hookCell.title = "no webhook";
+    hookCell.dataset.state = "";
+  } else {
+    const state = hook.state || "not sent yet";
+    const attempts = delivery ? ` (${delivery.attempts} attempt${delivery.attempts === 1 ? "" : "s"})` : "";
+    hookCell.textContent = `${state}${attempts}`;
+    hookCell.title = [hook.url, delivery && delivery.last_error ? `last error: ${delivery.last_error}` : ""]
+      .filter(Boolean).join("\n");
+    hookCell.dataset.state = hook.state || "";
+  }
+
+  actionCell.firstChild.hidden = batch.status !== BATCH_IN_PROGRESS;
+}
+
+async function pollBatches() {
+  let response = null;
+  try {
+    response = await api(`/batches?limit=${BATCHES_SHOWN}`);
+    if (response === null) return OK;
+    if (response.status === 401 || response.status === 403) {
+      clearBatches(response.status === 401 ? notice("an API key is needed") : denied(SCOPE_OF.batches));
+      return REFUSED;
+    }
+    if (!response.ok) return failed(response);
+    const { batches } = await response.json();
+    const body = document.querySelector("#batches tbody");
+    if (!batches.length) {
+      clearBatches("no batches yet");
+      return OK;
+    }
+    if (!batchRows.size) body.replaceChildren(); // the "no batches yet" line
+    const shown = new Set();
+    for (const batch of batches) {
+      let row = batchRows.get(batch.batch_id);
+      if (!row) {
+        row = newBatchRow(batch.batch_id);
+        batchRows.set(batch.batch_id, row);
+      }
+      showBatch(row, batch);
+      body.append(row); // in the order listed, newest first (append moves a row already there)
+      shown.add(batch.batch_id);
+    }
+    for (const [batchId, row] of batchRows) {
+      if (!shown.has(batchId)) {
+        row.remove();
+        batchRows.delete(batchId);
+      }
+    }
+    return OK;
+  } catch (err) {
+    return failed(response);
+  }
+}
+
+// Cancels a batch (DELETE /batches/{id}), shows what the worker answered, and refreshes the panel.
+async function cancelBatch(batchId, button) {
+  if (!window.confirm(`Cancel batch ${batchId}? Its questions not generated yet will never be.`)) return;
+  button.disabled = true;
+  batchesMessage("");
+  try {
+    const response = await api(`/batches/${encodeURIComponent(batchId)}`, { method: "DELETE" });
+    if (response === null) return; // another key now: the panel shows that key's batches
+    if (response.ok) {
+      const row = batchRows.get(batchId);
+      if (row) showBatch(row, await response.json());
+    } else {
+      const body = await response.json().catch(() => ({}));
+      batchesMessage(`cancelling ${batchId} failed: ` +
+        (await refusal(response, SCOPE_OF.cancel) || body.error || `HTTP ${response.status}`));
+    }
+  } catch (err) {
+    batchesMessage(`cancelling ${batchId} failed: ${err.message}`);
+  } finally {
+    button.disabled = false;
+    batchesPoller.refreshNow();
+  }
+}
+
 // -- polling -------------------------------------------------------------------
 
 // The wait before the next refresh: the normal interval after a quick success, otherwise twice the last
@@ -448,6 +650,7 @@ function poll(refresh, everyMs) {
   let timer = null;
   let running = false;
   let paused = false;
+  let again = false; // refreshNow() was called while a refresh was out: its answer may predate the change
   const schedule = (ms) => {
     if (timer === null && !running && !paused && !document.hidden) timer = setTimeout(tick, ms);
   };
@@ -464,6 +667,13 @@ function poll(refresh, everyMs) {
       // a bug in drawing must not end the chain
     }
     running = false;
+    if (again && !outcome.refused) {
+      again = false;
+      delay = everyMs;
+      schedule(0);
+      return;
+    }
+    again = false;
     if (generation !== keyGeneration) {
       delay = everyMs; // the key changed meanwhile: ask again, with the new one, now
       schedule(0);
@@ -486,6 +696,15 @@ function poll(refresh, everyMs) {
     restart() { // a new key: ask at once (a request still out is answered first, then ignored by tick)
       paused = false;
       delay = everyMs;
+      clearTimeout(timer);
+      timer = null;
+      schedule(0);
+    },
+    refreshNow() { // after the page changed something (a cancel): show it without waiting for the interval
+      if (running) {
+        again = true;
+        return;
+      }
       clearTimeout(timer);
       timer = null;
       schedule(0);
@@ -682,4 +901,5 @@ document.getElementById("key-form").addEventListener("submit", useKey);
 document.getElementById("key-forget").addEventListener("click", forgetKey);
 document.getElementById("key-forget").hidden = !currentKey();
 window.addEventListener("resize", () => { if (lastMetrics) renderCharts(lastMetrics); });
-pollers.push(poll(pollMetrics, METRICS_EVERY_MS), poll(pollAnswers, ANSWERS_EVERY_MS));
+const batchesPoller = poll(pollBatches, BATCHES_EVERY_MS);
+pollers.push(poll(pollMetrics, METRICS_EVERY_MS), poll(pollAnswers, ANSWERS_EVERY_MS), batchesPoller);
