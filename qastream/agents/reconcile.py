@@ -90,13 +90,24 @@ async def events_applied(ids: set[str]) -> set[str]:
     return {qid for qid in ids if done.get(await partition_of(events, qid), False)}
 
 
-def lanes_of(records: Mapping[str, Optional[Mapping[str, Any]]]) -> dict[str, Lane]:
+def lanes_of(records: Mapping[str, Optional[Mapping[str, Any]]], batched: frozenset[str] = frozenset()) -> dict[str, Lane]:
     """Question id -> the lane its status record names: a stranded question is re-enqueued on its own lane.
 
     A question the status table never heard of (no record, or one written
-    before lanes existed) goes to the interactive lane.
+    before lanes existed) goes to the bulk lane when a batch asked it
+    (``batched``, from the database) and to the interactive lane otherwise.
     """
-    return {qid: lane_of((record or {}).get("lane")) for qid, record in records.items()}
+    def lane(qid: str, record: Optional[Mapping[str, Any]]) -> Lane:
+        named = (record or {}).get("lane")
+        if named is None:
+            return Lane.BULK if qid in batched else Lane.INTERACTIVE
+        return lane_of(named)
+    return {qid: lane(qid, record) for qid, record in records.items()}
+
+
+def without_lane(records: Mapping[str, Optional[Mapping[str, Any]]]) -> list[str]:
+    """The questions whose status record names no lane (or that have none)."""
+    return [qid for qid, record in records.items() if (record or {}).get("lane") is None]
 
 
 async def owned(ids: list[str]) -> list[str]:
@@ -147,7 +158,10 @@ async def requeue_stranded(now: float) -> int:
     for acceptance in taken:
         logger.warning("%s: stranded in stage %s; re-enqueued in epoch %d", acceptance.question_id,
                        stages[acceptance.question_id], acceptance.epoch)
-    count = await enqueue(taken, lanes_of({qid: records[qid] for qid in stages}))
+    stranded_records = {qid: records[qid] for qid in stages}
+    unnamed = without_lane(stranded_records)
+    batched = frozenset(await storage.batched(unnamed)) if unnamed else frozenset()
+    count = await enqueue(taken, lanes_of(stranded_records, batched))
     for acceptance in taken:
         app.runtime.counts.record_stalled(stages[acceptance.question_id])
     logger.warning("reconciliation re-enqueued %d stranded question(s)", count)

@@ -211,6 +211,14 @@ def question_ids(connection: Connection, batch_id: str) -> list[str]:
     return list(connection.execute(select(BI.c.question_id).where(BI.c.batch_id == batch_id).distinct()).scalars())
 
 
+def batched(connection: Connection, question_ids: Sequence[str]) -> set[str]:
+    """Those of ``question_ids`` that some batch asked (the ``batch_items.question_id`` index)."""
+    if not question_ids:
+        return set()
+    return set(connection.execute(select(BI.c.question_id).where(BI.c.question_id.in_(list(question_ids)))
+                                  .distinct()).scalars())
+
+
 def cancel(connection: Connection, batch_id: str, now: float) -> tuple[Optional[Batch], list[Cancelled]]:
     """Cancel a batch: it turns ``cancelling`` (once) and its pending questions ``cancelled``.
 

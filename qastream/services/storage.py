@@ -358,6 +358,10 @@ class Storage(Service):
         """Record that the end-of-batch hook ran."""
         await self._run(self._writer, self._write, batches.mark_notified, batch_id, now)
 
+    async def batched(self, question_ids: Sequence[str]) -> set[str]:
+        """Those of the questions that some batch asked (see :func:`batches.batched`)."""
+        return await self._run(self._readers, self._read, batches.batched, question_ids)
+
     async def question_status(self, question_id: str) -> Optional[str]:
         """The question's status in the database, or ``None``."""
         return await self._run(self._readers, self._read, batches.question_status, question_id)

@@ -336,3 +336,12 @@ async def test_a_batch_webhook_is_checked_as_a_question_webhook_is(client, datab
     status, body = await post_batch(client, [{"question_text": "What is a compiler?"}], webhook_url=url)
     assert status == 400 and reason in body["error"]
     assert database.enqueued == []
+
+
+async def test_batched_names_the_questions_a_batch_asked(client, database):
+    status, _ = await post_batch(client, [{"question_text": "Asked in a batch?"}])
+    assert status == 202
+    on_db(database, queries.accept, [Submission(question_id("Asked alone?"), "Asked alone?", None, time.time())])
+    asked = [question_id("Asked in a batch?"), question_id("Asked alone?"), question_id("Never asked?")]
+    assert await storage.batched(asked) == {question_id("Asked in a batch?")}
+    assert await storage.batched([]) == set()

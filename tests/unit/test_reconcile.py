@@ -2,7 +2,7 @@
 
 import pytest
 
-from qastream.agents.reconcile import UNKNOWN, caught_up, lanes_of, past_log_end, stranded
+from qastream.agents.reconcile import UNKNOWN, caught_up, lanes_of, past_log_end, stranded, without_lane
 from qastream.policy.deadlines import Deadlines
 
 LIMITS = Deadlines(queued=10.0, generating=20.0, scoring=5.0, regenerating=10.0, waiting_retry=40.0)
@@ -57,3 +57,7 @@ def test_a_stranded_question_goes_back_to_its_own_lane():
     records = {"a": {"stage": "queued", "lane": "bulk"}, "b": {"stage": "queued", "lane": "interactive"},
                "c": {"stage": "queued"}, "d": None}
     assert lanes_of(records) == {"a": "bulk", "b": "interactive", "c": "interactive", "d": "interactive"}
+    # Without a lane on record, a question some batch asked goes back to the bulk lane.
+    assert lanes_of(records, frozenset({"b", "c", "d"})) == {"a": "bulk", "b": "interactive", "c": "bulk",
+                                                           "d": "bulk"}
+    assert without_lane(records) == ["c", "d"]
