@@ -67,7 +67,7 @@ async def partition_counts(broker: Broker, prefix: str) -> dict[str, int]:
 
 LAYOUT = {"questions-pending": 3, "questions-bulk": 3, "llm-responses-success": 3,
           "llm-responses-error-overload": 2, "llm-responses-error-quota": 2, "llm-responses-error-permanent": 1,
-          "validated-responses": 3, "low-quality-responses": 1, "question-events": 3}
+          "validated-responses": 3, "low-quality-responses": 1, "question-events": 3, "webhook-deliveries": 2}
 
 
 def test_a_question_whose_pending_message_was_lost_completes_once_after_its_deadline(broker, stack_env, tmp_path,
