@@ -204,7 +204,8 @@ SCHEMAS: dict[str, Any] = {
     "LineError": {"type": "object", "required": ["line", "error"],
                   "properties": {"line": {"type": "integer"}, "error": {"type": "string"}}},
     "BatchRefused": {
-        "type": "object", "required": ["error", "invalid_lines", "invalid_count"],
+        # A refusal of the whole body (not JSON, no questions list, a bad webhook_url) has no lines to list.
+        "type": "object", "required": ["error"],
         "properties": {"error": {"type": "string"}, "invalid_count": {"type": "integer"},
                        "invalid_lines": {"type": "array", "items": ref("LineError"),
                                          "description": "the first 100 bad lines"}},
