@@ -17,6 +17,17 @@ one step; :func:`install` refuses to patch any other Faust version, so an
 upgrade is a conscious decision.  Redelivery stays harmless either way
 (every stage is idempotent), this only keeps it rare and cheap.
 
+The same method could also commit past a message still being processed,
+which is worse: after a ``kill -9`` that message is never delivered again.
+Faust's check that the run of acked offsets starts at the committed offset
+is off by one (the committed offset is the next one to read, and the run
+may start one after it), is skipped before the first commit, and a gap can
+cover a message in flight.  With ``concurrency`` actors finishing out of
+order, the generate stage's LLM calls in flight were committed past in
+about one kill in two: their questions stalled at ``generating`` until
+reconciliation gave them a new epoch.  :func:`new_offset` therefore never
+commits past the lowest offset delivered to a stream and not yet acked.
+
 Faust's ``/table/{name}/{key}/``, ``/router/{name}/`` and
 ``/router/{name}/{key}/`` look the name up in the partition assignor, whose
 ``KeyError`` they turn into a 503 (or let through as a 500): a client's typo
@@ -61,12 +72,22 @@ original_metadata_request_init = MetadataRequest.__init__
 original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
+def lowest_unacked(self: Any, tp: TP) -> Optional[int]:
+    """The lowest offset of ``tp`` delivered to a stream and not acked yet, at or past the committed offset."""
+    committed = self._committed_offset[tp]
+    offsets = [m.offset for m in list(self._unacked_messages)
+               if m.tp == tp and not m.acked and (committed is None or m.offset >= committed)]
+    return min(offsets, default=None)
+
+
 def new_offset(self: Any, tp: TP) -> Optional[int]:
-    """The offset to commit for ``tp``: one past the first run of consecutive acked offsets."""
+    """The offset to commit for ``tp``: one past the first run of consecutive acked offsets,
+    and never past a message that is still being processed."""
     acked = self._acked[tp]
     if acked:
         max_offset = max(acked)
         gap_for_tp = self._gap[tp]
+        filled = False
         if gap_for_tp:
             candidates = gap_for_tp.overlap(0, max_offset)
             sorted_candidates = sorted(candidates, key=lambda x: x.begin)
@@ -77,6 +98,7 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
                 new_max_offset = max(stuff_to_add[-1], max_offset + 1)
                 acked.extend(stuff_to_add)
                 gap_for_tp.chop(0, new_max_offset)
+                filled = True
         # The fix: a gap can overlap offsets already acked; duplicates would
         # cut the consecutive run short at the first repeated offset.
         acked[:] = sorted(set(acked))
@@ -85,6 +107,16 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
             if min(acked) - committed_offset > 1:
                 return None
         batch = next(consecutive_numbers(acked))
+        # The second fix: the run need not start at the committed offset (the next one to read).  Faust
+        # lets it start one later, and anywhere before the first commit, and a gap can cover the offset
+        # of a message being processed; the message in flight there was committed past and a kill -9
+        # lost it (its question stalled until its stage deadline).  Only then is the scan needed.
+        if committed_offset is None or batch[0] != committed_offset or filled:
+            head = lowest_unacked(self, tp)
+            if head is not None and head <= batch[-1]:
+                batch = [offset for offset in batch if offset < head]
+                if not batch:
+                    return None
         acked[: len(batch)] = []
         self._acked_index[tp].difference_update(batch)
         return batch[-1] + 1

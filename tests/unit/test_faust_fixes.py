@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 from faust.transport.consumer import Consumer
@@ -16,12 +17,16 @@ from qastream.streaming import faust_fixes
 TP0 = TP("questions-pending", 0)
 
 
-def bookkeeping(acked: list[int], gap: tuple[int, int], committed: int) -> SimpleNamespace:
-    """The attributes ``_new_offset`` reads, as a restarted consumer has them."""
+def bookkeeping(acked: list[int], gap: Optional[tuple[int, int]], committed: Optional[int],
+                in_flight: tuple[int, ...] = ()) -> SimpleNamespace:
+    """The attributes ``_new_offset`` reads, as a restarted consumer has them; ``in_flight`` offsets are
+    delivered to a stream and not acked."""
     gaps = defaultdict(IntervalTree)
-    gaps[TP0].addi(*gap)
+    if gap is not None:
+        gaps[TP0].addi(*gap)
+    unacked = [SimpleNamespace(tp=TP0, offset=offset, acked=False) for offset in in_flight]
     return SimpleNamespace(_acked={TP0: list(acked)}, _gap=gaps, _committed_offset={TP0: committed},
-                           _acked_index={TP0: set(acked)})
+                           _acked_index={TP0: set(acked)}, _unacked_messages=unacked)
 
 
 def test_a_gap_overlapping_acked_offsets_commits_everything_at_once():
@@ -35,6 +40,38 @@ def test_the_unpatched_method_stalls_on_the_same_bookkeeping():
     """Documents the bug the fix is for: without it the commit stops at the first duplicate."""
     state = bookkeeping(acked=list(range(11, 21)), gap=(11, 16), committed=10)
     assert faust_fixes.original_new_offset(state, TP0) < 21
+
+
+@pytest.mark.parametrize("acked, gap, committed, in_flight, expected", [
+    # Committed 10 (the next to read); 10 is being processed while 11..15 are done.
+    (list(range(11, 16)), None, 10, (10,), None),
+    # Before the first commit: 0 is being processed.
+    (list(range(1, 6)), None, None, (0,), None),
+    # A gap the fetcher reported covers 13, which is being processed: commit up to it.
+    ([10, 11, 12, 14], (13, 14), 10, (13,), 13),
+    # Nothing in flight below the run: a run one past the committed offset (a gap there) still commits.
+    (list(range(11, 16)), None, 10, (20,), 16),
+])
+def test_a_message_in_flight_is_never_committed_past(acked, gap, committed, in_flight, expected):
+    """Committed past, it would not be delivered again after a kill -9: its work would be lost."""
+    state = bookkeeping(acked=acked, gap=gap, committed=committed, in_flight=in_flight)
+    assert faust_fixes.new_offset(state, TP0) == expected
+
+
+def test_the_unpatched_method_commits_past_a_message_in_flight():
+    """Documents the bug: offset 10, being processed, is committed past."""
+    state = bookkeeping(acked=list(range(11, 16)), gap=None, committed=10, in_flight=(10,))
+    assert faust_fixes.original_new_offset(state, TP0) == 16
+
+
+def test_once_the_message_in_flight_is_acked_everything_commits():
+    state = bookkeeping(acked=list(range(11, 16)), gap=None, committed=10, in_flight=(10,))
+    assert faust_fixes.new_offset(state, TP0) is None
+    (message,) = state._unacked_messages
+    message.acked = True
+    state._acked[TP0].append(10)
+    assert faust_fixes.new_offset(state, TP0) == 16
+    assert state._acked[TP0] == []
 
 
 def test_install_patches_the_consumer():
