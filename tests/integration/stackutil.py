@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.protocol.metadata import MetadataRequest
 
 from qastream.devtools.embedded import (
@@ -29,6 +33,7 @@ from qastream.devtools.embedded import (
     stop,
     wait_for,
 )
+from qastream.policy.webhooks import DELIVERY_HEADER
 from qastream.streaming import faust_fixes
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -185,3 +190,109 @@ def broker_auto_creation() -> Iterator[None]:
         yield
     finally:
         MetadataRequest.__init__ = patched
+
+
+async def read_events(broker: Broker, topic: str) -> list[dict[str, Any]]:
+    """Every record on ``topic`` up to its end offsets, decoded from JSON (the status events of a run, in
+    partition order: each event's ``at`` is the worker's clock when it happened)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=f"{broker.host}:{broker.port}", enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        events: list[dict[str, Any]] = []
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=5000)
+            assert batches, f"no records from {remaining} before their end offsets {ends}"
+            for tp, records in batches.items():
+                events.extend(json.loads(r.value) for r in records)
+                if records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return events
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Arrival:
+    path: str
+    delivery: str
+    attempt: int
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    at: float
+
+
+class WebhookReceiver:
+    """An aiohttp server on 127.0.0.1 in a thread of its own; it records every request.
+
+    ``/flaky`` answers 500 to the first three requests of each delivery id
+    and 200 after; ``/dead`` always 500; ``/hang`` never answers.
+    """
+
+    def __init__(self) -> None:
+        self.arrivals: list[Arrival] = []
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.runner: web.AppRunner
+        self.release: asyncio.Event
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        self.release = asyncio.Event()
+        application = web.Application()
+        application.router.add_route("POST", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(application, shutdown_timeout=0.5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        delivery = request.headers.get(DELIVERY_HEADER, "")
+        with self.lock:
+            earlier = sum(1 for a in self.arrivals if a.delivery == delivery)
+        status = {"/flaky": 500 if earlier < 3 else 200, "/dead": 500}.get(request.path, 200)
+        with self.lock:
+            self.arrivals.append(Arrival(request.path, delivery, int(request.headers.get("X-Qastream-Attempt", 0)),
+                                         dict(request.headers), body, status, time.time()))
+        if request.path == "/hang":
+            await self.release.wait()  # until the test ends: longer than any time-out
+        return web.Response(status=status, text="receiver says no" if status >= 300 else "ok")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def of(self, delivery: str) -> list[Arrival]:
+        with self.lock:
+            return [a for a in self.arrivals if a.delivery == delivery]
+
+    def received(self) -> list[Arrival]:
+        with self.lock:
+            return list(self.arrivals)
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self.ready.wait(10), "the receiver did not start"
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.release.set)
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

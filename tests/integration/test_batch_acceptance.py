@@ -31,19 +31,15 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
-from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
+from stackutil import Broker, WebhookReceiver, Worker, isolated_env, launch_llm, read_events, wait_until
 
 from qastream.devtools.embedded import stop
 from qastream.policy.ids import question_id
@@ -60,62 +56,9 @@ KILL_AFTER = 150
 SECRET = "acceptance-secret"
 
 
-@dataclass
-class Arrival:
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """An aiohttp server on 127.0.0.1, in a thread of its own, that records every request and answers 200."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self.lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.runner: web.AppRunner
-        self.port = 0
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        application = web.Application()
-        application.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(application, shutdown_timeout=0.5)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.port = self.runner.addresses[0][1]
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        with self.lock:
-            self.arrivals.append(Arrival(dict(request.headers), body))
-        return web.Response(text="ok")
-
-    def received(self) -> list[Arrival]:
-        with self.lock:
-            return list(self.arrivals)
-
-    def start(self) -> None:
-        self.thread.start()
-        assert self.ready.wait(10), "the receiver did not start"
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    started = WebhookReceiver()
     started.start()
     yield started
     started.stop()
@@ -151,29 +94,6 @@ def stored(postgres_url: str, ids: list[str]) -> list[Any]:
         engine.dispose()
 
 
-async def stage_events(broker: Broker, topic: str) -> list[dict[str, Any]]:
-    """Every status event on ``topic`` up to its end offsets, decoded."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=f"{broker.host}:{broker.port}", enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        events: list[dict[str, Any]] = []
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=5000)
-            assert batches, f"no records from {remaining} before their end offsets {ends}"
-            for tp, records in batches.items():
-                events.extend(json.loads(r.value) for r in records)
-                if records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-        return events
-    finally:
-        await consumer.stop()
 
 
 # Two worker starts (each up to ~30 s on a busy machine), ~25 s of LLM time and the checks.
@@ -185,7 +105,7 @@ async def stage_events(broker: Broker, topic: str) -> list[dict[str, Any]]:
 @pytest.mark.xfail(reason="issue 15: a bulk partition can stall after kill -9 (1 in 5-8 runs)", strict=False)
 def test_a_500_question_batch_with_a_webhook_survives_kill_9(
         broker: Broker, artifacts, postgres_url: str, redis_url: str, tmp_path, start_worker_process,
-        receiver: Receiver) -> None:
+        receiver: WebhookReceiver) -> None:
     slow = launch_llm(artifacts, "llm-acceptance", "--parallel", str(SLOTS), "--latency", str(LATENCY))
     try:
         env = {**isolated_env(broker, slow, tmp_path / "var"), "QASTREAM_DATABASE_URL": postgres_url,
@@ -246,7 +166,7 @@ def test_a_500_question_batch_with_a_webhook_survives_kill_9(
         # The status events: one terminal version per question.  A question is generated a second time only
         # if the kill caught it in flight: generating, its answer not yet scored.  The LLM server saw one
         # call per question, those repeats, and at most SLOTS calls whose events died with the worker.
-        events = asyncio.run(stage_events(broker, env["QASTREAM_TOPIC_PREFIX"] + "question-events"))
+        events = asyncio.run(read_events(broker, env["QASTREAM_TOPIC_PREFIX"] + "question-events"))
         batch_ids = set(ids)
         mine = [e for e in events if e["question_id"] in batch_ids]
         terminal = {(e["question_id"], e["epoch"], e["attempt"]) for e in mine if e["stage"] in

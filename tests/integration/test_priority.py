@@ -30,8 +30,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from stackutil import isolated_env, launch_llm, wait_until
+from stackutil import isolated_env, launch_llm, read_events, wait_until
 
 from qastream.devtools.embedded import stop
 
@@ -43,29 +42,6 @@ def llm_completions(url: str) -> int:
         return json.loads(response.read()).get("completions", 0)
 
 
-async def stage_events(broker, topic: str) -> list[dict]:
-    """Every status event on ``topic``, decoded: each stage's ``at`` is the worker's clock when it happened."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=f"{broker.host}:{broker.port}", enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        events: list[dict] = []
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=5000)
-            assert batches, f"no records from {remaining} before their end offsets {ends}"
-            for tp, records in batches.items():
-                events.extend(json.loads(r.value) for r in records)
-                if records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-        return events
-    finally:
-        await consumer.stop()
 
 
 def load_bulk(env: dict[str, str], path: Path) -> str:
@@ -100,7 +76,7 @@ def test_an_interactive_question_overtakes_a_bulk_backlog(broker, artifacts, pos
         wait_until(lambda: worker.status(qid)[1].get("status") == "completed", 120,
                    "the interactive question to complete", interval=0.1)
 
-        events = asyncio.run(stage_events(broker, env["QASTREAM_TOPIC_PREFIX"] + "question-events"))
+        events = asyncio.run(read_events(broker, env["QASTREAM_TOPIC_PREFIX"] + "question-events"))
         mine = {e["stage"]: e["at"] for e in events if e["question_id"] == qid}
         bulk_started = {e["question_id"]: e["at"] for e in events if e["stage"] == "generating" and e["question_id"] != qid}
         passed_it = [at for at in bulk_started.values() if mine["queued"] < at < mine["generating"]]

@@ -10,21 +10,17 @@ nothing of it holds a stage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
-import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
-from aiohttp import web
 from sqlalchemy import create_engine, text
-from stackutil import Worker, wait_until
+from stackutil import WebhookReceiver, Worker, wait_until
 
-from qastream.policy.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, delivery_id, verify
+from qastream.policy.webhooks import EVENT_HEADER, SIGNATURE_HEADER, delivery_id, verify
 
 pytestmark = pytest.mark.integration
 
@@ -35,85 +31,9 @@ TIMEOUT_SECONDS = 2.0
 BACKOFF_BASE, BACKOFF_MAX = 1.0, 4.0
 
 
-@dataclass
-class Arrival:
-    path: str
-    delivery: str
-    attempt: int
-    headers: dict[str, str]
-    body: bytes
-    status: int
-    at: float
-
-
-class Receiver:
-    """An aiohttp server on 127.0.0.1 in a thread of its own; it records every request.
-
-    ``/flaky`` answers 500 to the first three requests of each delivery id
-    and 200 after; ``/dead`` always 500; ``/hang`` never answers.
-    """
-
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self.lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.runner: web.AppRunner
-        self.release: asyncio.Event
-        self.port = 0
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        self.release = asyncio.Event()
-        application = web.Application()
-        application.router.add_route("POST", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(application, shutdown_timeout=0.5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        delivery = request.headers.get(DELIVERY_HEADER, "")
-        with self.lock:
-            earlier = sum(1 for a in self.arrivals if a.delivery == delivery)
-        status = {"/flaky": 500 if earlier < 3 else 200, "/dead": 500}.get(request.path, 200)
-        with self.lock:
-            self.arrivals.append(Arrival(request.path, delivery, int(request.headers.get("X-Qastream-Attempt", 0)),
-                                         dict(request.headers), body, status, time.time()))
-        if request.path == "/hang":
-            await self.release.wait()  # until the test ends: longer than any time-out
-        return web.Response(status=status, text="receiver says no" if status >= 300 else "ok")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def of(self, delivery: str) -> list[Arrival]:
-        with self.lock:
-            return [a for a in self.arrivals if a.delivery == delivery]
-
-    def start(self) -> None:
-        self.thread.start()
-        self.ready.wait(10)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.release.set)
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    started = WebhookReceiver()
     started.start()
     yield started
     started.stop()
@@ -179,7 +99,7 @@ def test_webhook_url_is_checked_at_submission(worker: Worker) -> None:
 
 
 def test_a_flaky_receiver_gets_one_signed_event_on_the_fourth_attempt_and_the_graph_does_not_slow(
-        worker: Worker, receiver: Receiver, postgres_url: str) -> None:
+        worker: Worker, receiver: WebhookReceiver, postgres_url: str) -> None:
     token = uuid.uuid4().hex[:8]
     baseline = plain_batch(worker, token + "a", 10)
 
@@ -224,7 +144,7 @@ def test_a_flaky_receiver_gets_one_signed_event_on_the_fourth_attempt_and_the_gr
 
 
 def test_a_receiver_that_never_answers_slows_no_question_and_ends_failed(
-        worker: Worker, receiver: Receiver, postgres_url: str) -> None:
+        worker: Worker, receiver: WebhookReceiver, postgres_url: str) -> None:
     token = uuid.uuid4().hex[:8]
     baseline = plain_batch(worker, token + "a", 10)
     hung = [ask(worker, f"What does hung receiver {i} of {token} get?", receiver.url("/hang")) for i in range(6)]
@@ -247,7 +167,7 @@ def test_a_receiver_that_never_answers_slows_no_question_and_ends_failed(
 # Two worker starts (each up to ~30 s on a busy machine) and the waits below.
 @pytest.mark.timeout(400)
 def test_a_worker_killed_during_the_retries_delivers_once_after_restart(
-        stack_env: dict[str, str], postgres_url: str, start_worker_process: Any, receiver: Receiver) -> None:
+        stack_env: dict[str, str], postgres_url: str, start_worker_process: Any, receiver: WebhookReceiver) -> None:
     # A quick sweep, so a delivery whose attempt died with the worker is sent again within seconds.
     overrides = {**WEBHOOK_SETTINGS, "database_url": postgres_url, "reconcile_interval_seconds": "2",
                  "deadline_margin_seconds": "2"}
