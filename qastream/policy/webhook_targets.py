@@ -79,14 +79,18 @@ def refused_address(address: Address) -> Optional[str]:
 def check_url(url: str, allowed_hosts: frozenset[str]) -> Target:
     """The :class:`Target` of ``url``, or :class:`TargetRefused` saying why not.
 
-    Checked here: length, scheme, a host, no credentials, and a host that is
-    not an address or name of this machine or a private network unless
-    allowed.  A host name's addresses are checked when sending.
+    Checked here: length, text a database and a request can carry, scheme, a
+    host, no credentials, and a host that is not an address or name of this
+    machine or a private network unless allowed.  A host name's addresses are checked when sending.
     """
     if len(url) > MAX_URL_CHARS:
         raise TargetRefused(f"webhook_url is longer than {MAX_URL_CHARS} characters")
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         raise TargetRefused("webhook_url must not contain whitespace or control characters")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in url):
+        # A lone surrogate JSON lets through: no UTF-8 encoder takes it, so the question's row (written in a
+        # group commit with other clients' questions) or the delivery's request could not carry it.
+        raise TargetRefused("webhook_url contains a lone surrogate: text must be valid Unicode")
     try:
         parts = urlsplit(url)
         port = parts.port

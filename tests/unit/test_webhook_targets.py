@@ -67,6 +67,8 @@ def test_public_urls_are_accepted(url, host, port):
     ("https://hooks.example.com:99999/", "not a valid URL"),
     ("https://hooks.example.com/a b", "whitespace"),
     ("https://hooks.example.com/\x00", "control"),
+    ("https://hooks.example.com/\ud800", "lone surrogate"),
+    ("https://hooks.ex\udfffample.com/", "lone surrogate"),
     ("http://127.0.0.1:8080/", "loopback"),
     ("http://[::1]/", "loopback"),
     ("http://[::ffff:127.0.0.1]/", "loopback"),
