@@ -16,6 +16,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from qastream.errors import RequestError
+from qastream.policy.webhook_targets import MAX_URL_CHARS
 from qastream.web.requests import QueryInput, decode_json, parse_query, unstorable
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
@@ -24,8 +25,6 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
 MAX_CUSTOM_ID_CHARS = 256
 #: Largest ``metadata`` object, as JSON: a label for the batch, not a place to store data.
 MAX_METADATA_CHARS = 8192
-#: Longest webhook URL.
-MAX_URL_CHARS = 2048
 #: Bad lines named in a 400: enough to fix a file, not a second copy of it.
 MAX_LISTED_ERRORS = 100
 
