@@ -97,7 +97,7 @@ def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             kept, scan = totals.read(connection), scanned(connection)
             assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
             assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=0.045)
@@ -132,7 +132,7 @@ def test_0004_on_a_populated_0003_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             key = new_key()
             keys.create(connection, "ci", hash_key(key), frozenset({Scope.SUBMIT}), Limits(max_in_flight=1), NOW)
             principal = keys.lookup(connection, hash_key(key)).principal
@@ -165,7 +165,7 @@ def test_0005_on_a_populated_0004_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             counted = totals.read(connection)
             # A batch over questions from before the upgrade: bulk ones answered, pending and failed, and new ones.
             olds = [f"{1000000 + g:016x}" for g in range(1, 41)]
@@ -209,7 +209,7 @@ def test_0006_on_a_populated_0004_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             queries.accept(connection, [Submission(qid(2), "question 2", None, NOW, webhook_url="https://h.example/")])
             assert webhooks.targets(connection, [qid(0), qid(2)]) == {qid(2): "https://h.example/"}
             made = webhooks.insert(connection, [webhooks.NewDelivery(f"{i:032x}", EventKind.QUESTION_COMPLETED,
