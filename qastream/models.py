@@ -63,6 +63,7 @@ class Job(faust.Record, serializer="json", include_metadata=False):
     best_tokens: int = 0                # prompt + generated tokens of the best answer's attempt
     wasted_tokens: int = 0              # prompt + generated tokens of attempts whose answer is not kept
     first_model: Optional[str] = None   # the model that wrote attempt 1's answer
+    best_model: Optional[str] = None    # the model that wrote best_answer (kept when attempts run out)
 
 
 class StatusEvent(faust.Record, serializer="json", include_metadata=False):

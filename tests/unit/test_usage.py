@@ -74,10 +74,22 @@ def test_wasted_tokens_are_those_of_the_attempts_not_kept(attempts, verdict, was
 
 
 def test_a_question_cancelled_between_attempts_keeps_the_best_and_wastes_the_rest():
-    verdict, scored = run([(20, 50, "small", 0.3), (25, 40, "small", 0.1)])
+    verdict, scored = run([(20, 50, "small", 0.3), (25, 40, "large", 0.1)])
     assert verdict is Verdict.REGENERATE
     ended = keep_best(regenerated(scored))
     assert ended.answer == "answer 1" and ended.wasted_tokens == 65
+    assert ended.model == "small"   # the kept answer's model, not the last attempt's
+
+
+@pytest.mark.parametrize("scores, kept_model", [
+    ((0.3, 0.1, 0.2), "small"),     # attempt 1 is the best: kept with its model
+    ((0.1, 0.3, 0.2), "large"),
+    ((0.1, 0.2, 0.8), "huge"),      # attempt 3 passes
+])
+def test_the_kept_answer_keeps_the_model_that_wrote_it(scores, kept_model):
+    models = ("small", "large", "huge")
+    _, final = run([(20, 50, model, score) for model, score in zip(models, scores)])
+    assert final.model == kept_model and final.first_model == "small"
 
 
 def test_a_message_from_before_token_accounting_decodes_with_nothing_counted():
