@@ -18,6 +18,7 @@ import faust
 
 from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import EXPIRE, Stage, StatusRecord
+from qastream.policy.usage import usage_of
 from qastream.policy.webhooks import Step
 
 
@@ -51,6 +52,18 @@ class Job(faust.Record, serializer="json", include_metadata=False):
     payload: Optional[str] = None       # the raw bytes of an undecodable (poison) message, as text
     # Last, with a default: a message written before lanes existed decodes as interactive, as it was.
     lane: str = Lane.INTERACTIVE        # a Lane; its retries and regenerations go back to its lane's topic
+    # What the LLM spent on this question in this epoch (qastream.policy.usage), summed over every
+    # generation (regenerations included; a failed call returns no counts).  Defaults, so messages
+    # written before token accounting decode as "nothing counted".
+    prompt_tokens: int = 0              # prompt tokens evaluated (Ollama's prompt_eval_count), all attempts
+    eval_tokens: int = 0                # tokens generated (eval_count), all attempts
+    eval_ms: float = 0.0                # generation time the server reported (eval_duration), all attempts
+    load_ms: float = 0.0                # model load time the server reported (load_duration), all attempts
+    attempt_tokens: int = 0             # prompt + generated tokens of the current attempt's answer
+    best_tokens: int = 0                # prompt + generated tokens of the best answer's attempt
+    wasted_tokens: int = 0              # prompt + generated tokens of attempts whose answer is not kept
+    first_model: Optional[str] = None   # the model that wrote attempt 1's answer
+    best_model: Optional[str] = None    # the model that wrote best_answer (kept when attempts run out)
 
 
 class StatusEvent(faust.Record, serializer="json", include_metadata=False):
@@ -115,4 +128,5 @@ def result_of(job: Job, total_ms: float) -> dict[str, Any]:
         "error_retries": job.retries,
         "total_processing_time_ms": round(total_ms, 1),
         "model": job.model,
+        "usage": usage_of(job).as_dict(),
     }

@@ -23,6 +23,7 @@ from qastream.policy.priority import PriorityGate
 from qastream.settings import Settings
 from qastream.streaming.watchers import Watchers
 from qastream.telemetry.counters import WorkerCounts
+from qastream.telemetry.tokens import TokenCounts
 
 #: Accepted questions being produced at once by this worker; the rest wait their turn here.
 #: With one record per producer batch (the development profile), aiokafka wakes every send
@@ -51,6 +52,8 @@ class Runtime:
     poison_counts: Counter[str] = field(default_factory=Counter)
     #: What the stages did: outcomes, dead letters, retries, latencies, scores.
     counts: WorkerCounts = field(default_factory=WorkerCounts)
+    #: Tokens and generation time the LLM reported for this worker's calls, by model and server.
+    tokens: TokenCounts = field(default_factory=TokenCounts)
     #: Webhook attempts this worker made by outcome (``delivered``, ``retried``, ``failed``), and ``deferred``:
     #: deliveries that found no free slot for their host and waited one time-out.
     webhook_counts: Counter[str] = field(default_factory=Counter)

@@ -14,6 +14,7 @@ from qastream.db.imports import Historical
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.policy.batches import BatchStatus
 from qastream.policy.lifecycle import State
+from qastream.policy.usage import Usage
 from qastream.telemetry.stats import nearest_rank_index
 
 T0 = 1_700_000_000.0
@@ -24,10 +25,13 @@ def qid(n):
 
 
 def answer(n, *, epoch=1, score=0.8, attempts=1, retries=0, total_ms=1000.0, low_quality=False, at=T0 + 5):
+    # Token counts that differ with the attempts, so a rewritten answer must uncount the old ones.
+    usage = Usage(prompt_tokens=20 * attempts + n, eval_tokens=50 * attempts, eval_ms=100.0 * attempts + 0.1 * n,
+                  load_ms=1.0, wasted_tokens=70 * (attempts - 1), first_model="m")
     return StoredAnswer(question_id=qid(n), question_text=f"question {n}", original_answer="ref", accepted_at=T0,
                         epoch=epoch, answer=f"answer {n}", score=score, first_score=score,
                         processing_attempts=attempts, error_retries=retries, total_processing_time_ms=total_ms,
-                        llm_time_ms=10.0, low_quality=low_quality, model="m", at=at)
+                        llm_time_ms=10.0, low_quality=low_quality, model="m", at=at, usage=usage)
 
 
 def failure(n, error_class, *, epoch=1, at=T0 + 6):
@@ -98,6 +102,8 @@ def scanned(connection):
     for s in scores:
         buckets[min(9, int(s * 10 + 1e-9))] += 1
     times = sorted(r.total_processing_time_ms for r in responses)
+    prompt, generated = sum(r.prompt_tokens for r in responses), sum(r.eval_tokens for r in responses)
+    eval_ms = sum(r.eval_ms for r in responses)
     return {
         "total_responses": len(responses),
         "scored_responses": len(scores),
@@ -112,4 +118,8 @@ def scanned(connection):
         "error_retries_of_completed": sum(r.error_retries for r in responses),
         "processing_time_ms": {f"p{p}": times[nearest_rank_index(len(times), p)] if times else None
                                for p in (50, 95, 99)},
+        "tokens": {"prompt_tokens": prompt, "eval_tokens": generated,
+                   "wasted_tokens": sum(r.wasted_tokens for r in responses),
+                   "tokens_per_answer": round((prompt + generated) / len(responses), 1) if responses else None,
+                   "eval_tokens_per_second": round(generated / (eval_ms / 1000.0), 2) if eval_ms > 0 else None},
     }

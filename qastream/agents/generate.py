@@ -30,6 +30,7 @@ from qastream.policy.ids import generation_seed
 from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import Stage, is_cancelled, is_stale
 from qastream.policy.quality import keep_best
+from qastream.policy.usage import after_generation
 from qastream.tables.status import report, status_table
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ async def generate_one(job: Job, lane: Lane) -> None:
             await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
             return
     app.runtime.breaker.record_success()
+    app.runtime.tokens.record(generation)
     answered = job.derive(answer=generation.text, model=generation.model, llm_ms=job.llm_ms + generation.latency_ms,
-                          error_class=None, error_code=None, error_message=None, retry_after=None)
+                          error_class=None, error_code=None, error_message=None, retry_after=None,
+                          **after_generation(job, generation))
     await topics.success.send(key=job.question_id, value=answered)
 
 

@@ -18,6 +18,7 @@ from qastream.db.queries import StoredAnswer
 from qastream.errors import ErrorClass
 from qastream.models import Job, result_of
 from qastream.policy.lifecycle import Stage
+from qastream.policy.usage import usage_of
 from qastream.policy.webhooks import EventKind
 from qastream.services.storage import until_written, write_isolated
 from qastream.tables.status import report
@@ -36,7 +37,7 @@ def stored_answer(job: Job, now: float) -> StoredAnswer:
         accepted_at=job.accepted_at or now, epoch=job.epoch, answer=job.answer or "", score=job.score,
         first_score=job.first_score, processing_attempts=job.attempt, error_retries=job.retries,
         total_processing_time_ms=max(0.0, (now - (job.accepted_at or now)) * 1000.0), llm_time_ms=job.llm_ms,
-        low_quality=job.low_quality, model=job.model, at=now,
+        low_quality=job.low_quality, model=job.model, at=now, usage=usage_of(job),
     )
 
 

@@ -13,7 +13,7 @@ actually inserted or changed, so a redelivered or stale event counts nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
@@ -25,6 +25,7 @@ from qastream.db.totals import count
 from qastream.db.upsert import insert_for
 from qastream.policy.access import Principal
 from qastream.policy.lifecycle import State
+from qastream.policy.usage import Usage
 
 Q: Table = QuestionRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
 R: Table = ResponseRow.__table__  # type: ignore[assignment]
@@ -36,7 +37,7 @@ FOUND = "found"
 
 #: The ``responses`` columns the running totals count (see :func:`stats.add_response`).
 COUNTED = ("question_id", "bert_score", "low_quality", "error_retries", "processing_attempts",
-           "total_processing_time_ms")
+           "total_processing_time_ms", "prompt_tokens", "eval_tokens", "eval_ms", "wasted_tokens")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class Answer:
     low_quality: bool
     model: Optional[str]
     at: float                     # when it completed, epoch seconds
+    #: What the LLM spent on it; keyword-only with a default, so imports of older exports need none.
+    usage: Usage = field(default_factory=Usage, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,9 @@ def response_values(a: Answer) -> dict[str, Any]:
         "processing_attempts": a.processing_attempts, "error_retries": a.error_retries,
         "total_processing_time_ms": a.total_processing_time_ms, "llm_time_ms": a.llm_time_ms,
         "low_quality": a.low_quality, "model": a.model, "created_at": to_datetime(a.at),
-        "updated_at": to_datetime(a.at),
+        "updated_at": to_datetime(a.at), "prompt_tokens": a.usage.prompt_tokens, "eval_tokens": a.usage.eval_tokens,
+        "eval_ms": a.usage.eval_ms, "load_ms": a.usage.load_ms, "wasted_tokens": a.usage.wasted_tokens,
+        "first_model": a.usage.first_model,
     }
 
 
@@ -144,6 +149,8 @@ def result_from_row(row: Any) -> dict[str, Any]:
         "error_retries": row.error_retries,
         "total_processing_time_ms": row.total_processing_time_ms,
         "model": row.model,
+        "usage": Usage(prompt_tokens=row.prompt_tokens, eval_tokens=row.eval_tokens, eval_ms=row.eval_ms,
+                       load_ms=row.load_ms, wasted_tokens=row.wasted_tokens, first_model=row.first_model).as_dict(),
     }
 
 
@@ -151,7 +158,8 @@ JOINED = select(
     Q.c.question_id, Q.c.question_text, Q.c.original_answer, Q.c.status, Q.c.epoch, Q.c.accepted_at,
     Q.c.updated_at, Q.c.error_class, Q.c.error_message,
     R.c.answer, R.c.bert_score, R.c.low_quality, R.c.processing_attempts, R.c.error_retries,
-    R.c.total_processing_time_ms, R.c.model,
+    R.c.total_processing_time_ms, R.c.model, R.c.prompt_tokens, R.c.eval_tokens, R.c.eval_ms, R.c.load_ms,
+    R.c.wasted_tokens, R.c.first_model,
 ).select_from(Q.outerjoin(R, R.c.question_id == Q.c.question_id))
 
 

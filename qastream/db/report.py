@@ -5,6 +5,14 @@ completed question) and ``questions`` (their states), so the report costs the
 same for ten rows or ten million.  Score buckets are 0.1 wide: the packaged
 scorer's F1 lives between about 0.2 and 0.9 (docs/quality.md), where the
 coarser /metrics buckets would put most answers in one bucket.
+
+Cost and models: tokens are the LLM server's own counts summed over every
+attempt of a question (:mod:`qastream.policy.usage`); "per kept answer"
+divides by the answers that carry counts (rows stored before migration 0007
+have none).  An answer is *escalated* when the model that wrote it is not the
+model of attempt 1 (``first_model``); the escalation gain counts escalated
+answers that pass the gate: attempt 1 did not pass (it would have been kept),
+so they passed only because another model wrote a later attempt.
 """
 
 from __future__ import annotations
@@ -41,6 +49,49 @@ def _percentile(connection: Connection, column: Any, count: int, p: int) -> Opti
     value = connection.execute(select(column).where(column.is_not(None)).order_by(column)
                                .limit(1).offset(rank)).scalar()
     return _round(value, 1)
+
+
+def _tokens_per_answer(tokens: Any, counted: Any) -> Optional[float]:
+    return round(float(tokens) / int(counted), 1) if counted else None
+
+
+def token_report(connection: Connection, threshold: float) -> dict[str, Any]:
+    """Tokens spent and wasted, figures per model, and the gain from escalation."""
+    tokens = R.c.prompt_tokens + R.c.eval_tokens
+    counted = func.sum(case((tokens > 0, 1), else_=0))
+    passed = and_(R.c.bert_score.is_not(None), R.c.bert_score >= threshold, R.c.low_quality.is_(False))
+    totals = connection.execute(select(
+        func.coalesce(func.sum(R.c.prompt_tokens), 0).label("prompt"),
+        func.coalesce(func.sum(R.c.eval_tokens), 0).label("eval"),
+        func.coalesce(func.sum(R.c.wasted_tokens), 0).label("wasted"),
+        counted.label("counted"),
+    )).one()
+    models = []
+    for r in connection.execute(select(
+            R.c.model, func.count().label("n"), func.count(R.c.bert_score).label("scored"),
+            func.sum(case((passed, 1), else_=0)).label("passed"), func.avg(R.c.bert_score).label("avg"),
+            func.avg(R.c.total_processing_time_ms).label("latency"), func.avg(R.c.llm_time_ms).label("llm"),
+            func.sum(tokens).label("tokens"), counted.label("counted"), func.sum(R.c.eval_tokens).label("eval"),
+            func.sum(R.c.eval_ms).label("eval_ms"),
+    ).group_by(R.c.model).order_by(R.c.model)):
+        models.append({
+            "model": r.model, "answers": int(r.n), "pass_rate": _share(int(r.passed or 0), int(r.scored)),
+            "average_score": _round(r.avg), "average_latency_ms": _round(r.latency, 1),
+            "average_llm_ms": _round(r.llm, 1), "tokens_per_kept_answer": _tokens_per_answer(r.tokens, r.counted),
+            "eval_tokens_per_second": _round(float(r.eval) / (float(r.eval_ms) / 1000.0), 2) if r.eval_ms else None,
+        })
+    escalated = and_(R.c.first_model.is_not(None), R.c.model.is_not(None), R.c.model != R.c.first_model)
+    escalation = connection.execute(select(
+        func.count().label("n"), func.sum(case((passed, 1), else_=0)).label("passed"),
+    ).where(escalated)).one()
+    prompt, generated = int(totals.prompt), int(totals.eval)
+    return {
+        "prompt_tokens": prompt, "eval_tokens": generated, "wasted_tokens": int(totals.wasted),
+        "tokens_per_kept_answer": _tokens_per_answer(prompt + generated, totals.counted),
+        "wasted_share": _share(int(totals.wasted), prompt + generated),
+        "by_model": models,
+        "escalation": {"escalated": int(escalation.n), "passed_after_escalation": int(escalation.passed or 0)},
+    }
 
 
 def quality_report(connection: Connection, threshold: float, max_attempts: int = 3) -> dict[str, Any]:
@@ -105,6 +156,7 @@ def quality_report(connection: Connection, threshold: float, max_attempts: int =
         },
         "questions_by_status": dict(sorted(statuses.items())),
         "processing_time_ms": times,
+        "tokens": token_report(connection, threshold),
     }
 
 
@@ -148,6 +200,32 @@ def render_report(report: dict[str, Any]) -> list[str]:
         f"{pct(g['passed_after_regeneration'], g['regenerated'])}",
         "questions by status  " + ", ".join(f"{k} {v}" for k, v in report["questions_by_status"].items()),
         "processing time ms   " + ", ".join(f"{k} {_fmt(v, 1).strip()}" for k, v in report["processing_time_ms"].items()),
+    ]
+    return lines + render_tokens(report["tokens"])
+
+
+def render_tokens(tokens: dict[str, Any]) -> list[str]:
+    """The token and model part of the report as text."""
+    share = "     -" if tokens["wasted_share"] is None else f"{tokens['wasted_share']:6.1%}"
+    lines = [
+        "tokens (all attempts)",
+        f"  {'prompt':<32}{tokens['prompt_tokens']:>8}",
+        f"  {'generated':<32}{tokens['eval_tokens']:>8}",
+        f"  {'wasted on rejected attempts':<32}{tokens['wasted_tokens']:>8}  {share}",
+        f"  {'per kept answer':<32}{_fmt(tokens['tokens_per_kept_answer'], 1)}",
+        f"{'by model':<26}{'answers':>8}{'pass':>8}{'score':>8}{'ms':>9}{'llm ms':>9}{'tok/ans':>9}{'tok/s':>8}",
+    ]
+    for m in tokens["by_model"]:
+        rate = "-" if m["pass_rate"] is None else f"{m['pass_rate']:.1%}"
+        lines.append(f"  {str(m['model'])[:24]:<24}{m['answers']:>8}{rate:>8}{_fmt(m['average_score'], 3).strip():>8}"
+                     f"{_fmt(m['average_latency_ms'], 0).strip():>9}{_fmt(m['average_llm_ms'], 0).strip():>9}"
+                     f"{_fmt(m['tokens_per_kept_answer'], 1).strip():>9}"
+                     f"{_fmt(m['eval_tokens_per_second'], 1).strip():>8}")
+    e = tokens["escalation"]
+    lines += [
+        "escalation (kept answer by another model than attempt 1)",
+        f"  {'escalated':<32}{e['escalated']:>8}",
+        f"  {'passed only after escalating':<32}{e['passed_after_escalation']:>8}",
     ]
     return lines
 

@@ -91,6 +91,14 @@ class ResponseRow(Base):
     model: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # What the LLM spent on the question (qastream.policy.usage.Usage), migration 0007: 0 for older rows.
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    eval_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    eval_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    load_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    wasted_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: The model of attempt 1; differing from ``model`` means a later model wrote the kept answer.
+    first_model: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
 
 
 class StatRow(Base):

@@ -34,6 +34,9 @@ BATCHES = "batches"              # key: batch status (qastream.policy.batches.Ba
 ACCEPTED = "accepted"            # key: minute (minute_key): questions accepted (or taken again)
 COMPLETED = "completed"          # key: minute: answers first stored
 FAILED = "failed"                # key: minute: questions that turned failed
+PROMPT_TOKENS = "prompt_tokens"  # key "": sum of the stored answers' prompt tokens
+EVAL_TOKENS = "eval_tokens"      # key "": sum of their generated tokens; total: their generation ms
+WASTED_TOKENS = "wasted_tokens"  # key "": sum of their tokens spent on attempts not kept
 MINUTE_NAMES = (ACCEPTED, COMPLETED, FAILED)
 
 #: Upper edges of the score histogram buckets (the last bucket is ``>= 0.9``).  A tenth wide:
@@ -101,6 +104,10 @@ def add_response(deltas: Deltas, row: Mapping[Any, Any], sign: int) -> None:
     add(deltas, ERROR_RETRIES, n=sign * row["error_retries"])
     add(deltas, ATTEMPTS, str(row["processing_attempts"]), sign)
     add(deltas, PROCESSING, str(processing_bucket(row["total_processing_time_ms"])), sign)
+    # ``get``: migration 0003 counts rows of a database that has no token columns yet (0007 adds them).
+    add(deltas, PROMPT_TOKENS, n=sign * (row.get("prompt_tokens") or 0))
+    add(deltas, EVAL_TOKENS, n=sign * (row.get("eval_tokens") or 0), total=sign * (row.get("eval_ms") or 0.0))
+    add(deltas, WASTED_TOKENS, n=sign * (row.get("wasted_tokens") or 0))
 
 
 def add_transition(deltas: Deltas, old: Optional[tuple[str, Optional[str]]], new: tuple[str, Optional[str]]) -> None:
@@ -165,6 +172,19 @@ def fold(rows: Iterable[Any]) -> dict[str, Any]:
         "dead_letters_by_class": failed_by_class,
         "error_retries_of_completed": single.get(ERROR_RETRIES, (0, 0.0))[0],
         "processing_time_ms": percentiles({int(k): n for k, n in keyed[PROCESSING].items()}, total),
+        "tokens": token_figures(single, total),
+    }
+
+
+def token_figures(single: Mapping[str, tuple[int, float]], answers: int) -> dict[str, Any]:
+    """What the stored answers cost in tokens, from the running totals."""
+    prompt = single.get(PROMPT_TOKENS, (0, 0.0))[0]
+    generated, eval_ms = single.get(EVAL_TOKENS, (0, 0.0))
+    return {
+        "prompt_tokens": prompt, "eval_tokens": generated,
+        "wasted_tokens": single.get(WASTED_TOKENS, (0, 0.0))[0],
+        "tokens_per_answer": round((prompt + generated) / answers, 1) if answers else None,
+        "eval_tokens_per_second": round(generated / (eval_ms / 1000.0), 2) if eval_ms > 0 else None,
     }
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Optional
 
+from qastream.policy.usage import wasted
+
 if TYPE_CHECKING:
     from qastream.models import Job
 
@@ -44,18 +46,22 @@ def better(score: Optional[float], best: Optional[float]) -> bool:
 def after_scoring(job: "Job", score: Optional[float], threshold: float, max_attempts: int) -> tuple[Verdict, "Job"]:
     """The verdict on ``job``'s answer and the job to send on.
 
-    The job remembers its best answer across attempts; when attempts run
-    out, the best one (not the last) is kept and flagged low quality.
+    The job remembers its best answer across attempts (and the model that
+    wrote it); when attempts run out, the best one (not the last) is kept,
+    with its model, and flagged low quality.
     """
     first_score = score if job.attempt == 1 else job.first_score
-    best = (job.best_answer, job.best_score, job.best_attempt)
+    best = (job.best_answer, job.best_score, job.best_attempt, job.best_tokens, job.best_model)
     if job.best_answer is None or better(score, job.best_score):
-        best = (job.answer, score, job.attempt)
+        best = (job.answer, score, job.attempt, job.attempt_tokens, job.model)
     verdict = judge(score, threshold, job.attempt, max_attempts)
+    # The answer kept if the question ended now: this attempt's when it passes, else the best one.
+    kept_tokens = job.attempt_tokens if verdict is Verdict.ACCEPT else best[3]
     scored = job.derive(score=score, first_score=first_score, best_answer=best[0], best_score=best[1],
-                        best_attempt=best[2], low_quality=False)
+                        best_attempt=best[2], best_tokens=best[3], best_model=best[4], low_quality=False,
+                        wasted_tokens=wasted(job, kept_tokens))
     if verdict is Verdict.ACCEPT_LOW:
-        scored = scored.derive(answer=best[0], score=best[1], low_quality=True)
+        scored = scored.derive(answer=best[0], score=best[1], model=best[4] or job.model, low_quality=True)
     return verdict, scored
 
 
@@ -66,4 +72,5 @@ def keep_best(job: "Job") -> "Job":
     are kept, as when attempts run out, and no new one is asked for.  ``job``
     is the next attempt's job (no answer of its own yet).
     """
-    return job.derive(attempt=job.attempt - 1, answer=job.best_answer, score=job.best_score, low_quality=True)
+    return job.derive(attempt=job.attempt - 1, answer=job.best_answer, score=job.best_score, low_quality=True,
+                      model=job.best_model or job.model, wasted_tokens=wasted(job, job.best_tokens))

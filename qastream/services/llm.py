@@ -50,12 +50,23 @@ async def _remember_headers(response: httpx.Response) -> None:
 
 @dataclass(frozen=True)
 class Generation:
-    """One answer from the LLM."""
+    """One answer from the LLM, with what it cost as the server counted it.
+
+    The counts and durations are Ollama's own (``prompt_eval_count``,
+    ``eval_count``, ``*_duration`` in nanoseconds); a server that leaves one
+    out reads as 0.  ``server`` is the URL of the server that answered, so
+    the cost can be told apart per server.
+    """
 
     text: str
     model: str
     latency_ms: float
-    tokens: int
+    tokens: int                        # eval_count: tokens generated
+    prompt_tokens: int = 0             # prompt_eval_count: prompt tokens evaluated
+    eval_ns: int = 0                   # eval_duration: time generating
+    load_ns: int = 0                   # load_duration: time loading the model
+    total_ns: int = 0                  # total_duration: the server's whole time on the call
+    server: str = ""
 
 
 class LLMClient(Service):
@@ -125,6 +136,11 @@ class LLMClient(Service):
             model=response.model or self.model,
             latency_ms=latency_ms,
             tokens=response.eval_count or 0,
+            prompt_tokens=response.prompt_eval_count or 0,
+            eval_ns=response.eval_duration or 0,
+            load_ns=response.load_duration or 0,
+            total_ns=response.total_duration or 0,
+            server=self.url,
         )
 
     @staticmethod

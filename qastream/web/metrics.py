@@ -67,6 +67,7 @@ async def snapshot() -> dict[str, Any]:
     body["cache_info"] = await cache.info()
     body["queries"] = dict(runtime.query_counts)
     body["llm"] = await llm.info()
+    body["llm_tokens"] = runtime.tokens.snapshot()
     body["scorer"] = await scorer.info()
     body["circuit_breaker"] = runtime.breaker.snapshot()
     body["llm_slots"] = runtime.llm_slots.snapshot()

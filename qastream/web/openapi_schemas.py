@@ -68,6 +68,17 @@ RESULT = {
         "low_quality": {"type": "boolean"}, "processing_attempts": {"type": "integer"},
         "error_retries": {"type": "integer"}, "total_processing_time_ms": NUMBER_OR_NULL,
         "model": {"type": ["string", "null"]},
+        "usage": {
+            "type": "object",
+            "description": "what the LLM spent on the question, summed over its attempts (the server's own counts); "
+                           "wasted_tokens: prompt and generated tokens of attempts whose answer was not kept; "
+                           "first_model: the model of attempt 1",
+            "properties": {
+                **{k: {"type": "integer"} for k in ("prompt_tokens", "eval_tokens", "wasted_tokens")},
+                "eval_ms": {"type": "number"}, "load_ms": {"type": "number"},
+                "first_model": {"type": ["string", "null"]},
+            },
+        },
     },
 }
 
@@ -153,6 +164,14 @@ SCHEMAS: dict[str, Any] = {
             "consumer_lag": {"type": "object", "required": ["total", "topics"],
                              "properties": {"total": {"type": "integer"}, "topics": OBJECT}},
             "worker": OBJECT, "generated_at": {"type": "number"},
+            "tokens": {"type": "object", "properties": {
+                **{k: {"type": "integer"} for k in ("prompt_tokens", "eval_tokens", "wasted_tokens")},
+                "tokens_per_answer": NUMBER_OR_NULL, "eval_tokens_per_second": NUMBER_OR_NULL}},
+            "llm_tokens": {"type": "array", "items": {"type": "object", "properties": {
+                "model": {"type": "string"}, "server": {"type": "string"},
+                **{k: {"type": "integer"} for k in ("calls", "prompt_tokens", "eval_tokens")},
+                "eval_seconds": {"type": "number"}, "load_seconds": {"type": "number"},
+                "eval_tokens_per_second": NUMBER_OR_NULL}}},
         },
     },
     "BatchQuestion": {

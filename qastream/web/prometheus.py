@@ -92,6 +92,7 @@ def families(m: Mapping[str, Any], histograms: Mapping[str, Mapping[str, Distrib
                    (((c,), n) for c, n in m["llm"]["failures_by_class"].items()))
     yield _histogram("qastream_llm_call_duration_seconds", "LLM call latency.", "outcome",
                      histograms["llm"], 0.001)
+    yield from token_families(m)
     yield _counter("qastream_scorer_pairs", "Answer/reference pairs scored.", (), [((), m["scorer"]["pairs_scored"])])
     breaker = m["circuit_breaker"]
     yield _gauge("qastream_circuit_breaker_state", "1 for the LLM circuit breaker's current state.", ("state",),
@@ -125,6 +126,22 @@ def families(m: Mapping[str, Any], histograms: Mapping[str, Mapping[str, Distrib
                  ("topic", "partition"), (((t, p), e["committed"]) for t, p, e in rows))
     yield _gauge("qastream_uptime_seconds", "Seconds since the worker started.", (),
                  [((), m["worker"]["uptime_seconds"])])
+
+
+def token_families(m: Mapping[str, Any]) -> Iterator[Metric]:
+    """Tokens and generation time: this worker's by model and server (counters), the stored answers' (db)."""
+    sources = [((t["model"], t["server"]), t) for t in m["llm_tokens"]]
+    yield _counter("qastream_llm_prompt_tokens", "Prompt tokens the LLM evaluated, by model and server.",
+                   ("model", "server"), ((k, t["prompt_tokens"]) for k, t in sources))
+    yield _counter("qastream_llm_eval_tokens", "Tokens the LLM generated, by model and server.",
+                   ("model", "server"), ((k, t["eval_tokens"]) for k, t in sources))
+    yield _counter("qastream_llm_eval_seconds", "Generation time the LLM reported, by model and server.",
+                   ("model", "server"), ((k, t["eval_seconds"]) for k, t in sources))
+    yield _counter("qastream_llm_load_seconds", "Model load time the LLM reported, by model and server.",
+                   ("model", "server"), ((k, t["load_seconds"]) for k, t in sources))
+    tokens = m["tokens"]
+    yield _gauge("qastream_db_tokens", "Tokens spent on the stored answers (wasted: on attempts not kept).",
+                 ("kind",), (((k,), tokens[f"{k}_tokens"]) for k in ("prompt", "eval", "wasted")))
 
 
 class SnapshotCollector:

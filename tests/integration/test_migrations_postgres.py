@@ -1,6 +1,6 @@
-"""Migrations 0002-0006 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
+"""Migrations 0002-0007 on PostgreSQL: a populated 0001 database upgrades in place, its main queries use the
 indexes and the running totals 0003 fills equal a scan; 0004's key tables, 0005's batches and 0006's webhook
-deliveries work on questions asked before them."""
+deliveries work on questions asked before them; 0007's token columns rewrite no row."""
 
 import pytest
 from alembic import command
@@ -13,6 +13,7 @@ from qastream.db.migrate import alembic_config, upgrade
 from qastream.db.queries import Failure, Q, R, StoredAnswer, Submission
 from qastream.policy.access import Limits, Scope
 from qastream.policy.keys import hash_key, new_key
+from qastream.policy.usage import Usage
 from qastream.policy.webhooks import DeliveryState, EventKind
 from qastream.services.storage import make_engine
 
@@ -97,7 +98,7 @@ def test_0002_upgrades_a_populated_0001_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             kept, scan = totals.read(connection), scanned(connection)
             assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
             assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=0.045)
@@ -132,7 +133,7 @@ def test_0004_on_a_populated_0003_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             key = new_key()
             keys.create(connection, "ci", hash_key(key), frozenset({Scope.SUBMIT}), Limits(max_in_flight=1), NOW)
             principal = keys.lookup(connection, hash_key(key)).principal
@@ -165,7 +166,7 @@ def test_0005_on_a_populated_0004_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             counted = totals.read(connection)
             # A batch over questions from before the upgrade: bulk ones answered, pending and failed, and new ones.
             olds = [f"{1000000 + g:016x}" for g in range(1, 41)]
@@ -209,7 +210,7 @@ def test_0006_on_a_populated_0004_postgres_database(postgres_url):
         upgrade(engine)
         with engine.begin() as connection:
             assert snapshot(connection) == before
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
             queries.accept(connection, [Submission(qid(2), "question 2", None, NOW, webhook_url="https://h.example/")])
             assert webhooks.targets(connection, [qid(0), qid(2)]) == {qid(2): "https://h.example/"}
             made = webhooks.insert(connection, [webhooks.NewDelivery(f"{i:032x}", EventKind.QUESTION_COMPLETED,
@@ -224,5 +225,38 @@ def test_0006_on_a_populated_0004_postgres_database(postgres_url):
             assert [d.state for d in webhooks.of_subject(connection, qid(1))] == [DeliveryState.DELIVERED]
             assert sorted(d.delivery_id for d in webhooks.take_stale(connection, NOW + 1, NOW + 2, 10)) == [
                 f"{0:032x}", f"{2:032x}"]
+    finally:
+        engine.dispose()
+
+
+def test_0007_adds_token_columns_to_a_populated_0006_postgres_database_without_rewriting_it(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        before = populated_at(engine, "0006")
+        assert "wasted_tokens" not in {c["name"] for c in inspect(engine).get_columns("responses")}
+        upgrade(engine)
+        with engine.begin() as connection:
+            assert snapshot(connection) == before
+            # A constant default is kept in the catalogue (PostgreSQL 11+ "fast default"): no row was rewritten.
+            missing = dict(connection.execute(text(
+                "SELECT attname, atthasmissing FROM pg_attribute WHERE attrelid = 'responses'::regclass "
+                "AND attname IN ('prompt_tokens', 'eval_tokens', 'eval_ms', 'load_ms', 'wasted_tokens')")).all())
+            assert missing == dict.fromkeys(("prompt_tokens", "eval_tokens", "eval_ms", "load_ms", "wasted_tokens"),
+                                            True)
+            assert queries.lookup(connection, "00000000000f4242")["result"]["usage"]["eval_tokens"] == 0  # bulk row
+            spent = Usage(prompt_tokens=30, eval_tokens=70, eval_ms=500.0, load_ms=2.0, wasted_tokens=40,
+                          first_model="small")
+            queries.save_completed(connection, [StoredAnswer(
+                question_id=qid(3), question_text="question 3", original_answer="ref", accepted_at=NOW, epoch=1,
+                answer="again", score=0.6, first_score=0.2, processing_attempts=2, error_retries=0,
+                total_processing_time_ms=5.0, llm_time_ms=1.0, low_quality=False, model="large", at=NOW + 1,
+                usage=spent)])
+            assert queries.lookup(connection, qid(3))["result"]["usage"] == spent.as_dict()
+            assert totals.read(connection)["tokens"]["wasted_tokens"] == 40
+        with engine.begin() as connection:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = connection
+            command.downgrade(cfg, "0006")
+        assert "first_model" not in {c["name"] for c in inspect(engine).get_columns("responses")}
     finally:
         engine.dispose()

@@ -177,6 +177,22 @@ async def test_generate_sends_the_answer_on(sent, monkeypatch):
     assert sent.stages() == ["generating"]
 
 
+async def test_generate_adds_the_calls_tokens_to_the_question_and_the_worker(sent, monkeypatch):
+    generation = Generation("An answer.", "smollm2", 120.0, 30, prompt_tokens=12, eval_ns=300_000_000,
+                            load_ns=5_000_000, total_ns=320_000_000, server="http://llm:11434")
+    monkeypatch.setattr(llm, "generate", AsyncMock(return_value=generation))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(attempt=2, prompt_tokens=10, eval_tokens=40, eval_ms=200.0, first_model="tiny"),
+                        key="0123456789abcdef")
+    (answered,) = sent.to(topics.success)
+    assert (answered.prompt_tokens, answered.eval_tokens, answered.attempt_tokens) == (22, 70, 42)
+    assert answered.eval_ms == pytest.approx(500.0) and answered.load_ms == pytest.approx(5.0)
+    assert answered.first_model == "tiny"   # attempt 2 keeps attempt 1's model
+    (source,) = app.runtime.tokens.snapshot()
+    assert (source["model"], source["server"], source["eval_tokens"], source["eval_tokens_per_second"]) == \
+        ("smollm2", "http://llm:11434", 30, 100.0)
+
+
 @pytest.mark.parametrize("error_class, topic_name", [("overload", "overload"), ("quota", "quota"),
                                                      ("permanent", "permanent")])
 async def test_generate_routes_failures_by_class(sent, monkeypatch, error_class, topic_name):
@@ -489,10 +505,12 @@ async def test_store_writes_caches_and_completes(sent, monkeypatch):
     monkeypatch.setattr(storage, "save_completed", save)
     monkeypatch.setattr(cache, "put_many", put)
     async with store.store.test_context() as agent:
-        await agent.put(job(answer="ans", score=0.9, model="m"), key="0123456789abcdef")
+        await agent.put(job(answer="ans", score=0.9, model="m", eval_tokens=40, wasted_tokens=15, first_model="m"),
+                        key="0123456789abcdef")
         await sent.until(lambda: sent.to(topics.events))
     (row,) = save.await_args.args[0]
     assert (row.answer, row.score, row.processing_attempts) == ("ans", 0.9, 1)
+    assert (row.usage.eval_tokens, row.usage.wasted_tokens, row.usage.first_model) == (40, 15, "m")
     (completed,) = sent.to(topics.events)
     assert completed.stage == "completed" and completed.result["answer"] == "ans"
     assert put.await_args.args[0][0]["question_id"] == "0123456789abcdef"

@@ -47,6 +47,16 @@ async def test_success_returns_the_echoed_text(llm_server, make_client):
     assert (client.calls, client.in_flight, client.failures) == (1, 0, {})
 
 
+async def test_success_carries_the_servers_counts_and_durations(llm_server, make_client):
+    _, url = await llm_server()
+    client = await make_client(url)
+    generation = await client.generate("What is Kafka?")
+    # The echo backend counts words: the system prompt and the question; the answer is the question.
+    assert generation.tokens == 3 and generation.prompt_tokens > 3
+    assert generation.eval_ns > 0 and generation.total_ns >= generation.eval_ns and generation.load_ns == 0
+    assert generation.server == url
+
+
 async def test_503_is_overload(llm_server, make_client):
     _, url = await llm_server(faults=Faults(rate_503=1.0, seed=0))
     client = await make_client(url)

@@ -1,4 +1,6 @@
-"""The Alembic migrations on SQLite: 0002-0006 upgrade a populated older database, and the model agrees with them."""
+"""The Alembic migrations on SQLite: 0002-0007 upgrade a populated older database, and the model agrees with them."""
+
+from dataclasses import replace
 
 import pytest
 from alembic import command
@@ -15,6 +17,7 @@ from qastream.db.totals import S
 from qastream.policy.access import Limits, Scope
 from qastream.policy.keys import hash_key, new_key
 from qastream.policy.lifecycle import State
+from qastream.policy.usage import Usage
 from qastream.policy.webhooks import DeliveryState, EventKind
 from qastream.services.storage import make_engine
 
@@ -59,13 +62,14 @@ def populate(connection, n=300):
 
 
 #: Columns added after 0004, absent from the older databases these tests snapshot.
-LATER_COLUMNS = {"webhook_url"}
+LATER_COLUMNS = {"webhook_url", "prompt_tokens", "eval_tokens", "eval_ms", "load_ms", "wasted_tokens", "first_model"}
 
 
 def snapshot(connection):
     older = [c for c in Q.c if c.name not in LATER_COLUMNS]
+    older_answers = [c for c in R.c if c.name not in LATER_COLUMNS]
     return (connection.execute(select(*older).order_by(Q.c.question_id)).all(),
-            connection.execute(select(R).order_by(R.c.question_id)).all())
+            connection.execute(select(*older_answers).order_by(R.c.question_id)).all())
 
 
 def plan(connection, statement) -> str:
@@ -115,7 +119,7 @@ def test_0002_upgrades_a_populated_0001_database_in_place(engine_at_0001):
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
     inspector = inspect(engine_at_0001)
     for table, wanted in NEW_INDEXES.items():
         found = {i["name"]: i["column_names"] for i in inspector.get_indexes(table)}
@@ -175,7 +179,7 @@ def test_0004_adds_empty_key_tables_to_a_populated_0003_database_and_keys_work_o
     upgrade(engine_at_0001)
     with engine_at_0001.begin() as connection:
         assert snapshot(connection) == before and totals.read(connection) == kept
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
         assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar_one() == 0
         assert connection.execute(text("SELECT count(*) FROM question_owners")).scalar_one() == 0
         key = new_key()
@@ -268,3 +272,30 @@ def test_0006_adds_webhooks_to_a_populated_0004_database_and_downgrades_back(eng
     assert "webhook_url" not in {c["name"] for c in inspect(engine_at_0001).get_columns("questions")}
     with engine_at_0001.begin() as connection:
         assert snapshot(connection)[1] == before[1]  # the answers survive the way down
+
+
+def test_0007_adds_token_columns_to_a_populated_0006_database_and_downgrades_back(engine_at_0001):
+    populate_at(engine_at_0001, revision="0006")
+    assert "prompt_tokens" not in {c["name"] for c in inspect(engine_at_0001).get_columns("responses")}
+    with engine_at_0001.begin() as connection:
+        before, kept = snapshot(connection), totals.read(connection)
+    upgrade(engine_at_0001)
+    with engine_at_0001.begin() as connection:
+        assert snapshot(connection) == before and totals.read(connection) == kept
+        # The old answers read as "nothing counted", and a new answer carries its usage.
+        old = connection.execute(select(R.c.prompt_tokens, R.c.eval_tokens, R.c.eval_ms, R.c.load_ms,
+                                        R.c.wasted_tokens, R.c.first_model).distinct()).all()
+        assert old == [(0, 0, 0.0, 0.0, 0, None)]
+        assert queries.lookup(connection, qid(0))["result"]["usage"]["eval_tokens"] == 0
+        spent = Usage(prompt_tokens=30, eval_tokens=70, eval_ms=500.0, load_ms=2.0, wasted_tokens=40,
+                      first_model="small")
+        queries.save_completed(connection, [replace(answer(2, NOW), usage=spent)])
+        assert queries.lookup(connection, qid(2))["result"]["usage"] == spent.as_dict()
+        assert totals.read(connection)["tokens"]["eval_tokens"] == 70
+    with engine_at_0001.begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0006")
+    assert "first_model" not in {c["name"] for c in inspect(engine_at_0001).get_columns("responses")}
+    with engine_at_0001.begin() as connection:
+        assert len(snapshot(connection)[1]) == len(before[1]) + 1  # the answers survive the way down

@@ -107,6 +107,8 @@ def test_completed_question_is_found_with_its_result(engine):
         "question_id": qid(1), "question_text": "question 1", "answer": "Kafka is a log.", "score": 0.91,
         "low_quality": False, "processing_attempts": 2, "error_retries": 1, "total_processing_time_ms": 1234.5,
         "model": "smollm2",
+        "usage": {"prompt_tokens": 0, "eval_tokens": 0, "eval_ms": 0.0, "load_ms": 0.0, "wasted_tokens": 0,
+                  "first_model": None},
     }
     assert twice == found   # a repeat of a found question in the same batch is found too
 
@@ -264,6 +266,8 @@ def test_metrics_of_an_empty_database(engine):
         "questions_by_status": {}, "batches_by_status": {},
         "dead_letters": 0, "dead_letters_by_class": {}, "error_retries_of_completed": 0,
         "processing_time_ms": {"p50": None, "p95": None, "p99": None},
+        "tokens": {"prompt_tokens": 0, "eval_tokens": 0, "wasted_tokens": 0, "tokens_per_answer": None,
+                   "eval_tokens_per_second": None},
     }
 
 

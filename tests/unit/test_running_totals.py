@@ -16,6 +16,7 @@ def assert_totals_match_a_scan(engine):
         kept, scan = totals.read(connection), scanned(connection)
     assert list(kept.pop("score_distribution").values()) == scan.pop("score_distribution")
     assert kept.pop("processing_time_ms") == pytest.approx(scan.pop("processing_time_ms"), rel=PRECISION)
+    assert kept.pop("tokens") == pytest.approx(scan.pop("tokens"))  # generation ms: a float sum, added and taken
     assert kept == scan
 
 
@@ -29,6 +30,7 @@ def test_the_totals_equal_a_full_scan_after_a_mixed_sequence(engine):
     assert m["batches_by_status"] == {"cancelled": 1, "in_progress": 1}
     assert m["dead_letters_by_class"] == {"quota": 1, "overload": 1}
     assert m["total_responses"] == 8 and m["scored_responses"] == 7
+    assert m["tokens"]["eval_tokens"] > 0 and m["tokens"]["wasted_tokens"] > 0
 
 
 def test_a_redelivered_answer_counts_once_per_minute(engine):

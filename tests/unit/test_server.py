@@ -6,7 +6,8 @@ import json
 import aiohttp
 import pytest
 
-from qastream.devtools.llmserver.server import VERSION, Faults
+from qastream.devtools.llmserver.backends import Completion
+from qastream.devtools.llmserver.server import VERSION, Faults, durations
 
 QUESTION = "What is Kafka?"
 
@@ -70,6 +71,8 @@ async def test_chat_non_stream_echoes_the_user_message(llm_server, session, cont
     assert body["done"] is True and body["done_reason"] == "stop"
     assert body["model"] == "smollm2"
     assert body["eval_count"] == len(answer.split())
+    assert body["prompt_eval_count"] == len("Be brief.".split() + answer.split()) and body["eval_duration"] > 0
+    assert body["total_duration"] >= body["eval_duration"] and body["load_duration"] == 0
     assert headers["Content-Type"].startswith("application/json")
 
 
@@ -243,3 +246,18 @@ async def test_admin_stats_count_completions_and_errors(llm_server, session):
     async with session.get(f"{base}/admin/stats") as response:
         stats = await response.json()
     assert (stats["received"], stats["completions"], stats["error_503"], stats["waiting"]) == (2, 1, 1, 0)
+
+
+@pytest.mark.parametrize("completion, elapsed, expected", [
+    # a backend that does not split its time: all of it is generation
+    (Completion("a", 3, 5), 1000, {"total_duration": 1000, "load_duration": 0, "prompt_eval_duration": 0,
+                                   "eval_duration": 1000}),
+    # llama.cpp's split, and the load reported by the call that first used the model
+    (Completion("a", 3, 5, prompt_ns=200, eval_ns=700, load_ns=5000), 1000,
+     {"total_duration": 6000, "load_duration": 5000, "prompt_eval_duration": 200, "eval_duration": 700}),
+    # prompt time only: generation is the rest
+    (Completion("a", 3, 5, prompt_ns=300), 1000, {"total_duration": 1000, "load_duration": 0,
+                                                  "prompt_eval_duration": 300, "eval_duration": 700}),
+])
+def test_durations_are_ollamas_fields_in_nanoseconds(completion, elapsed, expected):
+    assert durations(completion, elapsed) == expected

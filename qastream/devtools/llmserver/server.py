@@ -55,6 +55,20 @@ class Faults:
     markers: bool = False
 
 
+def durations(completion: Completion, elapsed_ns: int) -> dict[str, int]:
+    """Ollama's duration fields (ns) of a completion that took ``elapsed_ns`` in the backend.
+
+    As Ollama counts them: ``total_duration`` covers loading (done before the
+    call here, reported by the call that first used the model), prompt
+    evaluation and generation; a backend that does not split its time has
+    spent all of it generating.
+    """
+    prompt_ns = min(completion.prompt_ns, elapsed_ns)
+    eval_ns = completion.eval_ns or max(0, elapsed_ns - prompt_ns)
+    return {"total_duration": elapsed_ns + completion.load_ns, "load_duration": completion.load_ns,
+            "prompt_eval_duration": prompt_ns, "eval_duration": eval_ns}
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -181,9 +195,8 @@ class OllamaCompatibleServer:
 
     def _final(self, model: str, chat: bool, completion: Completion, elapsed_ns: int) -> dict[str, Any]:
         final = self._chunk(model, chat, completion.text)
-        final.update(done=True, done_reason="stop", total_duration=elapsed_ns, load_duration=0,
-                     prompt_eval_count=completion.prompt_tokens, prompt_eval_duration=0,
-                     eval_count=completion.tokens, eval_duration=elapsed_ns)
+        final.update(done=True, done_reason="stop", **durations(completion, elapsed_ns),
+                     prompt_eval_count=completion.prompt_tokens, eval_count=completion.tokens)
         return final
 
     async def _stream(self, request: web.Request, model: str, chat: bool, completion: Completion,
