@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import faust
 
@@ -69,15 +69,23 @@ async def skip_cancelled(job: Job) -> None:
         await topics.validated.send(key=job.question_id, value=keep_best(job))
 
 
-async def wait_for_server() -> None:
-    """Hold the question while every LLM server is down (all breakers open) instead of failing it.
+async def wait_for_server() -> Optional[int]:
+    """Hold the question while every LLM server is down (no breaker closed) instead of failing it.
 
     One server down is no reason to wait: the pool sends the call to another.
+    Returns ``None`` when a server is up, or the server whose probe this
+    question carries (its call must go out, or the probe be released).
     """
-    if not llm.available():
-        app.runtime.llm_held += 1
-        while not llm.available():
-            await asyncio.sleep(min(max(llm.wait_time(), 0.05), 0.5))
+    counted = False
+    while not llm.up():
+        probe = llm.take_probe()
+        if probe is not None:
+            return probe
+        if not counted:
+            app.runtime.llm_held += 1
+            counted = True
+        await asyncio.sleep(min(max(llm.wait_time(), 0.05), 0.5))
+    return None
 
 
 async def generate_one(job: Job, lane: Lane) -> None:
@@ -90,19 +98,25 @@ async def generate_one(job: Job, lane: Lane) -> None:
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
-    # Wait for a server first, then the slot; the server is chosen (and a due probe taken) only once the
-    # slot is granted and the question is known not cancelled, so the choice sees the load of that moment.
-    await wait_for_server()
+    # A server first, then the slot.  With a server up, which one takes the call is chosen at the call, so
+    # the choice sees the load of that moment.  With none up, a probe taken here must end in a call that
+    # reports back, or be released.
+    probe = await wait_for_server()
     async with app.runtime.llm_slots.slot(lane):
         if await cancelled(job):  # cancelled while it waited for a server or a slot
+            llm.release(probe)
             await skip_cancelled(job)
             return
-        await report(job, Stage.GENERATING)
+        try:
+            await report(job, Stage.GENERATING)
+        except BaseException:
+            llm.release(probe)  # the probe's call will not go out
+            raise
         model = model_for(job.attempt, settings.ollama_model, settings.escalation_model)
         try:
             generation = await llm.generate(job.question_text,
                                             generation_seed(job.question_id, job.epoch, job.attempt),
-                                            model=model, avoid=job.last_server)
+                                            model=model, avoid=job.last_server, probe=probe)
         except LLM_CALL_ERRORS as err:
             logger.warning("LLM call for %s attempt %d (model %s) failed on %s%s: %s", job.question_id,
                            job.attempt, model, err.server or "no server", " (outage)" if err.outage else "", err)

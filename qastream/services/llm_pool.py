@@ -36,6 +36,7 @@ from qastream.errors import (
     llm_call_error,
     signals_outage,
 )
+from qastream.policy.breaker import CLOSED
 from qastream.policy.servers import Candidate, ServerHealth, pick_server, pool_state
 from qastream.services.llm import Generation, LLMClient
 from qastream.telemetry.distribution import Distribution
@@ -74,9 +75,27 @@ class LLMPool(Service):
     def urls(self) -> list[str]:
         return [client.url for client in self.clients]
 
-    def available(self) -> bool:
-        """May a call go out to some server now (is any breaker closed, or a probe due)?"""
-        return any(server.breaker.would_allow() for server in self.health())
+    def up(self) -> bool:
+        """Is some server's breaker closed?  Then a call needs no probe: the pool picks a server at call time."""
+        return any(server.breaker.state == CLOSED for server in self.health())
+
+    def take_probe(self) -> Optional[int]:
+        """With no breaker closed, the server whose due probe the caller now carries (``None`` if none is due).
+
+        Taken when the question is admitted, as with one server: one
+        question carries the probe and the others go on waiting, instead of
+        all of them taking slots only to find the probe gone.
+        """
+        for index, server in enumerate(self.health()):
+            if server.breaker.would_allow():
+                server.breaker.allow()
+                return index
+        return None
+
+    def release(self, probe: Optional[int]) -> None:
+        """Give back a probe taken with :meth:`take_probe` whose call will not go out (the question was cancelled)."""
+        if probe is not None:
+            self.health()[probe].breaker.release()
 
     def wait_time(self) -> float:
         """Seconds until some server may take a call (0 when one may now)."""
@@ -96,8 +115,9 @@ class LLMPool(Service):
         return pick_server(candidates)
 
     async def generate(self, question: str, seed: Optional[int] = None, *, model: Optional[str] = None,
-                       avoid: Optional[str] = None) -> Generation:
-        """Answer ``question`` with ``model`` on the server the policy picks, away from ``avoid`` if it can.
+                       avoid: Optional[str] = None, probe: Optional[int] = None) -> Generation:
+        """Answer ``question`` with ``model`` on the server the policy picks, away from ``avoid`` if it can, or on
+        server ``probe`` first when the caller carries its probe (:meth:`take_probe`).
 
         Raises one of :data:`~qastream.errors.LLM_CALL_ERRORS` with ``server``
         (the server that failed) and ``outage`` (its breaker was or went
@@ -109,16 +129,17 @@ class LLMPool(Service):
         tried: set[int] = set()
         failure: Optional[LLMRetryableError | LLMPermanentError] = None
         while True:
-            index = self.choose(model, avoid, tried)
+            index = probe if probe is not None and not tried else self.choose(model, avoid, tried)
             if index is None:
                 if failure is not None:  # a 404 from every server that could take the call
                     raise failure
                 error = llm_call_error(ErrorClass.OVERLOAD, NO_RESPONSE, "every LLM server's circuit breaker is open")
                 error.outage = True
                 raise error
-            tried.add(index)
             server = servers[index]
-            server.breaker.allow()  # takes the probe of a breaker whose cool-down is over
+            if index != probe:
+                server.breaker.allow()  # takes the probe of a breaker whose cool-down is over
+            tried.add(index)
             self.load[index] += 1
             started = time.perf_counter()
             try:

@@ -173,7 +173,7 @@ async def test_generate_sends_the_answer_on(sent, monkeypatch):
         await agent.put(job(llm_ms=5.0, attempt=2), key="0123456789abcdef")
     # No escalation model: the regeneration (attempt 2) is written by the configured model.
     call.assert_awaited_once_with("What is a compiler?", generation_seed("0123456789abcdef", 1, 2),
-                                  model="smollm2", avoid=None)
+                                  model="smollm2", avoid=None, probe=None)
     (answered,) = sent.to(topics.success)
     assert answered.answer == "An answer." and answered.model == "smollm2"
     assert answered.llm_ms == pytest.approx(125.0)
@@ -206,7 +206,7 @@ async def test_generate_asks_the_escalation_model_for_regenerations_only(sent, m
         await agent.put(job(attempt=attempt, retries=retries, last_server="http://a:1"), key="0123456789abcdef")
     # An error retry (retries > 0) keeps its attempt's model; the server it failed on is avoided.
     call.assert_awaited_once_with("What is a compiler?", generation_seed("0123456789abcdef", 1, attempt),
-                                  model=model, avoid="http://a:1")
+                                  model=model, avoid="http://a:1", probe=None)
     (answered,) = sent.to(topics.success)
     assert answered.model == model and answered.last_server is None
 

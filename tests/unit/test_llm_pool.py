@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from qastream.errors import LLM_CALL_ERRORS, ErrorClass
-from qastream.policy.breaker import CLOSED, OPEN, CircuitBreaker
+from qastream.policy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from qastream.policy.servers import ServerHealth
 from qastream.services.llm_pool import LLMPool
 
@@ -63,7 +63,7 @@ async def test_a_dead_server_opens_its_breaker_and_the_other_carries_the_load(ll
     # Drained: every call goes to the live server now, even one that would rather avoid it.
     for _ in range(5):
         assert (await pool.generate("Q?", avoid=alive)).server == alive
-    assert pool.available() and pool.breaker_state() == CLOSED and pool.wait_time() == 0.0
+    assert pool.up() and pool.breaker_state() == CLOSED and pool.wait_time() == 0.0
     info = await pool.info()
     assert info["servers"][0]["failures_by_class"] == {"overload": 2}
     assert info["servers"][0]["breaker"]["entered"] == {OPEN: 1}
@@ -80,10 +80,26 @@ async def test_every_breaker_open_is_an_outage_failure_of_no_server(make_pool):
     pool, servers = await make_pool([unused_url(), unused_url()], threshold=1)
     for server in servers:
         server.breaker.record_failure()
-    assert not pool.available() and pool.breaker_state() == OPEN and pool.wait_time() > 0
+    assert not pool.up() and pool.breaker_state() == OPEN and pool.wait_time() > 0
+    assert pool.take_probe() is None  # no cool-down is over
     with pytest.raises(LLM_CALL_ERRORS) as info:
         await pool.generate("Q?")
     assert (info.value.error_class, info.value.outage, info.value.server) == (ErrorClass.OVERLOAD, True, None)
+
+
+async def test_with_every_server_down_one_question_carries_the_probe_and_its_success_closes_the_breaker(
+        llm_server, make_pool):
+    _, url = await llm_server()
+    pool, (health,) = await make_pool([url], threshold=1, cooldown=0.05)
+    health.breaker.record_failure()
+    await asyncio.sleep(0.06)
+    probe = pool.take_probe()
+    assert probe == 0 and pool.take_probe() is None  # one probe at a time
+    pool.release(probe)                              # its question was cancelled: the next may probe
+    probe = pool.take_probe()
+    assert probe == 0
+    assert (await pool.generate("Q?", probe=probe)).server == url
+    assert pool.up() and health.breaker.entered == {OPEN: 1, HALF_OPEN: 1, CLOSED: 1}
 
 
 async def test_a_model_missing_on_one_server_is_answered_by_another(llm_server, make_pool):
