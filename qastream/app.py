@@ -19,7 +19,7 @@ from qastream.runtime import Runtime
 from qastream.services.cache import make_cache
 from qastream.services.health import DependencyProbe
 from qastream.services.limiter import Limiter
-from qastream.services.llm import LLMClient
+from qastream.services.llm_pool import LLMPool
 from qastream.services.scorer import Scorer
 from qastream.services.storage import Storage
 from qastream.services.webhooks import WebhookClient
@@ -112,9 +112,11 @@ cache = make_cache(settings.redis_url, settings.cache_ttl_seconds, timeout=setti
                    retry_seconds=settings.cache_retry_seconds, max_bytes=settings.cache_max_bytes)
 # Per-API-key rate limits, shared through the cache's Redis and bounded by the same time-outs.
 limiter = Limiter(settings.redis_url, timeout=settings.redis_timeout_seconds, retry_seconds=settings.cache_retry_seconds)
-llm = LLMClient(
-    settings.ollama_url, settings.ollama_model, timeout=settings.llm_timeout_seconds,
+llm = LLMPool(
+    settings.llm_urls(), settings.ollama_model, timeout=settings.llm_timeout_seconds,
     concurrency=settings.llm_concurrency, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
+    # A server that lacks a model is asked again as often as a broken one is probed at the longest.
+    missing_model_seconds=settings.breaker_max_cooldown_seconds,
 )
 scorer = Scorer(
     enabled=settings.scorer_enabled, model=settings.scorer_model, layer=settings.scorer_layer,
@@ -138,6 +140,8 @@ app = QAStreamApp(
     **faust_options(settings),
 )
 app.log_level = settings.log_level
+# The LLM servers' breakers are the runtime's, renewed at each worker start: the pool reads them through the app.
+llm.health = lambda: app.runtime.llm_servers
 app.auth_mode, app.allow_anonymous = AuthMode(settings.auth), settings.auth_allow_anonymous
 topics = Topics(app, settings)
 app.topic_layout = topics.layout()

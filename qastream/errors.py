@@ -80,7 +80,8 @@ class PermanentError(QAStreamError):
 
 
 class LLMFailure:
-    """What a failed LLM call carries: its error class, status code, message and the server's Retry-After.
+    """What a failed LLM call carries: its error class, status code, message, the server's Retry-After, and which
+    server failed.
 
     Not an exception itself: mixed into :class:`LLMRetryableError` and
     :class:`LLMPermanentError`; :func:`llm_call_error` picks between them.
@@ -93,6 +94,10 @@ class LLMFailure:
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after
+        #: The server that failed (set by the LLM pool), so the retry can go to another one.
+        self.server: Optional[str] = None
+        #: The failure belongs to an outage of that server (its breaker was or went open): no retry budget used.
+        self.outage = False
 
 
 class LLMRetryableError(LLMFailure, RetryableError):

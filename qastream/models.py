@@ -64,6 +64,7 @@ class Job(faust.Record, serializer="json", include_metadata=False):
     wasted_tokens: int = 0              # prompt + generated tokens of attempts whose answer is not kept
     first_model: Optional[str] = None   # the model that wrote attempt 1's answer
     best_model: Optional[str] = None    # the model that wrote best_answer (kept when attempts run out)
+    last_server: Optional[str] = None   # the LLM server the last call failed on: its retry prefers another
 
 
 class StatusEvent(faust.Record, serializer="json", include_metadata=False):

@@ -1,4 +1,4 @@
-"""What one worker holds in memory while it runs: counters, registries, the breaker, the gates, live streams.
+"""What one worker holds in memory while it runs: counters, registries, the breakers, the gates, live streams.
 
 Everything a worker counts or remembers about itself lives on one
 :class:`Runtime`, owned by the app (``app.runtime``), created with it and
@@ -20,6 +20,7 @@ from qastream.policy.admission import Gate
 from qastream.policy.breaker import CircuitBreaker
 from qastream.policy.keycache import KeyCache
 from qastream.policy.priority import PriorityGate
+from qastream.policy.servers import ServerHealth
 from qastream.settings import Settings
 from qastream.streaming.watchers import Watchers
 from qastream.telemetry.counters import WorkerCounts
@@ -38,12 +39,14 @@ ENQUEUE_SLOTS = 32
 class Runtime:
     """The in-memory state of one worker since it started."""
 
-    #: The LLM circuit breaker (its ``held`` counts questions that waited for it).
-    breaker: CircuitBreaker
+    #: Each LLM server's health (its circuit breaker, models it lacks), in ``QASTREAM_OLLAMA_URL`` order.
+    llm_servers: tuple[ServerHealth, ...]
     #: The admission gate of ``POST /query`` and ``GET /status``.
     gate: Gate
     #: The worker's LLM slots, interactive questions first (both generate agents take them here).
     llm_slots: PriorityGate
+    #: Questions that waited because every LLM server's breaker was open.
+    llm_held: int = 0
     #: When this runtime was created: the worker's start, for ``uptime_seconds``.
     started: float = field(default_factory=time.time)
     #: What ``POST /query`` did (cache, database, in_flight, accepted, time-outs).
@@ -89,8 +92,15 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        """A fresh runtime with the breaker, gates and slots ``settings`` configure."""
-        return cls(breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
-                                          settings.breaker_max_cooldown_seconds),
-                   gate=Gate(settings.max_requests_in_flight), llm_slots=PriorityGate(settings.llm_concurrency),
+        """A fresh runtime with the breakers, gates and slots ``settings`` configure.
+
+        The LLM slots are ``llm_concurrency`` per server: each server takes that
+        many calls, so the worker may have that many in flight on each.
+        """
+        urls = settings.llm_urls()
+        servers = tuple(ServerHealth(url, CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds,
+                                                         settings.breaker_max_cooldown_seconds, name=url))
+                        for url in urls)
+        return cls(llm_servers=servers, gate=Gate(settings.max_requests_in_flight),
+                   llm_slots=PriorityGate(settings.llm_concurrency * len(urls)),
                    keys=KeyCache(settings.auth_cache_seconds), watchers=Watchers(settings.live_max_streams))

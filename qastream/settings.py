@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from qastream.errors import PermanentError
 from qastream.policy.webhook_targets import parse_allowed_hosts
@@ -115,10 +116,17 @@ class Settings:
              "Redis costs one time-out per interval, not one per request.", minimum=0.01)
 
     # -- LLM -------------------------------------------------------------------
-    ollama_url: str = _setting("http://127.0.0.1:11434", "Ollama server (or the embedded `qastream llm-server`).")
+    ollama_url: str = _setting(
+        "http://127.0.0.1:11434",
+        "Ollama server (or the embedded `qastream llm-server`); several, comma-separated, share the load: each call "
+        "goes to the least busy server whose circuit breaker is closed, a retry to another server when one is "
+        "healthy.")
     ollama_model: str = _setting("smollm2", "Model name passed to Ollama (`llama3.2` on a real server).")
+    escalation_model: str = _setting(
+        "", "Model that writes the regenerations of an answer scored below the threshold (attempt 2 and later), "
+            "e.g. a larger, slower, better one; empty: QASTREAM_OLLAMA_MODEL writes every attempt.")
     llm_timeout_seconds: float = _setting(120.0, "Client time-out of one LLM call.", minimum=0.1)
-    llm_concurrency: int = _setting(16, "LLM calls in flight per worker.", minimum=1)
+    llm_concurrency: int = _setting(16, "LLM calls in flight per worker and per LLM server.", minimum=1)
     llm_max_tokens: int = _setting(160, "Most tokens generated per answer (Ollama `num_predict`).", minimum=1)
     llm_temperature: float = _setting(0.3, "Sampling temperature.", minimum=0.0)
 
@@ -274,7 +282,8 @@ class Settings:
         if unknown:
             raise SettingsError(f"unknown setting(s): {', '.join(unknown)} (see config/defaults.env)")
         settings = cls(**values)
-        settings.overload_delays()  # validate the list early
+        settings.overload_delays()  # validate the lists early
+        settings.llm_urls()
         if settings.partitions_events != settings.partitions_pending:
             # The generate stage reads its keys' status locally: both must hash alike.
             raise SettingsError(f"{env_name('partitions_events')} ({settings.partitions_events}) must equal "
@@ -294,6 +303,24 @@ class Settings:
         if any(not math.isfinite(d) or d < 0 for d in delays):
             raise SettingsError(f"{env_name('retry_overload_delays')}: delays must be finite and not negative")
         return delays
+
+    def llm_urls(self) -> tuple[str, ...]:
+        """``QASTREAM_OLLAMA_URL`` as its list of server URLs, each ``http(s)://host[:port]``, none twice."""
+        urls = tuple(part.strip().rstrip("/") for part in self.ollama_url.split(","))
+        name = env_name("ollama_url")
+        if not urls or any(not url for url in urls):
+            raise SettingsError(f"{name}: expected comma-separated http(s) URLs, got {self.ollama_url!r}")
+        for url in urls:
+            try:
+                parts = urlsplit(url)
+                _ = parts.port  # raises for a port that is not a number or out of range
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {url!r} is not a URL ({exc})") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(f"{name}: {url!r} is not an http(s) URL with a host")
+        if len(set(urls)) != len(urls):
+            raise SettingsError(f"{name}: a server is listed twice in {self.ollama_url!r}")
+        return urls
 
     def webhook_backoff(self) -> Backoff:
         """The attempts and waits of a webhook delivery."""

@@ -1,12 +1,15 @@
 """questions-pending and the bulk topic -> LLM -> llm-responses-success, or an error topic by class.
 
 One agent per lane (:mod:`qastream.policy.lanes`), each with ``llm_concurrency``
-actors, and one body for both (:func:`generate_one`): the redelivery check,
-the breaker, the routing of failures and the logging are the same for every
-question.  The lanes differ only in the slot they wait for: both take it from
-the worker's :class:`~qastream.policy.priority.PriorityGate`
-(``app.runtime.llm_slots``, ``llm_concurrency`` slots in all), which serves a
-waiting interactive question before any bulk one.
+actors per LLM server, and one body for both (:func:`generate_one`): the redelivery check,
+the wait while every LLM server is down, the routing of failures and the
+logging are the same for every question.  The lanes differ only in the slot
+they wait for: both take it from the worker's
+:class:`~qastream.policy.priority.PriorityGate` (``app.runtime.llm_slots``,
+``llm_concurrency`` per LLM server in all), which serves a waiting
+interactive question before any bulk one.  Which server takes the call is
+the pool's choice (:mod:`qastream.services.llm_pool`); which model writes it,
+:func:`~qastream.policy.servers.model_for`'s.
 
 No LLM call starts for a cancelled question: :func:`cancelled` is checked
 once the slot is granted, right before the call (why the database is read,
@@ -19,17 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import faust
 
 from qastream.app import app, llm, settings, storage, topics
-from qastream.errors import LLM_CALL_ERRORS, signals_outage
+from qastream.errors import LLM_CALL_ERRORS
 from qastream.models import Job
 from qastream.policy.ids import generation_seed
 from qastream.policy.lanes import Lane
 from qastream.policy.lifecycle import Stage, is_cancelled, is_stale
 from qastream.policy.quality import keep_best
+from qastream.policy.servers import model_for
 from qastream.policy.usage import after_generation
 from qastream.tables.status import report, status_table
 
@@ -65,13 +69,23 @@ async def skip_cancelled(job: Job) -> None:
         await topics.validated.send(key=job.question_id, value=keep_best(job))
 
 
-async def wait_for_breaker() -> None:
-    """Hold the question while the LLM is down (the breaker is open) instead of failing it."""
-    breaker = app.runtime.breaker
-    if not breaker.allow():
-        breaker.held += 1
-        while not breaker.allow():
-            await asyncio.sleep(min(max(breaker.wait_time(), 0.05), 0.5))
+async def wait_for_server() -> Optional[int]:
+    """Hold the question while every LLM server is down (no breaker closed) instead of failing it.
+
+    One server down is no reason to wait: the pool sends the call to another.
+    Returns ``None`` when a server is up, or the server whose probe this
+    question carries (its call must go out, or the probe be released).
+    """
+    counted = False
+    while not llm.up():
+        probe = llm.take_probe()
+        if probe is not None:
+            return probe
+        if not counted:
+            app.runtime.llm_held += 1
+            counted = True
+        await asyncio.sleep(min(max(llm.wait_time(), 0.05), 0.5))
+    return None
 
 
 async def generate_one(job: Job, lane: Lane) -> None:
@@ -84,35 +98,35 @@ async def generate_one(job: Job, lane: Lane) -> None:
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
-    # The breaker first, then the slot: once a slot is granted the call goes out.  A half-open
-    # breaker's probe is reserved by wait_for_breaker and must end in a call that reports back.
-    await wait_for_breaker()
+    # A server first, then the slot.  With a server up, which one takes the call is chosen at the call, so
+    # the choice sees the load of that moment.  With none up, a probe taken here must end in a call that
+    # reports back, or be released.
+    probe = await wait_for_server()
     async with app.runtime.llm_slots.slot(lane):
-        if await cancelled(job):  # cancelled while it waited for the breaker or a slot
-            app.runtime.breaker.release()
+        if await cancelled(job):  # cancelled while it waited for a server or a slot
+            llm.release(probe)
             await skip_cancelled(job)
             return
-        await report(job, Stage.GENERATING)
+        try:
+            await report(job, Stage.GENERATING)
+        except BaseException:
+            llm.release(probe)  # the probe's call will not go out
+            raise
+        model = model_for(job.attempt, settings.ollama_model, settings.escalation_model)
         try:
             generation = await llm.generate(job.question_text,
-                                            generation_seed(job.question_id, job.epoch, job.attempt))
+                                            generation_seed(job.question_id, job.epoch, job.attempt),
+                                            model=model, avoid=job.last_server, probe=probe)
         except LLM_CALL_ERRORS as err:
-            breaker = app.runtime.breaker
-            if signals_outage(err.status_code):
-                outage = breaker.record_failure()
-            else:
-                outage = False
-                breaker.record_success()  # the server answered (busy, quota, 4xx): it is up
-            logger.warning("LLM call for %s attempt %d failed%s: %s", job.question_id, job.attempt,
-                           " (outage)" if outage else "", err)
+            logger.warning("LLM call for %s attempt %d (model %s) failed on %s%s: %s", job.question_id,
+                           job.attempt, model, err.server or "no server", " (outage)" if err.outage else "", err)
             failed = job.derive(error_class=err.error_class, error_code=err.status_code, error_message=err.message,
-                                retry_after=err.retry_after, outage=outage)
+                                retry_after=err.retry_after, outage=err.outage, last_server=err.server)
             await topics.for_error(err.error_class).send(key=job.question_id, value=failed)
             return
-    app.runtime.breaker.record_success()
     app.runtime.tokens.record(generation)
     answered = job.derive(answer=generation.text, model=generation.model, llm_ms=job.llm_ms + generation.latency_ms,
-                          error_class=None, error_code=None, error_message=None, retry_after=None,
+                          error_class=None, error_code=None, error_message=None, retry_after=None, last_server=None,
                           **after_generation(job, generation))
     await topics.success.send(key=job.question_id, value=answered)
 
@@ -133,13 +147,13 @@ async def generate_lane(jobs: faust.StreamT[Job], lane: Lane) -> None:
                          job.question_id, job.attempt, exc)
 
 
-@app.agent(topics.pending, concurrency=settings.llm_concurrency)
+@app.agent(topics.pending, concurrency=settings.llm_concurrency * len(settings.llm_urls()))
 async def generate(jobs: faust.StreamT[Job]) -> None:
-    """Generate answers for interactive questions, ``llm_concurrency`` calls at a time per worker."""
+    """Generate answers for interactive questions, ``llm_concurrency`` calls at a time per worker and server."""
     await generate_lane(jobs, Lane.INTERACTIVE)
 
 
-@app.agent(topics.bulk, concurrency=settings.llm_concurrency)
+@app.agent(topics.bulk, concurrency=settings.llm_concurrency * len(settings.llm_urls()))
 async def generate_bulk(jobs: faust.StreamT[Job]) -> None:
     """Generate answers for bulk questions, with the LLM slots no interactive question waits for."""
     await generate_lane(jobs, Lane.BULK)

@@ -30,7 +30,7 @@ import logging
 import time
 from typing import Any, Mapping, Optional
 
-from qastream.app import app, settings, storage, topics
+from qastream.app import app, llm, settings, storage, topics
 from qastream.policy.breaker import CLOSED
 from qastream.policy.deadlines import Deadlines, backlog_held, overdue, stage_deadlines
 from qastream.policy.lanes import PRIORITY, Lane, lane_of
@@ -135,10 +135,11 @@ async def reconcile() -> None:
 
 
 def line_held() -> bool:
-    """Questions waiting for a generation slot wait on purpose: the LLM is out, or a backlog is ahead of them."""
-    return app.runtime.breaker.state != CLOSED or backlog_held(
+    """Questions waiting for a generation slot wait on purpose: the LLM is out (no server's breaker is closed), or
+    a backlog is ahead of them."""
+    return llm.breaker_state() != CLOSED or backlog_held(
         app.runtime.consumer_lag, [topics.intake(lane).get_topic_name() for lane in PRIORITY],
-        settings.llm_concurrency)
+        app.runtime.llm_slots.slots)
 
 
 async def requeue_stranded(now: float) -> int:

@@ -4,8 +4,9 @@ A failed question is parked with its due time (see qastream.tables.parking)
 and the agent moves on at once, so a 30 s quota delay never holds back any
 other question.  The release timer sends due entries back to the topic; the
 agent then unparks them and re-enqueues them.  Failures that happened during
-an LLM outage (the circuit breaker was open) wait for the breaker's cool-down
-and do not use up the question's retry budget.
+an LLM outage (the server's circuit breaker was open) wait until some server
+may take a call again (at least one cool-down) and do not use up the
+question's retry budget; the retry goes to another server when one is healthy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import cast
 import faust
 from faust.types import TableT
 
-from qastream.app import app, settings, topics
+from qastream.app import app, llm, settings, topics
 from qastream.errors import ErrorClass
 from qastream.models import Job
 from qastream.policy.backoff import RetryPolicy, plan_retry
@@ -48,7 +49,7 @@ async def handle(event: faust.EventT, parking: TableT) -> None:
         del parking[qid]
         await topics.intake(job.lane).send(key=qid, value=job.derive(due_at=None))
         return
-    parked = plan_retry(policy, job, time.time(), max(app.runtime.breaker.wait_time(), settings.breaker_cooldown_seconds))
+    parked = plan_retry(policy, job, time.time(), max(llm.wait_time(), settings.breaker_cooldown_seconds))
     if parked is None:
         budget = job.overload_retries if job.error_class == ErrorClass.OVERLOAD else job.quota_retries
         logger.warning("%s: dead-lettering after %d %s retries: %s", qid, budget, job.error_class, job.error_message)

@@ -28,16 +28,18 @@ async def dev(self, llm_backend: str, llm_parallel: int) -> None:
     """Run the embedded stack: Tansu broker, LLM server and a worker on http://WEB_HOST:WEB_PORT."""
     logs = os.path.join(settings.data_dir, "logs")
     broker_host, broker_port = host_port(settings.broker_url, 9092)
-    llm_host, llm_port = host_port(settings.ollama_url, 11434)
     env = {**os.environ, "QASTREAM_BROKER_PROFILE": os.environ.get("QASTREAM_BROKER_PROFILE", "development")}
     started = []
     try:
         self.say(f"starting Tansu on {broker_host}:{broker_port} (logs in {logs}/)")
         started.append(("broker", start_tansu(broker_host, broker_port, log=log_file(logs, "tansu"))))
-        self.say(f"starting the LLM server ({llm_backend}) on {llm_host}:{llm_port}")
-        started.append(("LLM server", start_llm_server(
-            llm_host, llm_port, backend=llm_backend, model=settings.ollama_model,
-            extra=["--parallel", str(llm_parallel)], log=log_file(logs, "llm-server"), env=env)))
+        for number, url in enumerate(settings.llm_urls()):  # one embedded server per QASTREAM_OLLAMA_URL entry
+            llm_host, llm_port = host_port(url, 11434)
+            self.say(f"starting the LLM server ({llm_backend}) on {llm_host}:{llm_port}")
+            started.append(("LLM server", start_llm_server(
+                llm_host, llm_port, backend=llm_backend, model=settings.ollama_model,
+                extra=["--parallel", str(llm_parallel)],
+                log=log_file(logs, "llm-server" if number == 0 else f"llm-server-{number + 1}"), env=env)))
         self.say("starting the worker (loads the scorer model; a few seconds)")
         started.append(("worker", start_worker(env, web_host=settings.web_host, web_port=settings.web_port,
                                                log=log_file(logs, "worker"))))

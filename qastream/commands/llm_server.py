@@ -13,7 +13,7 @@ from qastream.devtools.embedded import host_port
 from qastream.devtools.llmserver.backends import make_backend
 from qastream.devtools.llmserver.server import Faults, OllamaCompatibleServer, serve
 
-_host, _port = host_port(settings.ollama_url, 11434)
+_host, _port = host_port(settings.ollama_url, 11434)  # the first server of a list
 
 
 @app.command(
@@ -36,18 +36,25 @@ _host, _port = host_port(settings.ollama_url, 11434)
     option("--seed", type=int, default=None, help="Seed of the fault draws, for repeatable runs."),
     option("--test-faults", is_flag=True, default=False,
            help="Obey [[fail:CODE*N]] markers in prompts (tests only: a client could type one)."),
+    option("--fixed-answer", "fixed_answers", multiple=True, metavar="MODEL=TEXT",
+           help="Also answer to MODEL, always with TEXT (repeatable; tests: a second model whose answers differ)."),
 )
 async def llm_server(self, backend: str, host: str, port: int, model: str, latency: float, parallel: int,
                      max_queue: int, threads: int, fail_503: float, fail_429: float, fail_404: float,
                      fail_mid_stream: float, retry_after: float, seed: int | None,
-                     test_faults: bool) -> None:
+                     test_faults: bool, fixed_answers: tuple[str, ...]) -> None:
     """Serve the Ollama HTTP API (/api/chat, /api/generate, /api/tags, /api/version)."""
+    fixed = dict(pair.split("=", 1) for pair in fixed_answers if "=" in pair)
+    if len(fixed) != len(fixed_answers) or any(not name for name in fixed):
+        raise click.BadParameter("expected MODEL=TEXT", param_hint="--fixed-answer")
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     loop = asyncio.get_running_loop()
     engine = await loop.run_in_executor(None, lambda: make_backend(backend, latency=latency, slots=parallel,
                                                                     threads=threads))
     faults = Faults(rate_503=fail_503, rate_429=fail_429, rate_404=fail_404, rate_mid_stream=fail_mid_stream,
                     retry_after=retry_after, seed=seed, markers=test_faults)
-    server = OllamaCompatibleServer(engine, model=model, parallel=parallel, max_queue=max_queue, faults=faults)
-    self.say(f"LLM server ({backend}) on http://{host}:{port}, model {model!r}")
+    server = OllamaCompatibleServer(engine, model=model, parallel=parallel, max_queue=max_queue, faults=faults,
+                                    fixed_answers=fixed)
+    self.say(f"LLM server ({backend}) on http://{host}:{port}, model {model!r}"
+             + "".join(f", model {name!r} (fixed answer)" for name in fixed))
     await serve(server, host, port)

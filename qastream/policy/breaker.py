@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Callable
 
 logger = logging.getLogger(__name__)
@@ -31,23 +31,27 @@ class CircuitBreaker:
     """Consecutive-failure breaker with exponential, capped cool-down."""
 
     def __init__(self, threshold: int = 5, base_cooldown: float = 1.0, max_cooldown: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, name: str = "") -> None:
         self.threshold = threshold
         self.base_cooldown = base_cooldown
         self.max_cooldown = max_cooldown
         self.clock = clock
+        self.name = name  # the server it guards, for the log
         self.state = CLOSED
         self.failures = 0
         self.cooldown = base_cooldown
         self.opened_until = 0.0
         self.probing = False
         self.transitions: deque[dict] = deque(maxlen=50)
-        self.held = 0  # questions that waited for the breaker instead of calling
+        #: Transitions since start by the state entered: a counter, unlike the bounded list above.
+        self.entered: Counter[str] = Counter()
 
     def _move(self, state: str, reason: str) -> None:
         if state != self.state:
-            logger.warning("LLM circuit breaker %s -> %s (%s)", self.state, state, reason)
+            logger.warning("LLM circuit breaker%s %s -> %s (%s)", f" of {self.name}" if self.name else "",
+                           self.state, state, reason)
             self.transitions.append({"at": time.time(), "from": self.state, "to": state, "reason": reason})
+            self.entered[state] += 1
             self.state = state
 
     def allow(self) -> bool:
@@ -60,6 +64,14 @@ class CircuitBreaker:
             self.probing = True
             return True
         return False
+
+    def would_allow(self) -> bool:
+        """Would :meth:`allow` let a call out now?  Asks without taking the probe."""
+        if self.state == CLOSED:
+            return True
+        if self.state == OPEN:
+            return self.clock() >= self.opened_until
+        return not self.probing
 
     def release(self) -> None:
         """A call :meth:`allow` let out did not go out after all (its question was cancelled meanwhile).
@@ -104,5 +116,5 @@ class CircuitBreaker:
     def snapshot(self) -> dict:
         """State for /metrics."""
         return {"state": self.state, "consecutive_failures": self.failures, "cooldown_seconds": self.cooldown,
-                "seconds_until_probe": round(self.wait_time(), 2), "questions_held": self.held,
+                "seconds_until_probe": round(self.wait_time(), 2), "entered": dict(self.entered),
                 "transitions": list(self.transitions)[-10:]}

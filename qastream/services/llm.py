@@ -70,7 +70,7 @@ class Generation:
 
 
 class LLMClient(Service):
-    """Calls an Ollama-compatible server."""
+    """Calls one Ollama-compatible server (:class:`~qastream.services.llm_pool.LLMPool` spreads calls over several)."""
 
     def __init__(self, url: str, model: str, *, timeout: float, concurrency: int, max_tokens: int,
                  temperature: float, **kwargs: Any) -> None:
@@ -104,9 +104,13 @@ class LLMClient(Service):
         if self.client is not None:
             await self.client.close()
 
-    async def generate(self, question: str, seed: int | None = None) -> Generation:
-        """Answer ``question`` (sampling with ``seed``); raises one of :data:`~qastream.errors.LLM_CALL_ERRORS` on any failure."""
+    async def generate(self, question: str, seed: int | None = None, model: str | None = None) -> Generation:
+        """Answer ``question`` with ``model`` (default: the client's), sampling with ``seed``.
+
+        Raises one of :data:`~qastream.errors.LLM_CALL_ERRORS` on any failure.
+        """
         assert self.client is not None, "LLM client is not started"
+        model = model or self.model
         async with self._slots:
             self.in_flight += 1
             self.calls += 1
@@ -115,7 +119,7 @@ class LLMClient(Service):
             started = time.perf_counter()
             try:
                 response = await self.client.chat(
-                    model=self.model,
+                    model=model,
                     messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
                     options={"num_predict": self.max_tokens, "temperature": self.temperature,
                              **({"seed": seed} if seed is not None else {})},
@@ -133,7 +137,7 @@ class LLMClient(Service):
         self.latency_ms.observe(latency_ms)
         return Generation(
             text=(response.message.content or "").strip(),
-            model=response.model or self.model,
+            model=response.model or model,
             latency_ms=latency_ms,
             tokens=response.eval_count or 0,
             prompt_tokens=response.prompt_eval_count or 0,

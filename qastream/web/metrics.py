@@ -69,7 +69,9 @@ async def snapshot() -> dict[str, Any]:
     body["llm"] = await llm.info()
     body["llm_tokens"] = runtime.tokens.snapshot()
     body["scorer"] = await scorer.info()
-    body["circuit_breaker"] = runtime.breaker.snapshot()
+    body["circuit_breaker"] = {"state": llm.breaker_state(), "questions_held": runtime.llm_held,
+                               "seconds_until_probe": round(llm.wait_time(), 2),
+                               "servers": {server["url"]: server["breaker"]["state"] for server in body["llm"]["servers"]}}
     body["llm_slots"] = runtime.llm_slots.snapshot()
     body["parked_retries"] = {"overload": parked(overload_parking, topics.overload),
                               "quota": parked(quota_parking, topics.quota)}

@@ -93,9 +93,25 @@ def families(m: Mapping[str, Any], histograms: Mapping[str, Mapping[str, Distrib
     yield _histogram("qastream_llm_call_duration_seconds", "LLM call latency.", "outcome",
                      histograms["llm"], 0.001)
     yield from token_families(m)
+    servers = m["llm"]["servers"]
+    yield _counter("qastream_llm_server_calls", "LLM calls started, per LLM server.", ("server",),
+                   (((s["url"],), s["calls"]) for s in servers))
+    yield _gauge("qastream_llm_server_in_flight", "LLM calls in flight, per LLM server.", ("server",),
+                 (((s["url"],), s["in_flight"]) for s in servers))
+    yield _counter("qastream_llm_server_failures", "Failed LLM calls per LLM server and error class.",
+                   ("server", "error_class"),
+                   (((s["url"], c), n) for s in servers for c, n in s["failures_by_class"].items()))
+    yield _gauge("qastream_llm_server_breaker_state", "1 for each LLM server's circuit breaker state.",
+                 ("server", "state"), (((s["url"], state), int(s["breaker"]["state"] == state))
+                                       for s in servers for state in BREAKER_STATES))
+    yield _counter("qastream_llm_server_breaker_transitions", "Circuit breaker transitions per LLM server, by the "
+                   "state entered.", ("server", "state"),
+                   (((s["url"], state), s["breaker"]["entered"].get(state, 0)) for s in servers
+                    for state in BREAKER_STATES))
     yield _counter("qastream_scorer_pairs", "Answer/reference pairs scored.", (), [((), m["scorer"]["pairs_scored"])])
     breaker = m["circuit_breaker"]
-    yield _gauge("qastream_circuit_breaker_state", "1 for the LLM circuit breaker's current state.", ("state",),
+    yield _gauge("qastream_circuit_breaker_state", "1 for the state of the LLM as a whole: closed while any "
+                 "server's breaker is closed, open when all are.", ("state",),
                  (((s,), int(breaker["state"] == s)) for s in BREAKER_STATES))
     yield _counter("qastream_circuit_breaker_held_questions", "Questions that waited for the breaker.", (),
                    [((), breaker["questions_held"])])

@@ -118,6 +118,9 @@ def test_dashboard_answers_a_question_in_the_browser(stack_env, start_worker_pro
     for chart in CHARTS_WITH_POINTS:
         assert page.locator(f"#{chart} svg").count() == 1
     expect(page.locator("#breaker")).to_have_text("LLM breaker: closed")
+    # One row per LLM server, with its breaker's state.
+    expect(page.locator("#servers tbody tr")).to_have_count(1)
+    expect(page.locator("#servers tbody tr td").nth(1)).to_have_text("closed")
     # Auth is off: nothing was refused, so the key form never showed.
     expect(page.locator("#key-form")).to_be_hidden()
     expect(page.locator("#key-forget")).to_be_hidden()

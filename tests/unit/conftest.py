@@ -37,9 +37,9 @@ async def llm_server():
     """
     started = []
 
-    async def start(*, latency=0.0, parallel=4, max_queue=64, faults=None, model="smollm2"):
+    async def start(*, latency=0.0, parallel=4, max_queue=64, faults=None, model="smollm2", fixed_answers=None):
         server = OllamaCompatibleServer(EchoBackend(latency), model=model, parallel=parallel, max_queue=max_queue,
-                                        faults=faults or Faults(markers=True))
+                                        faults=faults or Faults(markers=True), fixed_answers=fixed_answers)
         http = TestServer(build_app(server), host="127.0.0.1")
         await http.start_server()
         started.append(http)

@@ -7,6 +7,7 @@ service calls (LLM, scorer, storage, cache) return canned results.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from typing import Any, Callable
@@ -170,7 +171,9 @@ async def test_generate_sends_the_answer_on(sent, monkeypatch):
     monkeypatch.setattr(llm, "generate", call)
     async with generate.generate.test_context() as agent:
         await agent.put(job(llm_ms=5.0, attempt=2), key="0123456789abcdef")
-    call.assert_awaited_once_with("What is a compiler?", generation_seed("0123456789abcdef", 1, 2))
+    # No escalation model: the regeneration (attempt 2) is written by the configured model.
+    call.assert_awaited_once_with("What is a compiler?", generation_seed("0123456789abcdef", 1, 2),
+                                  model="smollm2", avoid=None, probe=None)
     (answered,) = sent.to(topics.success)
     assert answered.answer == "An answer." and answered.model == "smollm2"
     assert answered.llm_ms == pytest.approx(125.0)
@@ -191,6 +194,31 @@ async def test_generate_adds_the_calls_tokens_to_the_question_and_the_worker(sen
     (source,) = app.runtime.tokens.snapshot()
     assert (source["model"], source["server"], source["eval_tokens"], source["eval_tokens_per_second"]) == \
         ("smollm2", "http://llm:11434", 30, 100.0)
+
+
+@pytest.mark.parametrize("attempt, retries, model", [(1, 0, "smollm2"), (1, 2, "smollm2"), (2, 0, "big"),
+                                                     (3, 1, "big")])
+async def test_generate_asks_the_escalation_model_for_regenerations_only(sent, monkeypatch, attempt, retries, model):
+    call = AsyncMock(return_value=Generation("An answer.", model, 1.0, 3, server="http://b:1"))
+    monkeypatch.setattr(llm, "generate", call)
+    monkeypatch.setattr(generate, "settings", dataclasses.replace(settings, escalation_model="big"))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(attempt=attempt, retries=retries, last_server="http://a:1"), key="0123456789abcdef")
+    # An error retry (retries > 0) keeps its attempt's model; the server it failed on is avoided.
+    call.assert_awaited_once_with("What is a compiler?", generation_seed("0123456789abcdef", 1, attempt),
+                                  model=model, avoid="http://a:1", probe=None)
+    (answered,) = sent.to(topics.success)
+    assert answered.model == model and answered.last_server is None
+
+
+async def test_generate_records_the_server_that_failed_for_the_retry(sent, monkeypatch):
+    error = llm_call_error("overload", 0, "ConnectError")
+    error.server, error.outage = "http://a:1", True
+    monkeypatch.setattr(llm, "generate", AsyncMock(side_effect=error))
+    async with generate.generate.test_context() as agent:
+        await agent.put(job(), key="0123456789abcdef")
+    (failed,) = sent.to(topics.overload)
+    assert (failed.last_server, failed.outage) == ("http://a:1", True)
 
 
 @pytest.mark.parametrize("error_class, topic_name", [("overload", "overload"), ("quota", "quota"),
@@ -290,7 +318,7 @@ async def test_the_gate_sees_the_questions_waiting_in_a_stream_buffer(sent, monk
     """What generate.buffered reads: the one queue the agent's actors share."""
     release = asyncio.Event()
 
-    async def blocked(*args):
+    async def blocked(*args, **kwargs):
         await release.wait()
         return Generation("An answer.", "smollm2", 1.0, 3)
 

@@ -87,3 +87,15 @@ def test_release_when_closed_or_open_changes_nothing():
     breaker, _ = tripped()
     breaker.release()
     assert breaker.state == OPEN and not breaker.allow()
+
+
+def test_would_allow_asks_without_taking_the_probe():
+    breaker, clock = tripped()
+    assert not breaker.would_allow()
+    clock.now = 1.0
+    assert breaker.would_allow() and breaker.state == OPEN   # asking moves nothing
+    assert breaker.allow() and breaker.state == HALF_OPEN
+    assert not breaker.would_allow()                        # the probe is out
+    breaker.record_success()
+    assert breaker.would_allow()
+    assert breaker.entered == {OPEN: 1, HALF_OPEN: 1, CLOSED: 1}

@@ -3,7 +3,7 @@
 import pytest
 
 from qastream.models import Job
-from qastream.policy.quality import Verdict, after_scoring, better, judge
+from qastream.policy.quality import Verdict, after_scoring, better, judge, keep_best
 
 THRESHOLD = 0.6
 MAX_ATTEMPTS = 3
@@ -108,3 +108,28 @@ def test_after_scoring_does_not_mutate_its_input():
     original = job(answer="a1")
     after_scoring(original, 0.1, THRESHOLD, 1)
     assert (original.score, original.low_quality, original.best_answer) == (None, False, None)
+
+
+@pytest.mark.parametrize("models, scores, kept_model", [
+    (["small", "big", "big"], [0.5, 0.3, 0.2], "small"),   # the best was the first model's: it is credited
+    (["small", "big", "big"], [0.2, 0.5, 0.3], "big"),
+    (["small", "big"], [0.2, 0.7], "big"),                 # passed after escalating
+    (["small"], [0.9], "small"),
+])
+def test_the_kept_answer_keeps_the_model_that_wrote_it(models, scores, kept_model):
+    current = job()
+    for attempt, (model, score) in enumerate(zip(models, scores), start=1):
+        current = current.derive(attempt=attempt, answer=f"a{attempt}", model=model, score=None)
+        _, current = after_scoring(current, score, THRESHOLD, MAX_ATTEMPTS)
+    assert current.model == kept_model
+
+
+def test_a_cancelled_regeneration_keeps_the_best_answers_model():
+    regenerating = job(attempt=3, model="big", best_answer="a1", best_score=0.5, best_attempt=1, best_model="small")
+    assert keep_best(regenerating).model == "small"
+    assert keep_best(job(attempt=2, model="small", best_answer="a1", best_score=0.5)).model == "small"  # older job
+
+
+def test_old_messages_decode_without_the_new_fields():
+    old = Job.loads(b'{"question_id": "0123456789abcdef", "question_text": "Q?", "attempt": 2}')
+    assert (old.last_server, old.best_model) == (None, None)

@@ -261,3 +261,14 @@ async def test_admin_stats_count_completions_and_errors(llm_server, session):
 ])
 def test_durations_are_ollamas_fields_in_nanoseconds(completion, elapsed, expected):
     assert durations(completion, elapsed) == expected
+
+
+async def test_a_fixed_answer_model_answers_with_its_text_and_is_counted(llm_server, session):
+    server, base = await llm_server(fixed_answers={"big": "Always this."})
+    status, _, raw = await post(session, f"{base}/api/chat", {**chat_body(QUESTION), "model": "big:latest"})
+    assert status == 200 and json.loads(raw)["message"]["content"] == "Always this."
+    status, _, raw = await post(session, f"{base}/api/chat", chat_body(QUESTION))
+    assert status == 200 and json.loads(raw)["message"]["content"] == QUESTION  # the echo model still echoes
+    assert (server.stats["completions:big:latest"], server.stats["completions:smollm2"]) == (1, 1)
+    async with session.get(f"{base}/api/tags") as response:
+        assert [m["name"] for m in (await response.json())["models"]] == ["smollm2:latest", "big:latest"]

@@ -193,3 +193,18 @@ def test_events_and_pending_partitions_must_match():
 def test_the_bulk_lane_is_co_partitioned_with_pending():
     with pytest.raises(SettingsError, match="QASTREAM_PARTITIONS_BULK"):
         Settings.from_env({"QASTREAM_PARTITIONS_BULK": "4"})
+
+
+@pytest.mark.parametrize("raw, urls", [
+    ("http://127.0.0.1:11434", ("http://127.0.0.1:11434",)),
+    ("http://a:1, https://b.example/ ,http://c", ("http://a:1", "https://b.example", "http://c")),
+])
+def test_ollama_url_is_a_list_of_servers(raw, urls):
+    assert Settings.from_env({"QASTREAM_OLLAMA_URL": raw}).llm_urls() == urls
+
+
+@pytest.mark.parametrize("raw", ["", "http://a:1,", "127.0.0.1:11434", "ftp://a:1", "http://", "http://a:99999",
+                                 "http://a:x", "http://a:1,http://a:1"])
+def test_a_bad_server_list_names_the_variable(raw):
+    with pytest.raises(SettingsError, match="QASTREAM_OLLAMA_URL"):
+        Settings.from_env({"QASTREAM_OLLAMA_URL": raw})

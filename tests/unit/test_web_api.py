@@ -136,6 +136,9 @@ async def test_metrics_keeps_the_seed_fields_and_adds_the_new_ones(client, datab
     assert SEED_FIELDS | ISSUE_FIELDS <= set(body)
     assert set(body["throughput"]) == {"accepted_per_minute", "completed_per_minute", "failed_per_minute"}
     assert set(body["llm"]["latency_ms"]) == {"p50", "p95", "p99", "max", "count", "window"}
+    (server,) = body["llm"]["servers"]
+    assert {"url", "calls", "in_flight", "waiting", "concurrency", "failures_by_class", "breaker"} <= set(server)
+    assert body["circuit_breaker"]["servers"] == {server["url"]: "closed"}
     assert body["consumer_lag"]["total"] == 3
     assert 2 <= body["consumer_lag"]["age_seconds"] < 60
 
@@ -180,6 +183,13 @@ async def test_prometheus_exposition_parses(client, database):
     assert [(s.labels, s.value) for s in lag] == [({"topic": "t-questions-pending", "partition": "0"}, 3.0)]
     states = {s.labels["state"]: s.value for s in families["qastream_circuit_breaker_state"].samples}
     assert states == {"closed": 1.0, "half_open": 0.0, "open": 0.0}
+    # Each LLM server's calls, in-flight calls, breaker state and transitions, labelled by its URL.
+    (server,) = {s.labels["server"] for s in families["qastream_llm_server_calls"].samples}
+    assert server == app.runtime.llm_servers[0].url
+    assert families["qastream_llm_server_in_flight"].type == "gauge"
+    assert {(s.labels["state"], s.value) for s in families["qastream_llm_server_breaker_state"].samples} == {
+        ("closed", 1.0), ("half_open", 0.0), ("open", 0.0)}
+    assert families["qastream_llm_server_breaker_transitions"].type == "counter"
 
 
 # -- findings of the fuzzer (tests/integration/test_fuzz_api.py), kept ----------------------

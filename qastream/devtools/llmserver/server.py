@@ -2,7 +2,9 @@
 
 It behaves like a local Ollama where it matters to qastream: ``parallel``
 requests are served at once, up to ``max_queue`` more wait, and beyond that
-the server answers 503 "server busy"; an unknown model is a 404.  Fault knobs
+the server answers 503 "server busy"; an unknown model is a 404.  Besides
+its model it can answer to further model names with a fixed text each
+(``--fixed-answer MODEL=TEXT``), so tests tell which model wrote an answer.  Fault knobs
 inject 503, 429 (with ``Retry-After``), 404 and mid-stream errors at given
 rates, and, only when started with ``--test-faults``, a ``[[fail:CODE*N]]``
 marker in a prompt fails exact calls.  The markers stay off by default
@@ -19,7 +21,7 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -81,10 +83,15 @@ def _model_names(model: str) -> set[str]:
 class OllamaCompatibleServer:
     """The request handling; :func:`build_app` wires it into aiohttp."""
 
-    def __init__(self, backend: Backend, *, model: str, parallel: int, max_queue: int, faults: Faults) -> None:
+    def __init__(self, backend: Backend, *, model: str, parallel: int, max_queue: int, faults: Faults,
+                 fixed_answers: Optional[dict[str, str]] = None) -> None:
         self.backend = backend
         self.model = model
-        self.names = _model_names(model)
+        #: Further model names this server answers to, each always with its fixed text (a test aid: with the
+        #: echo backend, a model whose answer matches a reference scores high where the echo scores low).
+        self.fixed_answers = {name: text for model_name, text in (fixed_answers or {}).items()
+                              for name in _model_names(model_name)}
+        self.names = _model_names(model) | set(self.fixed_answers)
         self.parallel = parallel
         self.max_queue = max_queue
         self.faults = faults
@@ -173,7 +180,11 @@ class OllamaCompatibleServer:
             elapsed = time.perf_counter_ns() - started
         finally:
             self._slots.release()
+        if model in self.fixed_answers:
+            text = self.fixed_answers[model]
+            completion = replace(completion, text=text, tokens=len(text.split()))
         self.stats["completions"] += 1
+        self.stats[f"completions:{model}"] += 1
         stream = body.get("stream", True)
         if fault == "mid":
             if not stream:
@@ -224,11 +235,11 @@ class OllamaCompatibleServer:
         return response
 
     async def tags(self, request: web.Request) -> web.Response:
-        base = self.model.split(":", 1)[0]
+        bases = dict.fromkeys(name.split(":", 1)[0] for name in (self.model, *self.fixed_answers))
         return web.json_response({"models": [{
             "name": f"{base}:latest", "model": f"{base}:latest", "modified_at": _now(), "size": 0,
             "digest": "qastream-embedded", "details": {"format": "gguf", "family": base},
-        }]})
+        } for base in bases]})
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": VERSION})
@@ -237,7 +248,8 @@ class OllamaCompatibleServer:
         return web.Response(text="Ollama is running")
 
     async def admin_stats(self, request: web.Request) -> web.Response:
-        """Counts of calls received, completions and injected errors (not part of the Ollama API)."""
+        """Counts of calls received, completions (in all and ``completions:<model>``) and injected errors (not part
+        of the Ollama API)."""
         return web.json_response({**self.stats, "waiting": self._waiting})
 
 

@@ -300,6 +300,28 @@ function renderTiles(m) {
   breaker.className = `pill ${m.circuit_breaker.state}`;
 }
 
+// One row per LLM server: its breaker, calls in flight of its slots, calls and failures (by class in the
+// tooltip), and how often its breaker opened since the worker started.
+function renderServers(m) {
+  const body = document.querySelector("#servers tbody");
+  body.replaceChildren();
+  for (const server of m.llm.servers || []) {
+    const row = body.insertRow();
+    cell(row, server.url);
+    const state = server.breaker.state;
+    const pill = document.createElement("span");
+    pill.className = `pill ${state}`;
+    pill.textContent = state.replace("_", " ");
+    row.insertCell().appendChild(pill);
+    cell(row, `${fmt(server.in_flight, 0)} / ${fmt(server.concurrency, 0)}`, "num");
+    cell(row, fmt(server.calls, 0), "num");
+    const failures = Object.entries(server.failures_by_class);
+    cell(row, fmt(failures.reduce((sum, [, n]) => sum + n, 0), 0), "num",
+      failures.map(([c, n]) => `${c}: ${n}`).join(", ") || "no failures");
+    cell(row, fmt(server.breaker.entered.open || 0, 0), "num");
+  }
+}
+
 function commonPrefix(names) {
   if (names.length < 2) return "";
   let prefix = names[0];
@@ -337,13 +359,18 @@ function renderCharts(m) {
   { empty: "no partitions assigned", color: "#d97706" });
 }
 
-// The metrics panels (tiles, breaker, charts) with what makeNode() says instead of figures.
+// The metrics panels (tiles, breaker, servers, charts) with what makeNode() says instead of figures.
 function blankMetrics(makeNode) {
   lastMetrics = null;
   document.getElementById("tiles").replaceChildren(makeNode());
   const breaker = document.getElementById("breaker");
   breaker.textContent = "LLM breaker: ?";
   breaker.className = "pill";
+  const servers = document.querySelector("#servers tbody");
+  servers.replaceChildren();
+  const td = servers.insertRow().insertCell();
+  td.colSpan = 6;
+  td.appendChild(makeNode());
   for (const chart of document.querySelectorAll(".chart")) {
     chart.replaceChildren(makeNode());
     chart.dataset.points = "0";
@@ -380,6 +407,7 @@ async function pollMetrics() {
     });
     if (history.length > HISTORY) history.shift();
     renderTiles(m);
+    renderServers(m);
     renderCharts(m);
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
     return OK;
