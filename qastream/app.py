@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterable
 
 import faust
 from mode import ServiceT
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from qastream.policy.access import AuthMode
 from qastream.runtime import Runtime
@@ -26,6 +28,7 @@ from qastream.services.webhooks import WebhookClient
 from qastream.settings import Settings
 from qastream.streaming import faust_fixes
 from qastream.streaming.broker import faust_options
+from qastream.streaming.flow_control import BufferKeepingFlowControl
 from qastream.streaming.poison import QAStreamTopic
 from qastream.streaming.topic_admin import ensure_topics
 from qastream.streaming.worker import QAStreamWorker
@@ -68,6 +71,11 @@ class QAStreamApp(faust.App):
         # closes a connection that never sends a request); its runner passes these to the server.
         web._runner._kwargs["keepalive_timeout"] = self.idle_timeout  # type: ignore[attr-defined]
         return web
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Faust's flow control, except that resuming the streams keeps what nothing would read again."""
+        return BufferKeepingFlowControl(self, loop=self.loop)
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*self.first_services, *super().on_init_dependencies()]

@@ -77,6 +77,8 @@ class Runtime:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Recent API key lookups (``qastream.db.keys.Lookup`` by key hash) and uses recorded.
     keys: KeyCache[Any] = field(default_factory=lambda: KeyCache(0.0))
+    #: (question id, epoch, attempt, retries) of the generations this worker has started and not finished.
+    generating: set[tuple[str, int, int, int]] = field(default_factory=set)
     #: Live status streams open on this worker, by question, for ``track`` to notify (``GET /status/{id}/events``).
     watchers: Watchers = field(default_factory=lambda: Watchers(Settings().live_max_streams))
 

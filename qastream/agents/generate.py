@@ -98,6 +98,22 @@ async def generate_one(job: Job, lane: Lane) -> None:
     if is_stale(status_table.get(job.question_id), job.epoch, job.attempt, job.retries, Stage.GENERATING):
         logger.info("skipping %s attempt %d: already past generation (redelivery)", job.question_id, job.attempt)
         return
+    # The status table trails the events topic, so a copy delivered while the first is at the LLM
+    # (Faust re-reads from the committed offset after a rebalance) looks new there: this worker knows.
+    claim = (job.question_id, job.epoch, job.attempt, job.retries)
+    if claim in app.runtime.generating:
+        logger.info("skipping %s attempt %d: this worker is generating it already (redelivery)",
+                    job.question_id, job.attempt)
+        return
+    app.runtime.generating.add(claim)
+    try:
+        await call_llm(job, lane)
+    finally:
+        app.runtime.generating.discard(claim)
+
+
+async def call_llm(job: Job, lane: Lane) -> None:
+    """The LLM call of a job this worker claimed, and the routing of its outcome."""
     # A server first, then the slot.  With a server up, which one takes the call is chosen at the call, so
     # the choice sees the load of that moment.  With none up, a probe taken here must end in a call that
     # reports back, or be released.

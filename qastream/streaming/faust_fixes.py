@@ -1,7 +1,9 @@
 """Fixes for Faust and aiokafka: the commit stall after a restart with a backlog (faust-streaming
 #606); the table and router views' 5xx for a table name that does not exist; for a broker
 that lost its topics, aiokafka's endless commit retry on them and their auto-creation; and the
-fetch wait Faust hard-codes (:func:`create_worker_consumer`).
+fetch wait Faust hard-codes (:func:`create_worker_consumer`); the seek at the end of recovery
+that delivered records twice and let a commit pass others (:func:`perform_seek`, with the app's
+flow control, :mod:`qastream.streaming.flow_control`).
 
 ``Consumer._new_offset`` merges offset gaps (records the broker skipped)
 into the list of acked offsets.  When a gap overlaps offsets that were
@@ -49,7 +51,7 @@ import faust
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.protocol.metadata import MetadataRequest
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, ensure_TP
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -64,6 +66,8 @@ PATCHED_AIOKAFKA_VERSION = "0.14.0"
 
 #: Faust's own method, kept so tests can show the stall it causes.
 original_new_offset = Consumer._new_offset
+#: Faust's own method, kept so tests can show the records it delivers twice.
+original_perform_seek = Consumer.perform_seek
 #: aiokafka's own method, wrapped by :func:`do_commit_offsets`.
 original_do_commit_offsets = GroupCoordinator._do_commit_offsets
 #: aiokafka's own constructor, wrapped by :func:`metadata_request_init`.
@@ -87,7 +91,6 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
     if acked:
         max_offset = max(acked)
         gap_for_tp = self._gap[tp]
-        filled = False
         if gap_for_tp:
             candidates = gap_for_tp.overlap(0, max_offset)
             sorted_candidates = sorted(candidates, key=lambda x: x.begin)
@@ -98,7 +101,6 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
                 new_max_offset = max(stuff_to_add[-1], max_offset + 1)
                 acked.extend(stuff_to_add)
                 gap_for_tp.chop(0, new_max_offset)
-                filled = True
         # The fix: a gap can overlap offsets already acked; duplicates would
         # cut the consecutive run short at the first repeated offset.
         acked[:] = sorted(set(acked))
@@ -110,17 +112,51 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
         # The second fix: the run need not start at the committed offset (the next one to read).  Faust
         # lets it start one later, and anywhere before the first commit, and a gap can cover the offset
         # of a message being processed; the message in flight there was committed past and a kill -9
-        # lost it (its question stalled until its stage deadline).  Only then is the scan needed.
-        if committed_offset is None or batch[0] != committed_offset or filled:
-            head = lowest_unacked(self, tp)
-            if head is not None and head <= batch[-1]:
-                batch = [offset for offset in batch if offset < head]
-                if not batch:
-                    return None
+        # lost it (its question stalled until its stage deadline).  A record delivered twice (the seek
+        # at the end of recovery re-reads one) is acked by the copy a stage skips while the first copy
+        # is still being processed, so the run is checked against the messages in flight every time.
+        head = lowest_unacked(self, tp)
+        if head is not None and head <= batch[-1]:
+            batch = [offset for offset in batch if offset < head]
+            if not batch:
+                return None
         acked[: len(batch)] = []
         self._acked_index[tp].difference_update(batch)
         return batch[-1] + 1
     return None
+
+
+async def perform_seek(self: Any) -> None:
+    """Faust 0.15.3's seek of every partition to its committed offset, without forgetting what was delivered.
+
+    Faust sets each partition's read offset (the last record handed to a
+    stream; the re-fetch drops records at or below it... almost: the one at
+    it passes) back to the committed offset.  When recovery ends it resumes
+    the stream partitions *before* this seek, so a batch fetched from the
+    committed offset is often being handed over while the seek runs.  With
+    the read offset moved back, every record of that batch already handed
+    over came a second time from the re-fetch, while the first copy was
+    still being generated (two LLM calls for one question), and the rest of
+    the old batch, handed over next, jumped the read offset forward again:
+    Faust took the jump for offsets missing from the log (a gap) and counted
+    them as done, which let a commit pass records it had not processed.
+
+    Here the read offset of a stream partition only moves forward: records
+    handed over stay handed over (the flow control keeps those still
+    buffered, :mod:`qastream.streaming.flow_control`; Faust forgets the read
+    offsets of revoked partitions, so they are this assignment's), the
+    position is still the committed offset, and the re-fetch delivers exactly
+    what follows.  Changelog partitions keep Faust's behaviour: table
+    recovery positions them itself.
+    """
+    read_offset = self._read_offset
+    committed_offsets = await self.seek_to_committed()
+    for tp, offset in committed_offsets.items():
+        committed = offset if offset is not None and offset >= 0 else None
+        read = None if self._is_changelog_tp(tp) else read_offset.get(tp)  # tables recover on their own
+        read_offset[tp] = committed if read is None else read if committed is None else max(read, committed)
+    self._committed_offset.update({ensure_TP(tp): offset if offset else None
+                                   for tp, offset in committed_offsets.items() if offset is not None})
 
 
 ViewGet = Callable[..., Awaitable[Any]]
@@ -211,6 +247,7 @@ def install() -> None:
                            f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
     # Replacing library methods is what this module is for.
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     GroupCoordinator._do_commit_offsets = do_commit_offsets
     MetadataRequest.__init__ = metadata_request_init
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]

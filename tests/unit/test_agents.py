@@ -659,3 +659,25 @@ async def test_store_and_dead_letters_announce_the_questions_they_ended(sent, mo
                                        error_message="no model")])
     assert announced == [("question.completed", [(QID, 2, "completed")]),
                          ("question.failed", [("00000000000000bb", 1, "failed")])]
+
+
+async def test_a_copy_delivered_while_the_first_is_at_the_llm_is_not_generated_twice(sent, monkeypatch):
+    """After a rebalance Faust re-reads from the committed offset; the status table has not seen the first copy."""
+    at_llm, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(question, seed, **kwargs):
+        at_llm.set()
+        await release.wait()
+        return Generation("An answer.", "smollm2", 120.0, 3)
+
+    call = AsyncMock(side_effect=slow)
+    monkeypatch.setattr(llm, "generate", call)
+    first = asyncio.create_task(generate.generate_one(job(), Lane.INTERACTIVE))
+    await at_llm.wait()
+    await generate.generate_one(job(), Lane.INTERACTIVE)  # the copy: returns at once
+    assert call.await_count == 1
+    release.set()
+    await first
+    assert len(sent.to(topics.success)) == 1 and not app.runtime.generating
+    await generate.generate_one(job(attempt=2), Lane.INTERACTIVE)  # the next attempt is no copy
+    assert call.await_count == 2
