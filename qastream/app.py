@@ -28,8 +28,8 @@ from qastream.services.webhooks import WebhookClient
 from qastream.settings import Settings
 from qastream.streaming import faust_fixes
 from qastream.streaming.broker import faust_options
-from qastream.streaming.flow_control import BufferKeepingFlowControl
 from qastream.streaming.poison import QAStreamTopic
+from qastream.streaming.recovery_seek import SeekFenceFlowControl
 from qastream.streaming.topic_admin import ensure_topics
 from qastream.streaming.worker import QAStreamWorker
 from qastream.topics import Topics
@@ -74,8 +74,8 @@ class QAStreamApp(faust.App):
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
-        """Faust's flow control, except that resuming the streams keeps what nothing would read again."""
-        return BufferKeepingFlowControl(self, loop=self.loop)
+        """Faust's flow control, ending the hold of the seek after a rebalance (:mod:`~qastream.streaming.recovery_seek`)."""
+        return SeekFenceFlowControl(self, loop=self.loop)
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*self.first_services, *super().on_init_dependencies()]

@@ -1,9 +1,8 @@
 """Fixes for Faust and aiokafka: the commit stall after a restart with a backlog (faust-streaming
 #606); the table and router views' 5xx for a table name that does not exist; for a broker
 that lost its topics, aiokafka's endless commit retry on them and their auto-creation; and the
-fetch wait Faust hard-codes (:func:`create_worker_consumer`); the seek at the end of recovery
-that delivered records twice and let a commit pass others (:func:`perform_seek`, with the app's
-flow control, :mod:`qastream.streaming.flow_control`).
+fetch wait Faust hard-codes (:func:`create_worker_consumer`).  The seek that ends a rebalance
+has its own module, :mod:`qastream.streaming.recovery_seek`.
 
 ``Consumer._new_offset`` merges offset gaps (records the broker skipped)
 into the list of acked offsets.  When a gap overlaps offsets that were
@@ -51,13 +50,15 @@ import faust
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.protocol.metadata import MetadataRequest
-from faust.transport.consumer import Consumer, ensure_TP
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 from faust.web.apps import router as router_views
 from faust.web.apps import tables as table_views
 from faust.web.exceptions import NotFound
+
+from qastream.streaming import recovery_seek
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ PATCHED_AIOKAFKA_VERSION = "0.14.0"
 
 #: Faust's own method, kept so tests can show the stall it causes.
 original_new_offset = Consumer._new_offset
-#: Faust's own method, kept so tests can show the records it delivers twice.
-original_perform_seek = Consumer.perform_seek
 #: aiokafka's own method, wrapped by :func:`do_commit_offsets`.
 original_do_commit_offsets = GroupCoordinator._do_commit_offsets
 #: aiokafka's own constructor, wrapped by :func:`metadata_request_init`.
@@ -124,39 +123,6 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
         self._acked_index[tp].difference_update(batch)
         return batch[-1] + 1
     return None
-
-
-async def perform_seek(self: Any) -> None:
-    """Faust 0.15.3's seek of every partition to its committed offset, without forgetting what was delivered.
-
-    Faust sets each partition's read offset (the last record handed to a
-    stream; the re-fetch drops records at or below it... almost: the one at
-    it passes) back to the committed offset.  When recovery ends it resumes
-    the stream partitions *before* this seek, so a batch fetched from the
-    committed offset is often being handed over while the seek runs.  With
-    the read offset moved back, every record of that batch already handed
-    over came a second time from the re-fetch, while the first copy was
-    still being generated (two LLM calls for one question), and the rest of
-    the old batch, handed over next, jumped the read offset forward again:
-    Faust took the jump for offsets missing from the log (a gap) and counted
-    them as done, which let a commit pass records it had not processed.
-
-    Here the read offset of a stream partition only moves forward: records
-    handed over stay handed over (the flow control keeps those still
-    buffered, :mod:`qastream.streaming.flow_control`; Faust forgets the read
-    offsets of revoked partitions, so they are this assignment's), the
-    position is still the committed offset, and the re-fetch delivers exactly
-    what follows.  Changelog partitions keep Faust's behaviour: table
-    recovery positions them itself.
-    """
-    read_offset = self._read_offset
-    committed_offsets = await self.seek_to_committed()
-    for tp, offset in committed_offsets.items():
-        committed = offset if offset is not None and offset >= 0 else None
-        read = None if self._is_changelog_tp(tp) else read_offset.get(tp)  # tables recover on their own
-        read_offset[tp] = committed if read is None else read if committed is None else max(read, committed)
-    self._committed_offset.update({ensure_TP(tp): offset if offset else None
-                                   for tp, offset in committed_offsets.items() if offset is not None})
 
 
 ViewGet = Callable[..., Awaitable[Any]]
@@ -247,10 +213,10 @@ def install() -> None:
                            f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
     # Replacing library methods is what this module is for.
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
-    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     GroupCoordinator._do_commit_offsets = do_commit_offsets
     MetadataRequest.__init__ = metadata_request_init
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    recovery_seek.install()
     for view in NAMED_TABLE_VIEWS:
         if not getattr(view.get, "checks_table_name", False):
             view.get = known_table(view.get)  # type: ignore[method-assign,assignment]

@@ -78,7 +78,7 @@ def test_once_the_message_in_flight_is_acked_everything_commits():
 
 def test_install_patches_the_consumer():
     faust_fixes.install()
-    assert Consumer._new_offset is faust_fixes.new_offset and Consumer.perform_seek is faust_fixes.perform_seek
+    assert Consumer._new_offset is faust_fixes.new_offset
 
 
 def test_creating_the_app_installs_the_fixes(monkeypatch):
@@ -144,52 +144,3 @@ def test_the_app_fetch_wait_comes_from_the_settings():
 
     assert app.fetch_max_wait == settings.fetch_max_wait_seconds
     assert AIOKafkaConsumerThread._create_worker_consumer is faust_fixes.create_worker_consumer
-
-
-class Seeking:
-    """What ``perform_seek`` reads and writes on the consumer; the broker's committed offsets are given."""
-
-    def __init__(self, read: dict[TP, Optional[int]], committed: dict[TP, Optional[int]]) -> None:
-        self._read_offset = dict(read)
-        self._committed_offset: dict[TP, Optional[int]] = {}
-        self.committed = committed
-
-    @staticmethod
-    def _is_changelog_tp(tp: TP) -> bool:
-        return tp.topic.endswith("-changelog")
-
-    async def seek_to_committed(self) -> dict[TP, Optional[int]]:
-        return self.committed
-
-
-TP1 = TP("questions-pending", 1)
-TP2 = TP("questions-pending", 2)
-
-
-async def test_the_seek_after_recovery_keeps_what_was_already_handed_to_the_streams():
-    """Records 24..44 were handed over before the seek: the re-fetch from 24 must not hand them over again."""
-    consumer = Seeking(read={TP0: 44, TP1: 10}, committed={TP0: 24, TP1: 30, TP2: 5})
-    await faust_fixes.perform_seek(consumer)
-    assert consumer._read_offset == {TP0: 44, TP1: 30, TP2: 5}
-    assert consumer._committed_offset == {TP0: 24, TP1: 30, TP2: 5}
-
-
-async def test_a_changelog_partition_is_sought_as_faust_does():
-    changelog = TP("status-changelog", 0)
-    consumer = Seeking(read={changelog: 44}, committed={changelog: 24})
-    await faust_fixes.perform_seek(consumer)
-    assert consumer._read_offset == {changelog: 24}
-
-
-async def test_faust_own_seek_moves_the_read_offset_back():
-    """Documents the bug: every record already handed over comes again, and the rest of the old batch
-    then jumps the read offset forward (a gap Faust counts as done)."""
-    consumer = Seeking(read={TP0: 44}, committed={TP0: 24})
-    await faust_fixes.original_perform_seek(consumer)
-    assert consumer._read_offset == {TP0: 24}
-
-
-async def test_a_partition_never_committed_keeps_its_read_offset_too():
-    consumer = Seeking(read={TP0: 12, TP1: None}, committed={TP0: None, TP1: None})
-    await faust_fixes.perform_seek(consumer)
-    assert consumer._read_offset == {TP0: 12, TP1: None} and consumer._committed_offset == {}
