@@ -8,7 +8,7 @@ import aiohttp
 import click
 import pytest
 
-from qastream.commands.llm_server import model_names, parse_backends
+from qastream.commands.llm_server import model_names, parse_backends, parse_fixed_answers
 from qastream.devtools.llmserver.backends import (
     BackendName,
     Completion,
@@ -168,3 +168,22 @@ def test_question_answer_prompt_renders_a_chat_as_a_document_to_continue():
     assert question_answer_prompt(messages) == ("Be brief.\n\nQuestion: What is a byte?\nAnswer: Eight bits.\n\n"
                                                 "Question: What is a nibble?\nAnswer:")
     assert question_answer_prompt([{"role": "user", "content": "Why?"}]) == "Question: Why?\nAnswer:"
+
+
+@pytest.mark.parametrize("pairs, expected", [
+    ((), {}), (("big=Always this.",), {"big": "Always this."}), (("big=a=b",), {"big": "a=b"}),
+])
+def test_parse_fixed_answers(pairs, expected):
+    assert parse_fixed_answers(pairs) == expected
+
+
+@pytest.mark.parametrize("pairs", [("big",), ("=text",), ("big=a", "big=b")])
+def test_parse_fixed_answers_refuses(pairs):
+    with pytest.raises(click.BadParameter):
+        parse_fixed_answers(pairs)
+
+
+def test_a_fixed_answer_model_may_not_take_a_served_name():
+    with pytest.raises(click.BadParameter):
+        model_names([BackendName.ECHO], None, "smollm2", also=["smollm2:latest"])
+    assert model_names([BackendName.ECHO], None, "smollm2", also=["big-model"]) == ["smollm2"]
