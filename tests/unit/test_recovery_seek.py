@@ -6,8 +6,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from mode.utils.queues import FlowControlQueue
 
@@ -185,11 +185,41 @@ def test_a_clear_forgets_the_messages_it_drops():
     assert queue.empty() and consumer._unacked_messages == {7}
 
 
-@pytest.mark.parametrize("name", ["perform_seek", "getmany"])
-def test_install_replaces_faust_methods(name):
+def test_install_replaces_faust_methods():
     recovery_seek.install()
-    assert getattr(Consumer, name) is getattr(recovery_seek, name)
+    assert (Consumer.perform_seek, Consumer.getmany, AIOKafkaConsumerThread._fetch_records) == (
+        recovery_seek.perform_seek, recovery_seek.getmany, recovery_seek.fetch_records)
 
 
 def test_the_app_uses_the_fence_flow_control():
     assert isinstance(app.flow_control, SeekFenceFlowControl)
+
+
+def drained(partitions: Any, buffered: list[TP]) -> list[TP]:
+    """The partitions aiokafka's ``Fetcher.fetched_records`` hands records of, by its own test."""
+    return [tp for tp in buffered if not (partitions and tp not in partitions)]
+
+
+def test_a_fetch_with_every_partition_paused_returns_none_of_them():
+    """aiokafka reads an empty set as every partition: the paused ones' records were fetched and dropped."""
+    active: set[TP] = {BULK0}
+    live = recovery_seek.LivePartitions(active)
+    active.discard(BULK0)  # paused while the fetch waits
+    assert drained(live, [BULK0, BULK1]) == []
+    assert drained(set(), [BULK0, BULK1]) == [BULK0, BULK1]  # Faust's own set, once empty
+    active.add(BULK1)
+    assert drained(live, [BULK0, BULK1]) == [BULK1]
+
+
+def test_the_fetch_reads_faust_active_partitions_live(monkeypatch):
+    seen = []
+
+    async def original(self: Any, consumer: Any, partitions: Any, timeout: Any = None, max_records: Any = None) -> dict:
+        seen.append(partitions)
+        return {}
+
+    monkeypatch.setattr(recovery_seek, "original_fetch_records", original)
+    active = {BULK0}
+    asyncio.run(recovery_seek.fetch_records(None, None, active, timeout=1.0, max_records=10))
+    asyncio.run(recovery_seek.fetch_records(None, None, None))
+    assert isinstance(seen[0], recovery_seek.LivePartitions) and seen[0].partitions is active and seen[1] is None
