@@ -154,6 +154,16 @@ def isolated_env(broker: Broker, llm: LLMServer, data_dir: Path) -> dict[str, st
     return env
 
 
+def submit(worker: Worker, questions: list[tuple[str, str]]) -> list[str]:
+    """POST /query each (question, reference) pair; the question ids, each accepted with a 202."""
+    ids = []
+    for question, reference in questions:
+        code, body = worker.query(question, reference)
+        assert code == 202, body
+        ids.append(body["question_id"])
+    return ids
+
+
 def launch_worker(artifacts: Path, test_name: str, env: dict[str, str], *, faust_cli: bool = False,
                   **overrides: str) -> Worker:
     """Start a worker on a free port with ``env`` plus ``QASTREAM_<KEY>`` overrides."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
-from stackutil import Broker, Worker, isolated_env, launch_llm, wait_until
+from stackutil import Broker, Worker, isolated_env, launch_llm, submit, wait_until
 
 from qastream.devtools.embedded import free_port, log_file, start_llm_server, start_tansu, stop
 
@@ -45,15 +45,6 @@ def db_counts(url: str) -> dict[str, int]:
             }
     finally:
         engine.dispose()
-
-
-def submit(worker: Worker, questions: list[tuple[str, str]]) -> list[str]:
-    ids = []
-    for question, reference in questions:
-        code, body = worker.query(question, reference)
-        assert code == 202, body
-        ids.append(body["question_id"])
-    return ids
 
 
 def test_fault_mix_every_question_ends_as_the_faults_imply(broker, artifacts, tmp_path, start_worker_process):

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from stackutil import LLMServer, Worker, isolated_env, launch_llm, wait_until
+from stackutil import LLMServer, Worker, isolated_env, launch_llm, submit, wait_until
 
 from qastream.devtools.embedded import free_port, log_file, start_llm_server, stop
 
@@ -46,15 +46,6 @@ def admin_stats(url: str) -> dict[str, int]:
 def settled(worker: Worker, total: int) -> bool:
     by_status = metrics(worker)["questions_by_status"]
     return by_status.get("pending", 0) == 0 and sum(by_status.values()) == total
-
-
-def submit(worker: Worker, questions: list[tuple[str, str]]) -> list[str]:
-    ids = []
-    for question, reference in questions:
-        code, body = worker.query(question, reference)
-        assert code == 202, body
-        ids.append(body["question_id"])
-    return ids
 
 
 def responses(url: str) -> dict[str, dict[str, Any]]:
