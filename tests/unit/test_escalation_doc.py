@@ -1,6 +1,7 @@
-"""bench/quality_run.py: the figures docs/quality.md compares with and without escalation."""
+"""docs/quality.md's escalation table is what bench/quality_run.py renders from the two saved runs."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -11,6 +12,18 @@ def load_bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_escalation_table_in_quality_md_is_rendered_from_the_saved_runs():
+    assert "\n".join(load_bench().escalation_table()) in (ROOT / "docs" / "quality.md").read_text()
+
+
+def test_the_two_runs_differ_only_in_the_escalation_model():
+    bench = load_bench()
+    off, on = (json.loads(path.read_text())["run"] for path in bench.ESCALATION_RUNS.values())
+    assert (off["escalation_model"], on["escalation_model"]) == ("", "gemma3:270m")
+    for key in ("questions", "seed", "threshold", "llm_backend", "llm_concurrency"):
+        assert off[key] == on[key], key
 
 
 def test_headline_counts_final_passes_whichever_attempt_wrote_them():
