@@ -1,25 +1,16 @@
 """docs/quality.md's escalation table is what bench/quality_run.py renders from the two saved runs."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_quality_run", ROOT / "bench" / "quality_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_modules import ROOT, load_bench
 
 
 def test_the_escalation_table_in_quality_md_is_rendered_from_the_saved_runs():
-    assert "\n".join(load_bench().escalation_table()) in (ROOT / "docs" / "quality.md").read_text()
+    assert "\n".join(load_bench("quality_run").escalation_table()) in (ROOT / "docs" / "quality.md").read_text()
 
 
 def test_the_two_runs_differ_only_in_the_escalation_model():
-    bench = load_bench()
+    bench = load_bench("quality_run")
     off, on = (json.loads(path.read_text())["run"] for path in bench.ESCALATION_RUNS.values())
     assert (off["escalation_model"], on["escalation_model"]) == ("", "gemma3:270m")
     for key in ("questions", "seed", "threshold", "llm_backend", "llm_concurrency"):
@@ -33,7 +24,7 @@ def test_headline_counts_final_passes_whichever_attempt_wrote_them():
         "tokens": {"prompt_tokens": 900, "eval_tokens": 600, "wasted_tokens": 300, "tokens_per_kept_answer": 150.0,
                    "escalation": {"escalated": 3, "passed_after_escalation": 1}},
     }
-    head = load_bench().headline(report)
+    head = load_bench("quality_run").headline(report)
     assert (head["first_attempt_pass_rate"], head["final_pass_rate"], head["low_quality_share"]) == (0.6, 0.8, 0.2)
     assert (head["passed"], head["tokens"], head["wasted_tokens"]) == (8, 1500, 300)
     assert (head["escalated"], head["escalation_gain"]) == (3, 1)

@@ -1,21 +1,12 @@
 """docs/quality.md's "Two models" table is what bench/two_models.py renders from the saved figures."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_two_models", ROOT / "bench" / "two_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_modules import ROOT, load_bench
 
 
 def test_the_table_in_quality_md_is_rendered_from_the_saved_figures():
-    assert "\n".join(load_bench().table()) in (ROOT / "docs" / "quality.md").read_text()
+    assert "\n".join(load_bench("two_models").table()) in (ROOT / "docs" / "quality.md").read_text()
 
 
 def test_both_calibrations_used_the_same_sample_and_scorer():
@@ -29,7 +20,7 @@ def test_both_calibrations_used_the_same_sample_and_scorer():
 
 
 def test_paired_comparison_counts_each_question_once():
-    bench = load_bench()
+    bench = load_bench("two_models")
     a = {"items": [{"question": "q1", "llm_own": 0.5}, {"question": "q2", "llm_own": 0.2},
                    {"question": "q3", "llm_own": 0.4}, {"question": "q3", "llm_own": 0.4}]}
     b = {"items": [{"question": "q1", "llm_own": 0.3}, {"question": "q2", "llm_own": 0.4},
