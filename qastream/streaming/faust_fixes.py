@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from functools import wraps
-from typing import Any, Awaitable, Callable, List, Optional
+from typing import Any, Awaitable, Callable, Iterable, List, Mapping, Optional
 
 import aiokafka
 import faust
@@ -75,17 +75,38 @@ original_metadata_request_init = MetadataRequest.__init__
 original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
-def lowest_unacked(self: Any, tp: TP) -> Optional[int]:
-    """The lowest offset of ``tp`` delivered to a stream and not acked yet, at or past the committed offset."""
-    committed = self._committed_offset[tp]
-    offsets = [m.offset for m in list(self._unacked_messages)
-               if m.tp == tp and not m.acked and (committed is None or m.offset >= committed)]
-    return min(offsets, default=None)
+def lowest_unacked(self: Any) -> dict[TP, int]:
+    """Per partition, the lowest offset delivered to a stream and not acked yet, at or past the committed offset.
+
+    One pass over the messages in flight serves every partition of a commit
+    (:func:`filter_committable_offsets`): they can number tens of thousands
+    with a backlog, and a commit looks at every partition of the worker.
+    """
+    heads: dict[TP, int] = {}
+    for m in list(self._unacked_messages):
+        if m.acked:
+            continue
+        committed = self._committed_offset.get(m.tp)
+        if (committed is None or m.offset >= committed) and m.offset < heads.get(m.tp, m.offset + 1):
+            heads[m.tp] = m.offset
+    return heads
 
 
-def new_offset(self: Any, tp: TP) -> Optional[int]:
+def filter_committable_offsets(self: Any, tps: Iterable[TP]) -> dict[TP, int]:
+    """Faust 0.15.3's choice of the offsets to commit, finding the messages in flight once for all ``tps``."""
+    heads = lowest_unacked(self)
+    commit_offsets = {}
+    for tp in tps:
+        offset = new_offset(self, tp, heads)
+        if offset is not None and self._should_commit(tp, offset):
+            commit_offsets[tp] = offset
+    return commit_offsets
+
+
+def new_offset(self: Any, tp: TP, heads: Optional[Mapping[TP, int]] = None) -> Optional[int]:
     """The offset to commit for ``tp``: one past the first run of consecutive acked offsets,
-    and never past a message that is still being processed."""
+    and never past a message that is still being processed (``heads``: :func:`lowest_unacked`, found here
+    when not given)."""
     acked = self._acked[tp]
     if acked:
         max_offset = max(acked)
@@ -114,7 +135,7 @@ def new_offset(self: Any, tp: TP) -> Optional[int]:
         # lost it (its question stalled until its stage deadline).  A record delivered twice (the seek
         # at the end of recovery re-reads one) is acked by the copy a stage skips while the first copy
         # is still being processed, so the run is checked against the messages in flight every time.
-        head = lowest_unacked(self, tp)
+        head = (lowest_unacked(self) if heads is None else heads).get(tp)
         if head is not None and head <= batch[-1]:
             batch = [offset for offset in batch if offset < head]
             if not batch:
@@ -213,6 +234,7 @@ def install() -> None:
                            f"{aiokafka.__version__}: re-check GroupCoordinator.commit_offsets and update the fix")
     # Replacing library methods is what this module is for.
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
+    Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]
     GroupCoordinator._do_commit_offsets = do_commit_offsets
     MetadataRequest.__init__ = metadata_request_init
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]

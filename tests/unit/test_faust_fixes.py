@@ -76,9 +76,23 @@ def test_once_the_message_in_flight_is_acked_everything_commits():
     assert state._acked[TP0] == []
 
 
+def test_a_commit_finds_the_messages_in_flight_of_every_partition_in_one_pass():
+    """Each partition is held back only by its own message in flight, and acked messages hold nothing."""
+    tp1 = TP("questions-pending", 1)
+    state = bookkeeping(acked=list(range(10, 16)), gap=None, committed=10, in_flight=(13,))
+    state._acked[tp1], state._acked_index[tp1], state._committed_offset[tp1] = [20, 21], {20, 21}, 20
+    state._unacked_messages += [SimpleNamespace(tp=tp1, offset=25, acked=False),
+                                SimpleNamespace(tp=tp1, offset=21, acked=True),
+                                SimpleNamespace(tp=tp1, offset=5, acked=False)]  # below the committed offset
+    state._should_commit = lambda tp, offset: True
+    assert faust_fixes.lowest_unacked(state) == {TP0: 13, tp1: 25}
+    assert faust_fixes.filter_committable_offsets(state, [TP0, tp1]) == {TP0: 13, tp1: 22}
+
+
 def test_install_patches_the_consumer():
     faust_fixes.install()
     assert Consumer._new_offset is faust_fixes.new_offset
+    assert Consumer._filter_committable_offsets is faust_fixes.filter_committable_offsets
 
 
 def test_creating_the_app_installs_the_fixes(monkeypatch):
