@@ -104,5 +104,5 @@ class Runtime:
                                                          settings.breaker_max_cooldown_seconds, name=url))
                         for url in urls)
         return cls(llm_servers=servers, gate=Gate(settings.max_requests_in_flight),
-                   llm_slots=PriorityGate(settings.llm_concurrency * len(urls)),
+                   llm_slots=PriorityGate(settings.llm_slots()),
                    keys=KeyCache(settings.auth_cache_seconds), watchers=Watchers(settings.live_max_streams))

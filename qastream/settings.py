@@ -322,6 +322,10 @@ class Settings:
             raise SettingsError(f"{name}: a server is listed twice in {self.ollama_url!r}")
         return urls
 
+    def llm_slots(self) -> int:
+        """LLM calls a worker may have in flight: ``QASTREAM_LLM_CONCURRENCY`` on each server."""
+        return self.llm_concurrency * len(self.llm_urls())
+
     def webhook_backoff(self) -> Backoff:
         """The attempts and waits of a webhook delivery."""
         return Backoff(self.webhook_max_attempts, self.webhook_backoff_base_seconds, self.webhook_backoff_max_seconds)

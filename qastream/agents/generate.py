@@ -163,13 +163,13 @@ async def generate_lane(jobs: faust.StreamT[Job], lane: Lane) -> None:
                          job.question_id, job.attempt, exc)
 
 
-@app.agent(topics.pending, concurrency=settings.llm_concurrency * len(settings.llm_urls()))
+@app.agent(topics.pending, concurrency=settings.llm_slots())
 async def generate(jobs: faust.StreamT[Job]) -> None:
     """Generate answers for interactive questions, ``llm_concurrency`` calls at a time per worker and server."""
     await generate_lane(jobs, Lane.INTERACTIVE)
 
 
-@app.agent(topics.bulk, concurrency=settings.llm_concurrency * len(settings.llm_urls()))
+@app.agent(topics.bulk, concurrency=settings.llm_slots())
 async def generate_bulk(jobs: faust.StreamT[Job]) -> None:
     """Generate answers for bulk questions, with the LLM slots no interactive question waits for."""
     await generate_lane(jobs, Lane.BULK)
